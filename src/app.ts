@@ -1,0 +1,184 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import fastifyCookie from '@fastify/cookie';
+import type { DestinationStream } from 'pino';
+import type { Config } from './config/types.js';
+import { BrowserError } from './errors.js';
+import { OidcProvider } from './oidc/provider.js';
+import { SessionCookies } from './session/cookies.js';
+import { CookiePersistence } from './session/cookie-persistence.js';
+import { SessionManager } from './session/manager.js';
+import { PendingLogins } from './session/pending-login.js';
+import type { SessionPersistence } from './session/persistence.js';
+import { Sealer } from './session/sealer.js';
+import { TokenRefresher } from './tokens/refresher.js';
+import { SessionTokens } from './tokens/session-tokens.js';
+import { ClientTokens } from './tokens/client-tokens.js';
+import { authRoutes } from './routes/auth.js';
+import { apiRoutes } from './proxy/api-routes.js';
+import { createCsrfCheck } from './proxy/csrf.js';
+import { healthRoutes } from './ops/health.js';
+
+export interface BuildOptions {
+  /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
+  now?: () => number;
+  /** Where logs go (default stdout); tests capture them to scan for leaks. */
+  logStream?: DestinationStream;
+  /** Wait for provider discovery before resolving (tests); the service itself starts without waiting. */
+  waitForProvider?: boolean;
+}
+
+/** Seconds a browser is told to wait after a 503. */
+const RETRY_AFTER_SECONDS = 5;
+
+/** Never logged, wherever they appear in a log object. */
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'res.headers["set-cookie"]',
+  'headers.authorization',
+  'headers.cookie',
+  'headers["set-cookie"]',
+  '*.accessToken',
+  '*.refreshToken',
+  '*.idToken',
+  '*.access_token',
+  '*.refresh_token',
+  '*.id_token',
+  '*.clientSecret',
+  '*.secrets',
+  '*.password',
+];
+
+/** Builds the token-handler Fastify app from a validated configuration. */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const now = options.now ?? Date.now;
+  const app = Fastify({
+    logger: loggerOptions(config, options.logStream),
+    // Our own error JSON instead of Fastify's, and never a stack trace.
+    return503OnClosing: true,
+  });
+
+  const secure = config.publicUrl.startsWith('https:');
+  if (!secure) {
+    app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
+  }
+  for (const route of config.routes) {
+    if (!route.tlsRejectUnauthorized) {
+      app.log.warn({ route: route.prefix, upstream: route.upstream }, 'TLS certificate verification is OFF for this upstream (routes[].tlsRejectUnauthorized: false)');
+    }
+  }
+
+  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
+  const sealer = new Sealer(config.session.secrets);
+  const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
+  const timeouts = {
+    idleTimeoutSeconds: config.session.idleTimeoutSeconds,
+    absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
+  };
+  const persistence = createPersistence(config, sealer);
+  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log });
+  const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
+  const refresher = new TokenRefresher({
+    provider,
+    resultTtlMs: config.refresh.resultTtlSeconds * 1000,
+    resultMaxEntries: config.refresh.resultMaxEntries,
+    refreshSkewMs,
+    now,
+    logger: app.log,
+  });
+  const sessionTokens = new SessionTokens({ sessions, refresher, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
+  const pendingLogins = new PendingLogins({
+    cookies,
+    sealer,
+    timeoutSeconds: config.session.pendingLoginTimeoutSeconds,
+    maxPerBrowser: config.session.maxPendingLogins,
+    now,
+  });
+  const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
+
+  await app.register(fastifyCookie);
+  app.setErrorHandler((error, request, reply) => {
+    const browserError = toBrowserError(error);
+    if (browserError.status >= 500 && !(error instanceof BrowserError)) {
+      request.log.error({ err: error }, 'unhandled error');
+    }
+    if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
+    return reply.code(browserError.status).type('application/json; charset=utf-8').send(browserError.toJSON());
+  });
+  app.setNotFoundHandler((_request, reply) =>
+    reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()),
+  );
+
+  await app.register(healthRoutes, { checks: [{ name: 'provider', check: () => provider.ready }] });
+  await app.register(authRoutes, {
+    provider,
+    sessions,
+    sessionTokens,
+    pendingLogins,
+    timeouts,
+    csrfCheck,
+    publicUrl: config.publicUrl,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+    now,
+  });
+  await app.register(apiRoutes, {
+    routes: config.routes,
+    cookies,
+    sessionTokens,
+    clientTokens: new ClientTokens(provider, refreshSkewMs, now),
+    csrfCheck,
+    csrfHeader: config.csrf.header,
+    publicProto: secure ? 'https' : 'http',
+    replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+  });
+
+  app.addHook('onClose', async () => {
+    provider.stop();
+    await persistence.close();
+  });
+
+  const discovery = provider.start();
+  if (options.waitForProvider) await discovery;
+  return app;
+}
+
+function createPersistence(config: Config, sealer: Sealer): SessionPersistence {
+  switch (config.session.store) {
+    case 'cookie':
+      return new CookiePersistence(sealer, config.session.absoluteTimeoutSeconds);
+    case 'memory':
+    case 'redis':
+      throw new Error(`session.store "${config.session.store}" is not available in this version; use "cookie"`);
+  }
+}
+
+/** Every error becomes one of the browser-facing codes; Fastify's own 4xx keep their status class. */
+function toBrowserError(error: unknown): BrowserError {
+  if (error instanceof BrowserError) return error;
+  const status = (error as { statusCode?: unknown }).statusCode;
+  if (status === 413) return new BrowserError('payload_too_large', 'The request body is too large.');
+  if (status === 431) return new BrowserError('headers_too_large', 'The request headers are too large.');
+  if (status === 429) return new BrowserError('too_many_requests', 'Too many requests: slow down.');
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new BrowserError('bad_request', 'The request could not be understood.');
+  }
+  return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
+}
+
+function loggerOptions(config: Config, stream: DestinationStream | undefined): FastifyServerOptions['logger'] {
+  return {
+    level: config.logging.level,
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    serializers: {
+      req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: withoutCredentials(req.url), reqId: req.id }),
+    },
+    ...(stream ? { stream } : {}),
+  };
+}
+
+/** The callback's query carries the authorization code: log the path only. */
+function withoutCredentials(url: string): string {
+  const query = url.indexOf('?');
+  return query !== -1 && url.startsWith('/auth/callback') ? `${url.slice(0, query)}?[redacted]` : url;
+}

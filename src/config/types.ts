@@ -1,0 +1,124 @@
+/**
+ * The validated configuration of one token-handler instance.
+ * Every field is filled: defaults are applied by `loadConfig`, so the rest of the
+ * code never has to guess. Keys and meaning follow DESIGN.md ("Configuration").
+ */
+
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+export type SessionStoreKind = 'cookie' | 'memory' | 'redis';
+export type RouteTokenMode = 'user' | 'client' | 'none';
+export type SameSite = 'strict' | 'lax';
+export type StripCookies = 'own' | 'all';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface ListenConfig {
+  host: string;
+  port: number;
+}
+
+export interface OidcConfig {
+  /** Issuer identifier; discovery at `${issuer}/.well-known/openid-configuration`. */
+  issuer: string;
+  clientId: string;
+  /** Required for client_secret_basic and client_secret_post. */
+  clientSecret?: string;
+  /** Private JWK (object) for private_key_jwt; must carry `kty` and private parts. */
+  privateKeyJwk?: Record<string, unknown>;
+  clientAuth: ClientAuthMethod;
+  scopes: string[];
+  /** Refresh proactively when the access token expires within this many seconds. */
+  refreshSkewSeconds: number;
+  /** Timeout of every call to the provider. */
+  timeoutMs: number;
+  /** Access-token life assumed when the provider sends no `expires_in` and the token is not a JWT. */
+  defaultAccessTokenSeconds: number;
+  /** Where the provider sends the browser after RP-initiated logout; default publicUrl + "/". */
+  postLogoutRedirectUri: string;
+  /** Extra parameters added to the authorization request (e.g. `prompt`, `audience`). */
+  authorizationParams: Record<string, string>;
+  /**
+   * Allow a plain-http issuer. Only for local development and tests: openid-client
+   * refuses http by default, and so do we unless this is set.
+   */
+  allowInsecureIssuer: boolean;
+}
+
+export interface RedisConfig {
+  url: string;
+  keyPrefix: string;
+}
+
+export interface SessionConfig {
+  store: SessionStoreKind;
+  /** First one seals; all of them unseal (rotation). Each at least 32 characters. */
+  secrets: string[];
+  /** Base name of the session cookie; `__Host-` is prepended on https. */
+  cookieName: string;
+  sameSite: SameSite;
+  idleTimeoutSeconds: number;
+  absoluteTimeoutSeconds: number;
+  /** Present when Redis is configured (required for store: redis). */
+  redis?: RedisConfig;
+  /** How long a started login may take before its pending-login cookie is ignored. */
+  pendingLoginTimeoutSeconds: number;
+  /** At most this many pending logins per browser; the oldest is dropped. */
+  maxPendingLogins: number;
+}
+
+export interface RouteConfig {
+  /** Path prefix served by this route, e.g. `/api`. Starts with `/`, no trailing `/`. */
+  prefix: string;
+  /** Base URL of the upstream (http or https). */
+  upstream: string;
+  /** What replaces `prefix` in the upstream path ("" strips it). */
+  rewritePrefix: string;
+  token: RouteTokenMode;
+  /** On an upstream 401: refresh once and replay once (token: user only). */
+  retryOn401: boolean;
+  /** `own` strips only token-handler's cookies; `all` strips the whole Cookie header. */
+  stripCookies: StripCookies;
+  /** Scopes asked for a client-credentials token (token: client). */
+  clientScopes: string[];
+  /** Verify the upstream's TLS certificate. Turning it off is logged loudly at startup. */
+  tlsRejectUnauthorized: boolean;
+  /** PEM file of extra CA certificates trusted for this upstream. */
+  tlsCaFile?: string;
+}
+
+export interface RefreshConfig {
+  /**
+   * How long the result of a refresh is kept, keyed by a hash of the spent refresh
+   * token, so a request still carrying the old cookie gets the new tokens instead of
+   * reusing a dead refresh token.
+   */
+  resultTtlSeconds: number;
+  /** Bound on the number of remembered refresh results. */
+  resultMaxEntries: number;
+  /** Request bodies up to this size are buffered so they can be replayed after a 401. */
+  replayBodyLimitBytes: number;
+}
+
+export interface CsrfConfig {
+  /** Name of the header every state-changing call must carry with the value `1`. */
+  header: string;
+  /** Origins besides publicUrl's own that may call (full origins, e.g. https://admin.example.com). */
+  allowedOrigins: string[];
+}
+
+export interface LoggingConfig {
+  level: LogLevel;
+  /** Log the user's `sub` with each request (off by default: only a session hash is logged). */
+  includeSubject: boolean;
+}
+
+export interface Config {
+  listen: ListenConfig;
+  /** Origin the browser sees, without a trailing slash; redirect URI = publicUrl + /auth/callback. */
+  publicUrl: string;
+  oidc: OidcConfig;
+  session: SessionConfig;
+  routes: RouteConfig[];
+  refresh: RefreshConfig;
+  csrf: CsrfConfig;
+  logging: LoggingConfig;
+}

@@ -1,0 +1,72 @@
+/**
+ * Browser-facing errors. Every error a browser can see is one of these codes, sent as
+ * JSON `{ error, error_description }` (DESIGN.md "HTTP surface"). Never a stack trace,
+ * never a token: descriptions are fixed human text chosen here, not upstream messages.
+ */
+export type BrowserErrorCode =
+  | 'login_required'
+  | 'csrf_failed'
+  | 'bad_request'
+  | 'not_found'
+  | 'idp_unavailable'
+  | 'session_store_unavailable'
+  | 'upstream_unavailable'
+  | 'upstream_timeout'
+  | 'token_rejected'
+  | 'payload_too_large'
+  | 'headers_too_large'
+  | 'too_many_requests'
+  | 'internal_error';
+
+const statusOf: Record<BrowserErrorCode, number> = {
+  login_required: 401,
+  csrf_failed: 403,
+  bad_request: 400,
+  not_found: 404,
+  idp_unavailable: 503,
+  session_store_unavailable: 503,
+  upstream_unavailable: 502,
+  upstream_timeout: 504,
+  token_rejected: 401,
+  payload_too_large: 413,
+  headers_too_large: 431,
+  too_many_requests: 429,
+  internal_error: 500,
+};
+
+export class BrowserError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: BrowserErrorCode,
+    readonly description: string,
+    /** Seconds, sent as `Retry-After` (503s). */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(`${code}: ${description}`);
+    this.name = 'BrowserError';
+    this.status = statusOf[code];
+  }
+
+  toJSON(): { error: BrowserErrorCode; error_description: string } {
+    return { error: this.code, error_description: this.description };
+  }
+}
+
+export const loginRequired = (description = 'No valid session: sign in again.') =>
+  new BrowserError('login_required', description);
+export const csrfFailed = (description: string) => new BrowserError('csrf_failed', description);
+export const badRequest = (description: string) => new BrowserError('bad_request', description);
+export const idpUnavailable = (retryAfterSeconds = 5) =>
+  new BrowserError(
+    'idp_unavailable',
+    'The identity provider cannot be reached right now; the session is kept, try again shortly.',
+    retryAfterSeconds,
+  );
+export const sessionStoreUnavailable = (retryAfterSeconds = 2) =>
+  new BrowserError(
+    'session_store_unavailable',
+    'The session store cannot be reached right now; try again shortly.',
+    retryAfterSeconds,
+  );
+export const upstreamUnavailable = () =>
+  new BrowserError('upstream_unavailable', 'The API behind this route could not be reached.');

@@ -1,0 +1,205 @@
+import * as client from 'openid-client';
+import { importJWK } from 'jose';
+import type { FastifyBaseLogger } from 'fastify';
+import type { OidcConfig } from '../config/types.js';
+import { classifyProviderError, ProviderError } from './errors.js';
+import { tokenSetFrom, type TokenSet } from './token-set.js';
+
+export interface LoginTransaction {
+  state: string;
+  nonce: string;
+  codeVerifier: string;
+}
+
+export interface OidcProviderOptions {
+  config: OidcConfig;
+  redirectUri: string;
+  logger: FastifyBaseLogger;
+  now: () => number;
+}
+
+const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+
+/**
+ * The only place that speaks to the OpenID provider, built on openid-client.
+ * Discovery runs in the background with backoff, so the service starts (and answers
+ * `/readyz` with "not ready") while the provider is still down.
+ */
+export class OidcProvider {
+  private configuration: client.Configuration | undefined;
+  private discovering: Promise<void> | undefined;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wakeRetry: (() => void) | undefined;
+
+  constructor(private readonly options: OidcProviderOptions) {}
+
+  get ready(): boolean {
+    return this.configuration !== undefined;
+  }
+
+  /** Starts discovery in the background, retrying until it succeeds or `stop()` is called. */
+  start(): Promise<void> {
+    this.discovering ??= this.discoverUntilReady();
+    return this.discovering;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.wakeRetry?.();
+  }
+
+  private async discoverUntilReady(): Promise<void> {
+    const { config, logger } = this.options;
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        this.configuration = await this.discover();
+        logger.info({ issuer: config.issuer }, 'provider metadata loaded');
+        return;
+      } catch (err) {
+        const delay = DISCOVERY_BACKOFF_MS[Math.min(attempt, DISCOVERY_BACKOFF_MS.length - 1)] ?? 30000;
+        logger.warn({ issuer: config.issuer, err: describeError(err), retryInMs: delay }, 'provider discovery failed');
+        await new Promise<void>((resolve) => {
+          this.wakeRetry = resolve;
+          this.retryTimer = setTimeout(resolve, delay);
+        });
+      }
+    }
+  }
+
+  private async discover(): Promise<client.Configuration> {
+    const { config } = this.options;
+    const execute = config.allowInsecureIssuer ? [client.allowInsecureRequests] : [];
+    const timeout = config.timeoutMs / 1000;
+    return client.discovery(
+      new URL(config.issuer),
+      config.clientId,
+      { redirect_uris: [this.options.redirectUri], response_types: ['code'] },
+      await clientAuthentication(config),
+      { execute, timeout },
+    );
+  }
+
+  private requireConfiguration(operation: string): client.Configuration {
+    if (!this.configuration) {
+      throw new ProviderError('transient', `${operation}: provider metadata not loaded yet`);
+    }
+    return this.configuration;
+  }
+
+  async startLogin(): Promise<{ url: string; transaction: LoginTransaction }> {
+    const configuration = this.requireConfiguration('login');
+    const transaction: LoginTransaction = {
+      state: client.randomState(),
+      nonce: client.randomNonce(),
+      codeVerifier: client.randomPKCECodeVerifier(),
+    };
+    const url = client.buildAuthorizationUrl(configuration, {
+      ...this.options.config.authorizationParams,
+      redirect_uri: this.options.redirectUri,
+      scope: this.options.config.scopes.join(' '),
+      state: transaction.state,
+      nonce: transaction.nonce,
+      code_challenge: await client.calculatePKCECodeChallenge(transaction.codeVerifier),
+      code_challenge_method: 'S256',
+    });
+    return { url: url.href, transaction };
+  }
+
+  /** Validates the authorization response (state, iss, errors) and exchanges the code. */
+  async finishLogin(callbackUrl: URL, transaction: LoginTransaction): Promise<TokenSet> {
+    const configuration = this.requireConfiguration('callback');
+    try {
+      const response = await client.authorizationCodeGrant(configuration, callbackUrl, {
+        expectedState: transaction.state,
+        expectedNonce: transaction.nonce,
+        pkceCodeVerifier: transaction.codeVerifier,
+        idTokenExpected: true,
+      });
+      return tokenSetFrom(response, this.tokenSetDefaults());
+    } catch (err) {
+      throw classifyProviderError(err, 'code exchange');
+    }
+  }
+
+  /** Refresh grant; `scope` narrows the request and must never widen what was granted. */
+  async refresh(refreshToken: string, scope?: string): Promise<TokenSet> {
+    const configuration = this.requireConfiguration('refresh');
+    try {
+      const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
+      return tokenSetFrom(response, this.tokenSetDefaults());
+    } catch (err) {
+      throw classifyProviderError(err, 'refresh');
+    }
+  }
+
+  async clientCredentials(scopes: readonly string[]): Promise<TokenSet> {
+    const configuration = this.requireConfiguration('client credentials');
+    try {
+      const response = await client.clientCredentialsGrant(
+        configuration,
+        scopes.length > 0 ? { scope: scopes.join(' ') } : undefined,
+      );
+      return tokenSetFrom(response, this.tokenSetDefaults());
+    } catch (err) {
+      throw classifyProviderError(err, 'client credentials');
+    }
+  }
+
+  /** RFC 7009 revocation where the provider offers it; false when it has no revocation endpoint. */
+  async revoke(token: string, hint: 'refresh_token' | 'access_token'): Promise<boolean> {
+    const configuration = this.requireConfiguration('revocation');
+    if (!configuration.serverMetadata().revocation_endpoint) return false;
+    try {
+      await client.tokenRevocation(configuration, token, { token_type_hint: hint });
+      return true;
+    } catch (err) {
+      throw classifyProviderError(err, 'revocation');
+    }
+  }
+
+  /** RP-initiated logout URL, or null when the provider has no end-session endpoint (or is not loaded). */
+  endSessionUrl(idTokenHint: string | undefined): string | null {
+    const configuration = this.configuration;
+    if (!configuration?.serverMetadata().end_session_endpoint) return null;
+    const parameters: Record<string, string> = {
+      post_logout_redirect_uri: this.options.config.postLogoutRedirectUri,
+      client_id: this.options.config.clientId,
+    };
+    if (idTokenHint) parameters.id_token_hint = idTokenHint;
+    return client.buildEndSessionUrl(configuration, parameters).href;
+  }
+
+  private tokenSetDefaults() {
+    return { now: this.options.now(), defaultAccessTokenSeconds: this.options.config.defaultAccessTokenSeconds };
+  }
+}
+
+async function clientAuthentication(config: OidcConfig): Promise<client.ClientAuth> {
+  switch (config.clientAuth) {
+    case 'client_secret_basic':
+      return client.ClientSecretBasic(config.clientSecret);
+    case 'client_secret_post':
+      return client.ClientSecretPost(config.clientSecret);
+    case 'private_key_jwt': {
+      const jwk = config.privateKeyJwk as Parameters<typeof importJWK>[0];
+      const alg = typeof jwk.alg === 'string' ? jwk.alg : defaultAlgorithm(jwk.kty, jwk.crv);
+      const key = await importJWK(jwk, alg);
+      if (key instanceof Uint8Array) throw new Error('oidc.privateKeyJwk must be an asymmetric private key');
+      return client.PrivateKeyJwt({ key, kid: typeof jwk.kid === 'string' ? jwk.kid : undefined });
+    }
+    case 'none':
+      return client.None();
+  }
+}
+
+function defaultAlgorithm(kty: string | undefined, crv: string | undefined): string {
+  if (kty === 'EC') return crv === 'P-384' ? 'ES384' : crv === 'P-521' ? 'ES512' : 'ES256';
+  if (kty === 'OKP') return 'EdDSA';
+  return 'RS256';
+}
+
+function describeError(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

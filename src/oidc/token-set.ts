@@ -1,0 +1,70 @@
+import type * as client from 'openid-client';
+import { decodeJwt } from 'jose';
+import { ProviderError } from './errors.js';
+
+/** The tokens of one token-endpoint response, normalised. */
+export interface TokenSet {
+  accessToken: string;
+  tokenType: string;
+  /** Epoch milliseconds. */
+  accessTokenExpiresAt: number;
+  refreshToken?: string;
+  idToken?: string;
+  scope?: string;
+  /** Validated ID-token claims, when an ID token came with the response. */
+  claims?: Record<string, unknown>;
+}
+
+type TokenEndpointResult = client.TokenEndpointResponse & client.TokenEndpointResponseHelpers;
+
+/**
+ * Expiry comes from `expires_in`; when absent, from the access token's own `exp` if it
+ * is a JWT; else from the configured default (DESIGN.md: expires_in may be absent).
+ */
+export function tokenSetFrom(
+  response: TokenEndpointResult,
+  defaults: { now: number; defaultAccessTokenSeconds: number },
+): TokenSet {
+  if (typeof response.access_token !== 'string' || response.access_token === '') {
+    throw new ProviderError('invalid_response', 'token response carries no access_token');
+  }
+  const set: TokenSet = {
+    accessToken: response.access_token,
+    tokenType: normaliseTokenType(response.token_type),
+    accessTokenExpiresAt: expiryOf(response, defaults),
+  };
+  if (response.refresh_token) set.refreshToken = response.refresh_token;
+  if (response.id_token) set.idToken = response.id_token;
+  if (response.scope) set.scope = response.scope;
+  const claims = response.claims();
+  if (claims) set.claims = { ...claims };
+  return set;
+}
+
+function expiryOf(response: TokenEndpointResult, defaults: { now: number; defaultAccessTokenSeconds: number }): number {
+  const expiresIn = response.expires_in;
+  if (typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn >= 0) {
+    return defaults.now + expiresIn * 1000;
+  }
+  const exp = jwtExpiry(response.access_token);
+  if (exp !== undefined) return exp;
+  return defaults.now + defaults.defaultAccessTokenSeconds * 1000;
+}
+
+function jwtExpiry(token: string): number | undefined {
+  if (token.split('.').length !== 3) return undefined;
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === 'number' ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `token_type` is case-insensitive (RFC 6749 §5.1); send the conventional spelling. */
+function normaliseTokenType(tokenType: string | undefined): string {
+  const lower = (tokenType ?? 'bearer').toLowerCase();
+  if (lower === 'bearer') return 'Bearer';
+  if (lower === 'dpop') return 'DPoP';
+  return tokenType ?? 'Bearer';
+}

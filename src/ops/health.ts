@@ -1,0 +1,27 @@
+import type { FastifyInstance } from 'fastify';
+
+export interface ReadinessCheck {
+  name: string;
+  /** Resolves true when ready; false or a rejection means not ready. */
+  check: () => boolean | Promise<boolean>;
+}
+
+/** `/healthz`: the process answers. `/readyz`: every dependency check passes, with a body naming each. */
+export async function healthRoutes(app: FastifyInstance, options: { checks: ReadinessCheck[] }): Promise<void> {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const results = await Promise.all(
+      options.checks.map(async ({ name, check }) => {
+        try {
+          return [name, (await check()) ? 'ok' : 'failing'] as const;
+        } catch {
+          return [name, 'failing'] as const;
+        }
+      }),
+    );
+    const ready = results.every(([, status]) => status === 'ok');
+    reply.code(ready ? 200 : 503).header('cache-control', 'no-store');
+    return { status: ready ? 'ready' : 'not_ready', checks: Object.fromEntries(results) };
+  });
+}

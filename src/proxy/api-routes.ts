@@ -1,0 +1,186 @@
+import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import httpProxy from '@fastify/http-proxy';
+import type { RouteConfig } from '../config/types.js';
+import { BrowserError, idpUnavailable, upstreamUnavailable } from '../errors.js';
+import { ProviderError } from '../oidc/errors.js';
+import type { SessionCookies } from '../session/cookies.js';
+import type { LoadedSession } from '../session/manager.js';
+import type { ClientTokens } from '../tokens/client-tokens.js';
+import type { SessionTokens } from '../tokens/session-tokens.js';
+import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
+
+export interface ApiRoutesOptions {
+  routes: RouteConfig[];
+  cookies: SessionCookies;
+  sessionTokens: SessionTokens;
+  clientTokens: ClientTokens;
+  csrfCheck: (request: FastifyRequest) => void;
+  csrfHeader: string;
+  /** `https` or `http`: what the browser used, sent as X-Forwarded-Proto. */
+  publicProto: string;
+  replayBodyLimitBytes: number;
+  retryAfterSeconds: number;
+}
+
+interface UpstreamResponse {
+  statusCode: number;
+  headers: Record<string, unknown>;
+  stream: Readable;
+}
+
+/** A request body small enough to be kept, so the request can be replayed after a 401. */
+class ReplayableBody {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** What one proxied request carries between its hooks: per request, never shared. */
+interface ProxyState {
+  authorization?: string;
+  session?: LoadedSession;
+  clientToken?: string;
+  /** Set once the request has been replayed after a 401, so it never loops. */
+  retried: boolean;
+  dest?: string;
+  fromOptions?: Record<string, unknown>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    proxyState: ProxyState | null;
+  }
+}
+
+/** Serves every configured API route with @fastify/http-proxy. */
+export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions): Promise<void> {
+  app.decorateRequest('proxyState', null);
+  for (const route of options.routes) {
+    await app.register(async (scope) => proxyRoute(scope, route, options));
+  }
+}
+
+async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: ApiRoutesOptions): Promise<void> {
+  const { cookies, sessionTokens, clientTokens, csrfCheck } = options;
+  const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };
+  const retryOn401 = route.retryOn401 && route.token !== 'none';
+
+  // Bodies stream through; only those small enough to replay are buffered.
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser('*', (request, payload, done) => {
+    const length = Number(request.headers['content-length']);
+    if (!retryOn401 || !Number.isSafeInteger(length) || length > options.replayBodyLimitBytes) {
+      done(null, payload);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    payload.on('data', (chunk: Buffer) => chunks.push(chunk));
+    payload.on('end', () => done(null, new ReplayableBody(Buffer.concat(chunks))));
+    payload.on('error', (err) => done(err, undefined));
+  });
+
+  const authorize = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    csrfCheck(request);
+    const state: ProxyState = { retried: false };
+    request.proxyState = state;
+    if (route.token === 'user') {
+      state.session = await sessionTokens.current(request, reply);
+      state.authorization = `${state.session.record.tokenType} ${state.session.record.accessToken}`;
+    } else if (route.token === 'client') {
+      const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
+      state.clientToken = tokens.accessToken;
+      state.authorization = `${tokens.tokenType} ${tokens.accessToken}`;
+    }
+  };
+
+  /** After an upstream 401: a new token once, then the request again (or token_rejected when the body is gone). */
+  const retryAfter401 = async (request: FastifyRequest, reply: FastifyReply, state: ProxyState): Promise<void> => {
+    state.retried = true;
+    if (route.token === 'user' && state.session) {
+      state.session = await sessionTokens.refresh(request, reply, state.session, 'upstream_401');
+      state.authorization = `${state.session.record.tokenType} ${state.session.record.accessToken}`;
+    } else if (route.token === 'client' && state.clientToken) {
+      clientTokens.invalidate(route.clientScopes, state.clientToken);
+      const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
+      state.authorization = `${tokens.tokenType} ${tokens.accessToken}`;
+    }
+    if (!isReplayable(request)) {
+      throw new BrowserError(
+        'token_rejected',
+        'The API rejected the access token. A new one has been obtained, but this request body was too large to replay: send the request again.',
+      );
+    }
+    reply.from(state.dest, state.fromOptions);
+  };
+
+  await scope.register(httpProxy, {
+    upstream: route.upstream,
+    prefix: route.prefix,
+    rewritePrefix: route.rewritePrefix,
+    proxyPayloads: false,
+    preHandler: authorize,
+    undici: {
+      connections: 128,
+      pipelining: 1,
+      connect: { rejectUnauthorized: route.tlsRejectUnauthorized, ...(route.tlsCaFile ? { ca: readFileSync(route.tlsCaFile) } : {}) },
+    },
+    replyOptions: {
+      rewriteRequestHeaders: (request, headers) =>
+        upstreamRequestHeaders(
+          headers,
+          policy,
+          { ip: request.ip, proto: options.publicProto, host: request.headers.host },
+          request.proxyState?.authorization,
+        ),
+      rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
+      onError: (reply, { error }) => {
+        const { code, statusCode } = error as Error & { code?: string; statusCode?: number };
+        reply.log.warn({ err: { message: error.message, code } }, 'upstream request failed');
+        reply.send(statusCode === 504 ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
+      },
+      onResponse: (rawRequest, rawReply, rawRes) => {
+        // reply-from's typings are wider than what it passes: the request and reply are ours,
+        // the response is undici's { statusCode, headers, stream }.
+        const request = rawRequest as FastifyRequest;
+        const reply = rawReply as FastifyReply;
+        const res = rawRes as unknown as UpstreamResponse;
+        const state = request.proxyState;
+        if (res.statusCode === 401 && retryOn401 && state && !state.retried && state.authorization) {
+          res.stream.resume();
+          for (const name of Object.keys(res.headers)) reply.removeHeader(name);
+          retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
+          return;
+        }
+        reply.send(res.stream);
+      },
+    },
+    handler: (request, reply, dest, fromOptions) => {
+      const body = request.body;
+      const withBody =
+        body instanceof ReplayableBody
+          ? { ...fromOptions, body: body.bytes, contentType: request.headers['content-type'] ?? 'application/octet-stream' }
+          : fromOptions;
+      const state = request.proxyState;
+      if (state) {
+        state.dest = dest;
+        state.fromOptions = withBody as Record<string, unknown>;
+      }
+      return reply.from(dest, withBody);
+    },
+  });
+}
+
+function isReplayable(request: FastifyRequest): boolean {
+  return request.body === undefined || request.body === null || request.body instanceof ReplayableBody;
+}
+
+async function clientTokenOrThrow(clientTokens: ClientTokens, route: RouteConfig, retryAfterSeconds: number, request: FastifyRequest) {
+  try {
+    return await clientTokens.get(route.clientScopes);
+  } catch (err) {
+    if (!(err instanceof ProviderError)) throw err;
+    const log = err.kind === 'transient' ? request.log.warn.bind(request.log) : request.log.error.bind(request.log);
+    log({ err: err.message, route: route.prefix }, 'client credentials token unavailable');
+    throw idpUnavailable(retryAfterSeconds);
+  }
+}

@@ -1,0 +1,133 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { badRequest, BrowserError, idpUnavailable, loginRequired } from '../errors.js';
+import { ProviderError } from '../oidc/errors.js';
+import type { OidcProvider } from '../oidc/provider.js';
+import type { SessionManager } from '../session/manager.js';
+import type { PendingLogins } from '../session/pending-login.js';
+import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/record.js';
+import type { SessionTokens } from '../tokens/session-tokens.js';
+import { safeReturnTo } from './return-to.js';
+
+export interface AuthRoutesOptions {
+  provider: OidcProvider;
+  sessions: SessionManager;
+  sessionTokens: SessionTokens;
+  pendingLogins: PendingLogins;
+  timeouts: SessionTimeouts;
+  csrfCheck: (request: FastifyRequest) => void;
+  /** Origin the browser sees; the callback URL is rebuilt from it, never from the Host header. */
+  publicUrl: string;
+  retryAfterSeconds: number;
+  now: () => number;
+}
+
+/** The `/auth/*` endpoints of DESIGN.md. */
+export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
+  const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now } = options;
+
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('cache-control', 'no-store');
+  });
+
+  app.get('/auth/login', async (request, reply) => {
+    const returnTo = safeReturnTo(singleQueryValue(request, 'returnTo'));
+    let login;
+    try {
+      login = await provider.startLogin();
+    } catch (err) {
+      throw providerUnavailable(request, err, options.retryAfterSeconds);
+    }
+    await pendingLogins.begin(request, reply, login.transaction, returnTo);
+    return reply.redirect(login.url, 302);
+  });
+
+  app.get('/auth/callback', async (request, reply) => {
+    const state = singleQueryValue(request, 'state');
+    if (state === undefined) throw badRequest('The sign-in response carries no single state parameter.');
+    const pending = await pendingLogins.take(request, reply, state);
+    if (!pending) {
+      throw badRequest('This sign-in response does not belong to a sign-in started here, or it has expired or was already used: start again.');
+    }
+    let tokens;
+    try {
+      tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending);
+    } catch (err) {
+      if (err instanceof ProviderError && err.kind === 'transient') throw providerUnavailable(request, err, options.retryAfterSeconds);
+      if (err instanceof ProviderError) {
+        request.log.warn({ err: err.message, oauthError: err.oauthError }, 'sign-in failed');
+        throw badRequest(`Sign-in failed: ${err.oauthError ?? 'the provider response was not valid'}.`);
+      }
+      throw err;
+    }
+    if (!tokens.claims || typeof tokens.claims.sub !== 'string') {
+      throw badRequest('Sign-in failed: the provider sent no ID token.');
+    }
+    const at = now();
+    const record: SessionRecord = {
+      id: sessions.newSessionId(),
+      accessToken: tokens.accessToken,
+      tokenType: tokens.tokenType,
+      accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+      claims: tokens.claims,
+      createdAt: at,
+      lastSeenAt: at,
+      ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
+      ...(tokens.idToken ? { idToken: tokens.idToken } : {}),
+      ...(tokens.scope ? { scope: tokens.scope } : {}),
+    };
+    // A login replaces whatever session this browser had.
+    const previous = await sessions.load(request, reply);
+    if (previous) await sessions.end(request, reply, previous.record, 'user');
+    await sessions.save(request, reply, record);
+    request.log.info({ reason: 'login' }, 'session started');
+    return reply.redirect(pending.returnTo, 302);
+  });
+
+  app.get('/auth/user', async (request, reply) => {
+    const loaded = await sessions.load(request, reply);
+    if (!loaded) throw loginRequired();
+    const record = await sessions.touch(request, reply, loaded);
+    return viewOf(record, timeouts);
+  });
+
+  app.post('/auth/refresh', async (request, reply) => {
+    csrfCheck(request);
+    const loaded = await sessions.load(request, reply);
+    if (!loaded) throw loginRequired();
+    const refreshed = await sessionTokens.refresh(request, reply, loaded, 'forced');
+    return viewOf(refreshed.record, timeouts);
+  });
+
+  app.post('/auth/logout', async (request, reply) => {
+    csrfCheck(request);
+    const loaded = await sessions.load(request, reply);
+    if (!loaded) {
+      sessions.cookies.clearSession(request, reply);
+      return { logoutUrl: null };
+    }
+    await revokeQuietly(request, provider, loaded.record);
+    await sessions.end(request, reply, loaded.record, 'user');
+    return { logoutUrl: provider.endSessionUrl(loaded.record.idToken) };
+  });
+}
+
+/** Revocation failure never blocks the local logout (the session ends either way). */
+async function revokeQuietly(request: FastifyRequest, provider: OidcProvider, record: SessionRecord): Promise<void> {
+  if (!record.refreshToken) return;
+  try {
+    await provider.revoke(record.refreshToken, 'refresh_token');
+  } catch (err) {
+    request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'refresh token revocation failed; session ended locally');
+  }
+}
+
+/** A query parameter given exactly once; duplicated or absent → undefined. */
+function singleQueryValue(request: FastifyRequest, name: string): string | undefined {
+  const value = (request.query as Record<string, unknown> | undefined)?.[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function providerUnavailable(request: FastifyRequest, err: unknown, retryAfterSeconds: number): BrowserError {
+  request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'provider unavailable');
+  return idpUnavailable(retryAfterSeconds);
+}

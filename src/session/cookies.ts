@@ -1,0 +1,109 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CookieSerializeOptions } from '@fastify/cookie';
+import type { SameSite } from '../config/types.js';
+
+/** Browsers accept ~4096 bytes per cookie including name and attributes; stay well below. */
+export const MAX_COOKIE_VALUE_BYTES = 3800;
+/** A session never needs more chunks than this; more is hostile input. */
+const MAX_CHUNKS = 16;
+
+export interface CookieNamingOptions {
+  /** true when publicUrl is https: enables the `__Host-` prefix and `Secure`. */
+  secure: boolean;
+  cookieName: string;
+  sameSite: SameSite;
+}
+
+/**
+ * Names, attributes and chunking of token-handler's own cookies: the session cookie
+ * (`__Host-<name>`, possibly split as `<name>.0`, `<name>.1`, …) and the pending-login
+ * cookies (`__Host-<name>_login.<state>`, SameSite=Lax because the provider's redirect
+ * back is a cross-site navigation).
+ */
+export class SessionCookies {
+  readonly sessionName: string;
+  readonly pendingLoginPrefix: string;
+  private readonly sessionAttributes: CookieSerializeOptions;
+  private readonly pendingAttributes: CookieSerializeOptions;
+
+  constructor(options: CookieNamingOptions) {
+    const prefix = options.secure ? '__Host-' : '';
+    this.sessionName = `${prefix}${options.cookieName}`;
+    this.pendingLoginPrefix = `${prefix}${options.cookieName}_login.`;
+    const base: CookieSerializeOptions = { path: '/', httpOnly: true, secure: options.secure };
+    this.sessionAttributes = { ...base, sameSite: options.sameSite };
+    this.pendingAttributes = { ...base, sameSite: 'lax' };
+  }
+
+  /** Whether a cookie name belongs to token-handler (stripped before proxying). */
+  isOwn(name: string): boolean {
+    return (
+      name === this.sessionName ||
+      name.startsWith(this.pendingLoginPrefix) ||
+      (name.startsWith(`${this.sessionName}.`) && /^\d+$/.test(name.slice(this.sessionName.length + 1)))
+    );
+  }
+
+  /** The session cookie's value, reassembled from chunks; null when absent or broken (a gap). */
+  readSession(request: FastifyRequest): string | null {
+    const cookies = request.cookies;
+    const whole = cookies[this.sessionName];
+    if (whole !== undefined) return whole;
+    let value = '';
+    for (let i = 0; i < MAX_CHUNKS; i++) {
+      const chunk = cookies[`${this.sessionName}.${i}`];
+      if (chunk === undefined) break;
+      value += chunk;
+    }
+    return value === '' ? null : value;
+  }
+
+  /** Sets the session cookie, chunked when needed, and clears every stale chunk the browser sent. */
+  writeSession(request: FastifyRequest, reply: FastifyReply, value: string, maxAgeSeconds: number): void {
+    const attributes = { ...this.sessionAttributes, maxAge: maxAgeSeconds };
+    const written = new Set<string>();
+    if (value.length <= MAX_COOKIE_VALUE_BYTES) {
+      reply.setCookie(this.sessionName, value, attributes);
+      written.add(this.sessionName);
+    } else {
+      for (let i = 0, offset = 0; offset < value.length; i++, offset += MAX_COOKIE_VALUE_BYTES) {
+        const name = `${this.sessionName}.${i}`;
+        reply.setCookie(name, value.slice(offset, offset + MAX_COOKIE_VALUE_BYTES), attributes);
+        written.add(name);
+      }
+    }
+    this.clearSessionCookies(request, reply, written);
+  }
+
+  /** Clears the session cookie and all of its chunks that the browser sent. */
+  clearSession(request: FastifyRequest, reply: FastifyReply): void {
+    this.clearSessionCookies(request, reply, new Set());
+  }
+
+  private clearSessionCookies(request: FastifyRequest, reply: FastifyReply, keep: ReadonlySet<string>): void {
+    for (const name of Object.keys(request.cookies)) {
+      if (!keep.has(name) && this.isSessionName(name)) reply.clearCookie(name, this.sessionAttributes);
+    }
+  }
+
+  private isSessionName(name: string): boolean {
+    return this.isOwn(name) && !name.startsWith(this.pendingLoginPrefix);
+  }
+
+  pendingLoginName(state: string): string {
+    return `${this.pendingLoginPrefix}${state}`;
+  }
+
+  /** Names of the pending-login cookies the browser sent. */
+  pendingLoginNames(request: FastifyRequest): string[] {
+    return Object.keys(request.cookies).filter((n) => n.startsWith(this.pendingLoginPrefix));
+  }
+
+  writePendingLogin(reply: FastifyReply, state: string, value: string, maxAgeSeconds: number): void {
+    reply.setCookie(this.pendingLoginName(state), value, { ...this.pendingAttributes, maxAge: maxAgeSeconds });
+  }
+
+  clearPendingLogin(reply: FastifyReply, name: string): void {
+    reply.clearCookie(name, this.pendingAttributes);
+  }
+}

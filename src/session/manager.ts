@@ -1,0 +1,115 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
+import type { SessionCookies } from './cookies.js';
+import type { SessionPersistence } from './persistence.js';
+import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
+
+export interface SessionManagerOptions {
+  cookies: SessionCookies;
+  persistence: SessionPersistence;
+  timeouts: SessionTimeouts;
+  now: () => number;
+  logger: FastifyBaseLogger;
+}
+
+/** A session as loaded for one request. */
+export interface LoadedSession {
+  record: SessionRecord;
+  /** The cookie value it came from, to avoid re-sending an unchanged cookie. */
+  cookieValue: string;
+}
+
+export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 'backchannel';
+
+/**
+ * Reads, writes and ends sessions: cookie handling, idle (sliding) and absolute
+ * timeouts, and the store behind the cookie. A cookie that is tampered, truncated,
+ * expired or foreign is treated as no session and cleared.
+ */
+export class SessionManager {
+  /** Sliding the idle timeout re-seals the cookie; do it at most this often. */
+  private readonly touchIntervalMs: number;
+
+  constructor(private readonly options: SessionManagerOptions) {
+    this.touchIntervalMs = Math.min(60_000, (options.timeouts.idleTimeoutSeconds * 1000) / 10);
+  }
+
+  get cookies(): SessionCookies {
+    return this.options.cookies;
+  }
+
+  newSessionId(): string {
+    return randomBytes(18).toString('base64url');
+  }
+
+  /**
+   * The request's session, or null. Clears the cookie of an unusable session on the
+   * reply so the browser stops sending it.
+   */
+  async load(request: FastifyRequest, reply: FastifyReply): Promise<LoadedSession | null> {
+    const cookieValue = this.options.cookies.readSession(request);
+    if (cookieValue === null) return null;
+    const record = await this.options.persistence.read(cookieValue);
+    if (!record) {
+      request.log.debug('session cookie present but not a valid session (tampered, expired, foreign or ended)');
+      this.options.cookies.clearSession(request, reply);
+      return null;
+    }
+    const expiry = sessionExpiry(record, this.options.now(), this.options.timeouts);
+    if (expiry) {
+      request.log.info({ session: sessionHash(record.id), reason: expiry }, 'session ended: timeout');
+      await this.end(request, reply, record, expiry);
+      return null;
+    }
+    return { record, cookieValue };
+  }
+
+  /**
+   * Stores the record and sends the cookie when its value changed. `lastSeenAt` slides
+   * here, at most once per touch interval, so a busy session is not re-sealed per request.
+   */
+  async save(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, previous?: LoadedSession): Promise<SessionRecord> {
+    const now = this.options.now();
+    const touched = now - record.lastSeenAt >= this.touchIntervalMs ? { ...record, lastSeenAt: now } : record;
+    if (previous && touched === previous.record) return touched;
+    const ttlSeconds = this.remainingSeconds(touched, now);
+    const cookieValue = await this.options.persistence.write(touched, ttlSeconds);
+    if (cookieValue !== previous?.cookieValue) {
+      this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(touched, now));
+    }
+    return touched;
+  }
+
+  /** Slides the idle timeout of a loaded session if due; a no-op on most requests. */
+  touch(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession): Promise<SessionRecord> {
+    return this.save(request, reply, loaded.record, loaded);
+  }
+
+  async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord | null, reason: SessionEndReason): Promise<void> {
+    this.options.cookies.clearSession(request, reply);
+    if (record) {
+      await this.options.persistence.remove(record);
+      if (reason !== 'idle' && reason !== 'absolute') {
+        request.log.info({ session: sessionHash(record.id), reason }, 'session ended');
+      }
+    }
+  }
+
+  /** Server-side lifetime: the idle window, never past the absolute end. */
+  private remainingSeconds(record: SessionRecord, now: number): number {
+    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = this.options.timeouts;
+    const absoluteLeft = record.createdAt + absoluteTimeoutSeconds * 1000 - now;
+    return Math.max(1, Math.ceil(Math.min(idleTimeoutSeconds * 1000, absoluteLeft) / 1000));
+  }
+
+  /** The browser may keep the cookie until the absolute end; idle expiry is enforced server-side. */
+  private cookieMaxAgeSeconds(record: SessionRecord, now: number): number {
+    const absoluteLeft = record.createdAt + this.options.timeouts.absoluteTimeoutSeconds * 1000 - now;
+    return Math.max(1, Math.ceil(absoluteLeft / 1000));
+  }
+}
+
+/** A log-safe session identifier: never the id itself. */
+export function sessionHash(id: string): string {
+  return createHash('sha256').update(id).digest('base64url').slice(0, 12);
+}

@@ -1,0 +1,71 @@
+/**
+ * What token-handler keeps about one signed-in browser. It never leaves the server in
+ * clear: in the `cookie` store it travels sealed; in server-side stores only a sealed
+ * session id travels.
+ */
+export interface SessionRecord {
+  /** Our own random session id (≥128 bits), used for denylists, logs (hashed) and server-side stores. */
+  id: string;
+  accessToken: string;
+  /** The provider's `token_type` (usually `Bearer`, possibly `DPoP`), used in the Authorization header. */
+  tokenType: string;
+  /** Epoch milliseconds at which the access token stops working. */
+  accessTokenExpiresAt: number;
+  refreshToken?: string;
+  idToken?: string;
+  /** Granted scope as the provider reported it (space-separated), when known. */
+  scope?: string;
+  /** ID-token claims of the user (signed in, validated by openid-client). */
+  claims: Record<string, unknown>;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  lastSeenAt: number;
+  /** Epoch milliseconds of the last successful refresh, if any. */
+  refreshedAt?: number;
+}
+
+/** Claims and times safe to show the browser: never a token. */
+export interface SessionView {
+  claims: Record<string, unknown>;
+  session: {
+    createdAt: string;
+    lastSeenAt: string;
+    idleExpiresAt: string;
+    absoluteExpiresAt: string;
+    accessTokenExpiresAt: string;
+    refreshedAt: string | null;
+    scope: string | null;
+  };
+}
+
+export interface SessionTimeouts {
+  idleTimeoutSeconds: number;
+  absoluteTimeoutSeconds: number;
+}
+
+export type SessionExpiry = 'idle' | 'absolute';
+
+/** Whether a session has run past its idle or absolute timeout at `now`. */
+export function sessionExpiry(record: SessionRecord, now: number, timeouts: SessionTimeouts): SessionExpiry | null {
+  if (now >= record.createdAt + timeouts.absoluteTimeoutSeconds * 1000) return 'absolute';
+  if (now >= record.lastSeenAt + timeouts.idleTimeoutSeconds * 1000) return 'idle';
+  return null;
+}
+
+export function viewOf(record: SessionRecord, timeouts: SessionTimeouts): SessionView {
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const absolute = record.createdAt + timeouts.absoluteTimeoutSeconds * 1000;
+  const idle = Math.min(record.lastSeenAt + timeouts.idleTimeoutSeconds * 1000, absolute);
+  return {
+    claims: record.claims,
+    session: {
+      createdAt: iso(record.createdAt),
+      lastSeenAt: iso(record.lastSeenAt),
+      idleExpiresAt: iso(idle),
+      absoluteExpiresAt: iso(absolute),
+      accessTokenExpiresAt: iso(record.accessTokenExpiresAt),
+      refreshedAt: record.refreshedAt === undefined ? null : iso(record.refreshedAt),
+      scope: record.scope ?? null,
+    },
+  };
+}

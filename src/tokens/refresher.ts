@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { OidcProvider } from '../oidc/provider.js';
+import type { TokenSet } from '../oidc/token-set.js';
+import { ProviderError } from '../oidc/errors.js';
+import type { SessionRecord } from '../session/record.js';
+import { BoundedTtlCache } from './bounded-cache.js';
+import { SingleFlight } from './single-flight.js';
+
+export interface RefresherOptions {
+  provider: Pick<OidcProvider, 'refresh'>;
+  /** How long a refresh result stays available to requests still carrying the spent refresh token. */
+  resultTtlMs: number;
+  resultMaxEntries: number;
+  /** A token due within this many ms counts as spent. */
+  refreshSkewMs: number;
+  now: () => number;
+  logger: FastifyBaseLogger;
+}
+
+export type RefreshReason = 'proactive' | 'upstream_401' | 'forced';
+
+/**
+ * Refreshes a session's tokens so that one refresh token is spent at most once
+ * (DESIGN.md: reuse under rotation may revoke the whole grant):
+ * - concurrent refreshes of the same refresh token share one token-endpoint call;
+ * - the result is remembered for a short window, keyed by a hash of the spent refresh
+ *   token, so a request that still carries the old cookie (another tab, a response
+ *   still in flight) gets the same new tokens instead of replaying a dead token.
+ */
+export class TokenRefresher {
+  private readonly flights = new SingleFlight<TokenSet>();
+  private readonly results: BoundedTtlCache<TokenSet>;
+
+  constructor(private readonly options: RefresherOptions) {
+    this.results = new BoundedTtlCache(options.resultMaxEntries, options.resultTtlMs, options.now);
+  }
+
+  /**
+   * The session with refreshed tokens. Throws ProviderError (kind says what it means
+   * for the session). `joined` is true when this call used another request's refresh.
+   */
+  async refresh(record: SessionRecord, reason: RefreshReason): Promise<{ record: SessionRecord; joined: boolean }> {
+    let current = record;
+    // Follow remembered results: each maps a spent refresh token to its successor, so an
+    // old cookie catches up without spending any token twice.
+    for (let hops = 0; hops < 4 && current.refreshToken; hops++) {
+      const remembered = this.results.get(refreshTokenKey(current.refreshToken));
+      if (!remembered) break;
+      const rotated = remembered.refreshToken !== undefined && remembered.refreshToken !== current.refreshToken;
+      current = applyTokens(current, remembered, this.options.now());
+      if (!isAccessTokenDue(current, this.options.now(), this.options.refreshSkewMs)) return { record: current, joined: true };
+      // Not rotated: the same refresh token is still good for a real refresh below.
+      if (!rotated) break;
+    }
+    const refreshToken = current.refreshToken;
+    if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
+    const key = refreshTokenKey(refreshToken);
+    const { value, joined } = await this.flights.run(key, async () => {
+      const started = this.options.now();
+      const tokens = await this.options.provider.refresh(refreshToken);
+      this.results.set(key, tokens);
+      this.options.logger.debug({ reason, ms: this.options.now() - started, rotated: !!tokens.refreshToken }, 'tokens refreshed');
+      return tokens;
+    });
+    return { record: applyTokens(current, value, this.options.now()), joined };
+  }
+}
+
+/** Hash, so the cache never holds a usable refresh token as a key. */
+export function refreshTokenKey(refreshToken: string): string {
+  return createHash('sha256').update(refreshToken).digest('base64url');
+}
+
+/**
+ * Rotation rules (DESIGN.md): a new refresh token replaces the old one, none keeps it;
+ * a new ID token replaces the old one and must be about the same user.
+ */
+export function applyTokens(record: SessionRecord, tokens: TokenSet, now: number): SessionRecord {
+  if (tokens.claims && tokens.claims.sub !== record.claims.sub) {
+    throw new ProviderError('invalid_response', 'refreshed ID token is about another subject');
+  }
+  return {
+    ...record,
+    accessToken: tokens.accessToken,
+    tokenType: tokens.tokenType,
+    accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+    refreshToken: tokens.refreshToken ?? record.refreshToken,
+    idToken: tokens.idToken ?? record.idToken,
+    scope: tokens.scope ?? record.scope,
+    claims: tokens.claims ?? record.claims,
+    refreshedAt: now,
+  };
+}
+
+/** Whether the access token is gone or will be within the skew. */
+export function isAccessTokenDue(record: SessionRecord, now: number, skewMs: number): boolean {
+  return record.accessTokenExpiresAt - skewMs <= now;
+}

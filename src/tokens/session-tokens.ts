@@ -1,0 +1,70 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { BrowserError, idpUnavailable, loginRequired } from '../errors.js';
+import { ProviderError } from '../oidc/errors.js';
+import type { LoadedSession, SessionManager } from '../session/manager.js';
+import type { SessionRecord } from '../session/record.js';
+import { isAccessTokenDue, type RefreshReason, type TokenRefresher } from './refresher.js';
+
+export interface SessionTokensOptions {
+  sessions: SessionManager;
+  refresher: TokenRefresher;
+  refreshSkewMs: number;
+  now: () => number;
+  /** Seconds a browser should wait after idp_unavailable. */
+  retryAfterSeconds: number;
+}
+
+/**
+ * A request's session with a usable access token: loads the session, refreshes when the
+ * token is due, stores the result and sends the updated cookie. Refresh failures become
+ * the browser errors DESIGN.md prescribes.
+ */
+export class SessionTokens {
+  constructor(private readonly options: SessionTokensOptions) {}
+
+  /** The session, refreshed if due. Throws `login_required` when there is none. */
+  async current(request: FastifyRequest, reply: FastifyReply): Promise<LoadedSession> {
+    const loaded = await this.options.sessions.load(request, reply);
+    if (!loaded) throw loginRequired();
+    const { record } = loaded;
+    if (isAccessTokenDue(record, this.options.now(), this.options.refreshSkewMs)) {
+      if (!record.refreshToken && record.accessTokenExpiresAt <= this.options.now()) {
+        await this.options.sessions.end(request, reply, record, 'invalid_grant');
+        throw loginRequired('The access token expired and the session cannot be refreshed: sign in again.');
+      }
+      if (record.refreshToken) return this.refresh(request, reply, loaded, 'proactive');
+    }
+    return { record: await this.options.sessions.touch(request, reply, loaded), cookieValue: loaded.cookieValue };
+  }
+
+  /** Refreshes now (proactively, forced, or after an upstream 401) and stores the result. */
+  async refresh(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession, reason: RefreshReason): Promise<LoadedSession> {
+    const { sessions, refresher } = this.options;
+    let record: SessionRecord;
+    try {
+      ({ record } = await refresher.refresh(loaded.record, reason));
+    } catch (err) {
+      throw await this.failure(request, reply, loaded.record, err);
+    }
+    const saved = await sessions.save(request, reply, record, loaded);
+    return { record: saved, cookieValue: loaded.cookieValue };
+  }
+
+  private async failure(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, err: unknown): Promise<BrowserError> {
+    if (!(err instanceof ProviderError)) throw err;
+    switch (err.kind) {
+      case 'invalid_grant':
+        await this.options.sessions.end(request, reply, record, 'invalid_grant');
+        return loginRequired('The session has ended at the identity provider: sign in again.');
+      case 'transient':
+        request.log.warn({ err: err.message }, 'refresh failed: provider unavailable; session kept');
+        return idpUnavailable(this.options.retryAfterSeconds);
+      case 'config_fault':
+        request.log.error({ err: err.message, oauthError: err.oauthError }, 'refresh failed: client configuration fault at the provider');
+        return idpUnavailable(this.options.retryAfterSeconds);
+      case 'invalid_response':
+        request.log.error({ err: err.message }, 'refresh failed: provider response rejected; session kept');
+        return idpUnavailable(this.options.retryAfterSeconds);
+    }
+  }
+}
