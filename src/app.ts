@@ -10,6 +10,8 @@ import { SessionManager } from './session/manager.js';
 import { PendingLogins } from './session/pending-login.js';
 import type { SessionPersistence } from './session/persistence.js';
 import { Sealer } from './session/sealer.js';
+import { MemorySessionStore } from './session/memory-store.js';
+import { ServerSidePersistence } from './session/server-side-persistence.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
 import { ClientTokens } from './tokens/client-tokens.js';
@@ -75,7 +77,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,
     absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
   };
-  const persistence = createPersistence(config, sealer);
+  const persistence = createPersistence(config, sealer, now);
   const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
@@ -143,11 +145,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   return app;
 }
 
-function createPersistence(config: Config, sealer: Sealer): SessionPersistence {
+function createPersistence(config: Config, sealer: Sealer, now: () => number): SessionPersistence {
+  const maxTtl = config.session.absoluteTimeoutSeconds;
   switch (config.session.store) {
     case 'cookie':
-      return new CookiePersistence(sealer, config.session.absoluteTimeoutSeconds);
+      return new CookiePersistence(sealer, maxTtl);
     case 'memory':
+      return new ServerSidePersistence('memory', new MemorySessionStore(now), sealer, maxTtl);
     case 'redis':
       throw new Error(`session.store "${config.session.store}" is not available in this version; use "cookie"`);
   }

@@ -73,7 +73,7 @@ export class SessionManager {
     const touched = now - record.lastSeenAt >= this.touchIntervalMs ? { ...record, lastSeenAt: now } : record;
     if (previous && touched === previous.record) return touched;
     const ttlSeconds = this.remainingSeconds(touched, now);
-    const cookieValue = await this.options.persistence.write(touched, ttlSeconds);
+    const cookieValue = await this.options.persistence.write(touched, ttlSeconds, previous?.cookieValue);
     if (cookieValue !== previous?.cookieValue) {
       this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(touched, now));
     }

@@ -1,0 +1,78 @@
+import type { SessionRecord } from './record.js';
+import type { SessionStore } from './store.js';
+
+/**
+ * Sessions in this process: for a single replica. Expired records are refused on read
+ * and swept periodically so abandoned sessions do not accumulate.
+ */
+export class MemorySessionStore implements SessionStore {
+  private readonly records = new Map<string, { record: SessionRecord; expiresAt: number }>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly now: () => number,
+    sweepIntervalMs = 60_000,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), sweepIntervalMs);
+    this.sweeper.unref();
+  }
+
+  async get(id: string): Promise<SessionRecord | null> {
+    const entry = this.records.get(id);
+    if (!entry) return null;
+    if (entry.expiresAt <= this.now()) {
+      this.records.delete(id);
+      return null;
+    }
+    return entry.record;
+  }
+
+  async set(record: SessionRecord, ttlSeconds: number): Promise<void> {
+    this.records.set(record.id, { record, expiresAt: this.now() + ttlSeconds * 1000 });
+  }
+
+  async delete(id: string): Promise<void> {
+    this.records.delete(id);
+  }
+
+  async findBySid(sid: string): Promise<string[]> {
+    return this.find((record) => record.claims.sid === sid);
+  }
+
+  async findBySub(sub: string): Promise<string[]> {
+    return this.find((record) => record.claims.sub === sub);
+  }
+
+  async count(): Promise<number> {
+    return this.records.size;
+  }
+
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.records.clear();
+  }
+
+  /** Removes every expired record; returns how many went. */
+  sweep(): number {
+    const now = this.now();
+    let removed = 0;
+    for (const [id, entry] of this.records) {
+      if (entry.expiresAt <= now) {
+        this.records.delete(id);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  private find(matches: (record: SessionRecord) => boolean): string[] {
+    const now = this.now();
+    const ids: string[] = [];
+    for (const [id, entry] of this.records) if (entry.expiresAt > now && matches(entry.record)) ids.push(id);
+    return ids;
+  }
+}

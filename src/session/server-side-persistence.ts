@@ -1,0 +1,39 @@
+import type { SessionPersistence } from './persistence.js';
+import type { SessionRecord } from './record.js';
+import type { Sealer } from './sealer.js';
+import type { SessionStore } from './store.js';
+
+interface SessionPointer {
+  sid: string;
+}
+
+/** `memory` and `redis`: the cookie carries only the sealed session id; the record stays in the store. */
+export class ServerSidePersistence implements SessionPersistence {
+  constructor(
+    readonly kind: 'memory' | 'redis',
+    readonly store: SessionStore,
+    private readonly sealer: Sealer,
+    private readonly maxTtlSeconds: number,
+  ) {}
+
+  async read(cookieValue: string): Promise<SessionRecord | null> {
+    const pointer = await this.sealer.unseal<SessionPointer>(cookieValue, this.maxTtlSeconds);
+    if (!pointer || typeof pointer.sid !== 'string') return null;
+    const record = await this.store.get(pointer.sid);
+    // A record under another id would mean a corrupted store entry: not this browser's session.
+    return record && record.id === pointer.sid ? record : null;
+  }
+
+  async write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string> {
+    await this.store.set(record, ttlSeconds);
+    return currentCookie ?? this.sealer.seal({ sid: record.id } satisfies SessionPointer, this.maxTtlSeconds);
+  }
+
+  remove(record: SessionRecord): Promise<void> {
+    return this.store.delete(record.id);
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}

@@ -1,0 +1,19 @@
+import type { SessionRecord } from './record.js';
+
+/**
+ * A server-side session store (`memory`, `redis`). Records are keyed by our session
+ * id; the provider's `sid` and the user's `sub` find sessions for back-channel logout.
+ */
+export interface SessionStore {
+  get(id: string): Promise<SessionRecord | null>;
+  /** Stores the record for `ttlSeconds` (sliding: each set restarts it). */
+  set(record: SessionRecord, ttlSeconds: number): Promise<void>;
+  delete(id: string): Promise<void>;
+  findBySid(sid: string): Promise<string[]>;
+  findBySub(sub: string): Promise<string[]>;
+  /** Number of live sessions, where the store can count them cheaply. */
+  count(): Promise<number | undefined>;
+  /** Whether the store answers (readiness). */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
