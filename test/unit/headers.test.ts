@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { SessionCookies } from '../../src/session/cookies.js';
+import { browserResponseHeaders, upstreamRequestHeaders } from '../../src/proxy/headers.js';
+
+const cookies = new SessionCookies({ secure: true, cookieName: 'th_session', sameSite: 'strict' });
+const forwarded = { ip: '10.1.2.3', proto: 'https', host: 'app.example.com' };
+
+describe('headers sent to the upstream', () => {
+  it("drop token-handler's cookies, the browser's Authorization and the CSRF header, and add the token", () => {
+    const headers = upstreamRequestHeaders(
+      {
+        cookie: '__Host-th_session=sealed; theme=dark; __Host-th_session.0=a; __Host-th_session.1=b; __Host-th_session_login.abc=p; lang=en',
+        authorization: 'Bearer forged-by-browser',
+        'x-csrf': '1',
+        accept: 'application/json',
+      },
+      { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' },
+      forwarded,
+      'Bearer real-token',
+    );
+    expect(headers.cookie).toBe('theme=dark; lang=en');
+    expect(headers.authorization).toBe('Bearer real-token');
+    expect(headers['x-csrf']).toBeUndefined();
+    expect(headers.accept).toBe('application/json');
+    expect(headers['x-forwarded-for']).toBe('10.1.2.3');
+    expect(headers['x-forwarded-proto']).toBe('https');
+    expect(headers['x-forwarded-host']).toBe('app.example.com');
+  });
+
+  it('drop every cookie when the route says stripCookies: all', () => {
+    const headers = upstreamRequestHeaders({ cookie: 'theme=dark' }, { cookies, stripCookies: 'all', csrfHeader: 'x-csrf' }, forwarded, undefined);
+    expect(headers.cookie).toBeUndefined();
+    expect(headers.authorization).toBeUndefined();
+  });
+
+  it('drop hop-by-hop headers and those the Connection header names', () => {
+    const headers = upstreamRequestHeaders(
+      { connection: 'keep-alive, x-secret-hop', 'x-secret-hop': '1', te: 'trailers', upgrade: 'h2c', 'keep-alive': 'timeout=5' },
+      { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' },
+      forwarded,
+      undefined,
+    );
+    expect(Object.keys(headers).filter((h) => !h.startsWith('x-forwarded'))).toEqual([]);
+  });
+
+  it('append the client address to an existing X-Forwarded-For', () => {
+    const headers = upstreamRequestHeaders({ 'x-forwarded-for': '192.0.2.1' }, { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' }, forwarded, undefined);
+    expect(headers['x-forwarded-for']).toBe('192.0.2.1, 10.1.2.3');
+  });
+});
+
+describe('headers passed back to the browser', () => {
+  it("never let the upstream overwrite token-handler's cookies, but pass its own", () => {
+    const headers = browserResponseHeaders(
+      {
+        'set-cookie': ['__Host-th_session=evil; Path=/', '__Host-th_session.0=evil', 'upstream_pref=1; Path=/', '__Host-th_session_login.s=x'],
+        'content-type': 'application/json',
+        'transfer-encoding': 'chunked',
+        connection: 'close',
+      },
+      cookies,
+    );
+    expect(headers['set-cookie']).toEqual(['upstream_pref=1; Path=/']);
+    expect(headers['content-type']).toBe('application/json');
+    expect(headers['transfer-encoding']).toBeUndefined();
+    expect(headers.connection).toBeUndefined();
+  });
+});

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { Sealer } from '../../src/session/sealer.js';
+
+const OLD = 'old-secret-old-secret-old-secret-0001';
+const NEW = 'new-secret-new-secret-new-secret-0002';
+
+describe('sealing with rotated secrets', () => {
+  it('opens a value sealed with the old secret after a new one is put first', async () => {
+    const sealed = await new Sealer([OLD]).seal({ a: 1 }, 60);
+    await expect(new Sealer([NEW, OLD]).unseal(sealed, 60)).resolves.toEqual({ a: 1 });
+  });
+
+  it('seals with the first secret only', async () => {
+    const sealed = await new Sealer([NEW, OLD]).seal({ a: 1 }, 60);
+    await expect(new Sealer([NEW]).unseal(sealed, 60)).resolves.toEqual({ a: 1 });
+    await expect(new Sealer([OLD]).unseal(sealed, 60)).resolves.toBeNull();
+  });
+
+  it('treats tampered, truncated and foreign seals as nothing', async () => {
+    const sealer = new Sealer([NEW]);
+    const sealed = await sealer.seal({ a: 1 }, 60);
+    const flipped = sealed.slice(0, 40) + (sealed[40] === 'A' ? 'B' : 'A') + sealed.slice(41);
+    await expect(sealer.unseal(flipped, 60)).resolves.toBeNull();
+    await expect(sealer.unseal(sealed.slice(0, sealed.length - 10), 60)).resolves.toBeNull();
+    await expect(sealer.unseal('not a seal at all', 60)).resolves.toBeNull();
+    await expect(sealer.unseal('', 60)).resolves.toBeNull();
+  });
+});
