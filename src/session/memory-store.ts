@@ -28,6 +28,9 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async set(record: SessionRecord, ttlSeconds: number): Promise<void> {
+    const existing = this.records.get(record.id);
+    // A request that loaded the session before a refresh must not write the spent tokens back.
+    if (existing && tokenVersion(existing.record) > tokenVersion(record)) return;
     this.records.set(record.id, { record, expiresAt: this.now() + ttlSeconds * 1000 });
   }
 
@@ -75,4 +78,9 @@ export class MemorySessionStore implements SessionStore {
     for (const [id, entry] of this.records) if (entry.expiresAt > now && matches(entry.record)) ids.push(id);
     return ids;
   }
+}
+
+/** Grows with every refresh; a record with a lower version holds spent tokens. */
+export function tokenVersion(record: SessionRecord): number {
+  return record.refreshedAt ?? record.createdAt;
 }

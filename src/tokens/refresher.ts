@@ -41,18 +41,8 @@ export class TokenRefresher {
    * for the session). `joined` is true when this call used another request's refresh.
    */
   async refresh(record: SessionRecord, reason: RefreshReason): Promise<{ record: SessionRecord; joined: boolean }> {
-    let current = record;
-    // Follow remembered results: each maps a spent refresh token to its successor, so an
-    // old cookie catches up without spending any token twice.
-    for (let hops = 0; hops < 4 && current.refreshToken; hops++) {
-      const remembered = this.results.get(refreshTokenKey(current.refreshToken));
-      if (!remembered) break;
-      const rotated = remembered.refreshToken !== undefined && remembered.refreshToken !== current.refreshToken;
-      current = applyTokens(current, remembered, this.options.now());
-      if (!isAccessTokenDue(current, this.options.now(), this.options.refreshSkewMs)) return { record: current, joined: true };
-      // Not rotated: the same refresh token is still good for a real refresh below.
-      if (!rotated) break;
-    }
+    const { record: current, usable } = this.followRemembered(record);
+    if (usable) return { record: current, joined: true };
     const refreshToken = current.refreshToken;
     if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
     const key = refreshTokenKey(refreshToken);
@@ -64,6 +54,37 @@ export class TokenRefresher {
       return tokens;
     });
     return { record: applyTokens(current, value, this.options.now()), joined };
+  }
+
+  /**
+   * The record brought up to date with refreshes that already happened for its refresh
+   * token (another tab, a response still in flight), or null when there were none.
+   * Cheap: one hash and a map lookup, so it runs on every request.
+   */
+  catchUp(record: SessionRecord): SessionRecord | null {
+    const { record: current } = this.followRemembered(record);
+    return current === record ? null : current;
+  }
+
+  /**
+   * Follows remembered results: each maps a spent refresh token to its successor, so an
+   * old cookie catches up without spending any token twice. `usable` when the result's
+   * access token is not due yet.
+   */
+  private followRemembered(record: SessionRecord): { record: SessionRecord; usable: boolean } {
+    let current = record;
+    for (let hops = 0; hops < 4 && current.refreshToken; hops++) {
+      const remembered = this.results.get(refreshTokenKey(current.refreshToken));
+      // Nothing remembered, or already applied (e.g. a non-rotating provider's refresh token
+      // maps to the very tokens this record holds): a real refresh is what is needed.
+      if (!remembered || remembered.accessToken === current.accessToken) break;
+      const rotated = remembered.refreshToken !== undefined && remembered.refreshToken !== current.refreshToken;
+      current = applyTokens(current, remembered, this.options.now());
+      if (!isAccessTokenDue(current, this.options.now(), this.options.refreshSkewMs)) return { record: current, usable: true };
+      // Not rotated: the same refresh token is still good for a real refresh.
+      if (!rotated) break;
+    }
+    return { record: current, usable: false };
   }
 }
 

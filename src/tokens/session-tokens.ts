@@ -26,6 +26,11 @@ export class SessionTokens {
   async current(request: FastifyRequest, reply: FastifyReply): Promise<LoadedSession> {
     const loaded = await this.options.sessions.load(request, reply);
     if (!loaded) throw loginRequired();
+    const caughtUp = this.options.refresher.catchUp(loaded.record);
+    if (caughtUp && !isAccessTokenDue(caughtUp, this.options.now(), this.options.refreshSkewMs)) {
+      // This browser still sent the cookie from before a refresh: hand out the new tokens.
+      return { record: await this.options.sessions.save(request, reply, caughtUp, loaded), cookieValue: loaded.cookieValue };
+    }
     const { record } = loaded;
     if (isAccessTokenDue(record, this.options.now(), this.options.refreshSkewMs)) {
       if (!record.refreshToken && record.accessTokenExpiresAt <= this.options.now()) {
