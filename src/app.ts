@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import fastifyCookie from '@fastify/cookie';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
-import { BrowserError } from './errors.js';
+import { BrowserError, sessionStoreUnavailable } from './errors.js';
 import { OidcProvider } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
 import { CookiePersistence } from './session/cookie-persistence.js';
@@ -12,13 +12,18 @@ import type { SessionPersistence } from './session/persistence.js';
 import { Sealer } from './session/sealer.js';
 import { MemorySessionStore } from './session/memory-store.js';
 import { ServerSidePersistence } from './session/server-side-persistence.js';
+import { RedisSessionStore } from './session/redis-store.js';
+import { createRedis } from './session/redis-client.js';
+import { SessionStoreUnavailableError } from './session/store.js';
+import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
+import type { Redis } from 'ioredis';
 import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
 import { ClientTokens } from './tokens/client-tokens.js';
 import { authRoutes } from './routes/auth.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { createCsrfCheck } from './proxy/csrf.js';
-import { healthRoutes } from './ops/health.js';
+import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 
 export interface BuildOptions {
   /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
@@ -77,7 +82,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,
     absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
   };
-  const persistence = createPersistence(config, sealer, now);
+  const redis = config.session.redis ? createRedis(config.session.redis.url, app.log) : undefined;
+  const persistence = createPersistence(config, sealer, now, redis);
   const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
@@ -87,6 +93,19 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     refreshSkewMs,
     now,
     logger: app.log,
+    ...(redis && config.session.redis
+      ? {
+          coordinator: new RedisRefreshCoordinator({
+            redis,
+            keyPrefix: config.session.redis.keyPrefix,
+            sealer,
+            resultTtlMs: config.refresh.resultTtlSeconds * 1000,
+            lockTtlMs: config.oidc.timeoutMs + 1000,
+            pollIntervalMs: 20,
+            now: Date.now,
+          }),
+        }
+      : {}),
   });
   const sessionTokens = new SessionTokens({ sessions, refresher, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
   const pendingLogins = new PendingLogins({
@@ -111,7 +130,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()),
   );
 
-  await app.register(healthRoutes, { checks: [{ name: 'provider', check: () => provider.ready }] });
+  const checks: ReadinessCheck[] = [{ name: 'provider', check: () => provider.ready }];
+  if (redis) checks.push({ name: 'session_store', check: async () => (await redis.ping()) === 'PONG' });
+  await app.register(healthRoutes, { checks });
   await app.register(authRoutes, {
     provider,
     sessions,
@@ -138,6 +159,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('onClose', async () => {
     provider.stop();
     await persistence.close();
+    redis?.disconnect();
   });
 
   const discovery = provider.start();
@@ -145,21 +167,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   return app;
 }
 
-function createPersistence(config: Config, sealer: Sealer, now: () => number): SessionPersistence {
+function createPersistence(config: Config, sealer: Sealer, now: () => number, redis: Redis | undefined): SessionPersistence {
   const maxTtl = config.session.absoluteTimeoutSeconds;
   switch (config.session.store) {
     case 'cookie':
       return new CookiePersistence(sealer, maxTtl);
     case 'memory':
       return new ServerSidePersistence('memory', new MemorySessionStore(now), sealer, maxTtl);
-    case 'redis':
-      throw new Error(`session.store "${config.session.store}" is not available in this version; use "cookie"`);
+    case 'redis': {
+      if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
+      const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl });
+      return new ServerSidePersistence('redis', store, sealer, maxTtl);
+    }
   }
 }
 
 /** Every error becomes one of the browser-facing codes; Fastify's own 4xx keep their status class. */
 function toBrowserError(error: unknown): BrowserError {
   if (error instanceof BrowserError) return error;
+  if (error instanceof SessionStoreUnavailableError) return sessionStoreUnavailable();
   const status = (error as { statusCode?: unknown }).statusCode;
   if (status === 413) return new BrowserError('payload_too_large', 'The request body is too large.');
   if (status === 431) return new BrowserError('headers_too_large', 'The request headers are too large.');

@@ -17,3 +17,11 @@ export interface SessionStore {
   ping(): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/** The store could not be reached or answered with an error: the browser gets 503 session_store_unavailable. */
+export class SessionStoreUnavailableError extends Error {
+  constructor(operation: string, options?: { cause?: unknown }) {
+    super(`session store unavailable during ${operation}`, options);
+    this.name = 'SessionStoreUnavailableError';
+  }
+}

@@ -7,8 +7,18 @@ import type { SessionRecord } from '../session/record.js';
 import { BoundedTtlCache } from './bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
 
+/**
+ * Coordinates refreshes across replicas (Redis). Without one, coordination is
+ * in-process only, which is enough for a single replica.
+ */
+export interface RefreshCoordinator {
+  /** Runs `refresh` at most once across replicas for this key; everyone gets its result. */
+  coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet>;
+}
+
 export interface RefresherOptions {
   provider: Pick<OidcProvider, 'refresh'>;
+  coordinator?: RefreshCoordinator;
   /** How long a refresh result stays available to requests still carrying the spent refresh token. */
   resultTtlMs: number;
   resultMaxEntries: number;
@@ -48,7 +58,10 @@ export class TokenRefresher {
     const key = refreshTokenKey(refreshToken);
     const { value, joined } = await this.flights.run(key, async () => {
       const started = this.options.now();
-      const tokens = await this.options.provider.refresh(refreshToken);
+      const { coordinator, provider } = this.options;
+      const tokens = coordinator
+        ? await coordinator.coordinate(key, () => provider.refresh(refreshToken))
+        : await provider.refresh(refreshToken);
       this.results.set(key, tokens);
       this.options.logger.debug({ reason, ms: this.options.now() - started, rotated: !!tokens.refreshToken }, 'tokens refreshed');
       return tokens;

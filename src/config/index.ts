@@ -1,0 +1,2 @@
+export type * from './types.js';
+export { ConfigError, configEnvNames, envName, loadConfig, parseConfig } from './load.js';

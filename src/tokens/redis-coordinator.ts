@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ProviderError } from '../oidc/errors.js';
+import type { TokenSet } from '../oidc/token-set.js';
+import type { Sealer } from '../session/sealer.js';
+import { storeCall } from '../session/redis-client.js';
+import type { RefreshCoordinator } from './refresher.js';
+
+/** Deletes the lock only if we still own it (it may have expired and been taken by another replica). */
+const RELEASE_IF_OWNER = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+export interface RedisRefreshCoordinatorOptions {
+  redis: Redis;
+  keyPrefix: string;
+  sealer: Sealer;
+  /** How long a refresh result stays readable by replicas that still hold the old refresh token. */
+  resultTtlMs: number;
+  /** Lock expiry: a replica that dies holding the lock blocks the session at most this long. */
+  lockTtlMs: number;
+  /** How often waiters look for the result (polling: see README "Scale-out" for the measurement). */
+  pollIntervalMs: number;
+  now: () => number;
+}
+
+/**
+ * One refresh per refresh token across all replicas sharing Redis: `SET NX PX` with an
+ * owner token, a compare-and-delete release, and a sealed result record keyed by the
+ * spent refresh token's hash that waiters (and later requests with the old cookie) pick
+ * up instead of refreshing again. An `invalid_grant` outcome is remembered briefly too,
+ * so waiters do not retry a dead token.
+ */
+export class RedisRefreshCoordinator implements RefreshCoordinator {
+  constructor(private readonly options: RedisRefreshCoordinatorOptions) {}
+
+  private resultKey(key: string): string {
+    return `${this.options.keyPrefix}refresh:result:${key}`;
+  }
+
+  private lockKey(key: string): string {
+    return `${this.options.keyPrefix}refresh:lock:${key}`;
+  }
+
+  async remembered(key: string): Promise<TokenSet | null> {
+    const sealed = await storeCall('refresh result read', () => this.options.redis.get(this.resultKey(key)));
+    if (sealed === null) return null;
+    const outcome = await this.options.sealer.unseal<StoredOutcome>(sealed, Math.ceil(this.options.resultTtlMs / 1000) + 1);
+    if (!outcome) return null;
+    if ('failed' in outcome) throw new ProviderError('invalid_grant', 'refresh token already rejected by the provider (seen by another replica)');
+    return outcome.tokens;
+  }
+
+  async coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
+    const { redis, lockTtlMs, pollIntervalMs, now } = this.options;
+    const deadline = now() + lockTtlMs * 2;
+    while (now() < deadline) {
+      const done = await this.remembered(key);
+      if (done) return done;
+      const owner = randomBytes(16).toString('base64url');
+      const locked = await storeCall('refresh lock', () => redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX'));
+      if (locked === 'OK') return this.refreshHoldingLock(key, owner, refresh);
+      // Another replica is refreshing: wait for its result, or for its lock to go away.
+      while (now() < deadline) {
+        await sleep(pollIntervalMs);
+        const result = await this.remembered(key);
+        if (result) return result;
+        const held = await storeCall('refresh lock check', () => redis.exists(this.lockKey(key)));
+        if (held === 0) break;
+      }
+    }
+    throw new ProviderError('transient', 'timed out waiting for another replica to refresh this session');
+  }
+
+  private async refreshHoldingLock(key: string, owner: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
+    try {
+      // It may have finished between our look and our lock.
+      const done = await this.remembered(key);
+      if (done) return done;
+      let tokens: TokenSet;
+      try {
+        tokens = await refresh();
+      } catch (err) {
+        if (err instanceof ProviderError && err.kind === 'invalid_grant') await this.store(key, { failed: 'invalid_grant' }, 10_000);
+        throw err;
+      }
+      await this.store(key, { tokens }, this.options.resultTtlMs);
+      return tokens;
+    } finally {
+      await this.options.redis.eval(RELEASE_IF_OWNER, 1, this.lockKey(key), owner).catch(() => {
+        // Redis gone: the lock expires by itself after lockTtlMs.
+      });
+    }
+  }
+
+  private async store(key: string, outcome: StoredOutcome, ttlMs: number): Promise<void> {
+    const sealed = await this.options.sealer.seal(outcome, Math.ceil(ttlMs / 1000) + 1);
+    await storeCall('refresh result write', () => this.options.redis.set(this.resultKey(key), sealed, 'PX', ttlMs));
+  }
+}
+
+type StoredOutcome = { tokens: TokenSet } | { failed: 'invalid_grant' };
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,564 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { ConfigError, configEnvNames, envName, loadConfig, parseConfig, type Config } from '../src/config/index.js';
+
+const SECRET = 'a-session-secret-that-is-long-enough-0123456789';
+const EXAMPLE = fileURLToPath(new URL('../config/example.yaml', import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), 'th-config-test-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** The smallest valid input: everything else has a default. */
+function minimal(): Record<string, unknown> {
+  return {
+    publicUrl: 'https://app.example.com',
+    oidc: { issuer: 'https://idp.example.com', clientId: 'bff', clientSecret: 'client-secret' },
+    session: { secrets: [SECRET] },
+  };
+}
+
+/** `minimal()` with one section replaced or extended. */
+function withSection(section: string, value: unknown): Record<string, unknown> {
+  const base = minimal();
+  const current = base[section];
+  base[section] = typeof current === 'object' && current !== null && !Array.isArray(value) ? { ...current, ...(value as object) } : value;
+  return base;
+}
+
+/** The problem lines of a configuration expected to be refused. */
+function problemsOf(run: () => unknown): string[] {
+  try {
+    run();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError, but the configuration was accepted');
+}
+
+async function problemsOfAsync(run: () => Promise<unknown>): Promise<string[]> {
+  const err: unknown = await run().then(
+    () => new Error('expected a ConfigError, but the configuration was accepted'),
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ConfigError);
+  return (err as ConfigError).problems;
+}
+
+function writeTemp(name: string, text: string): string {
+  const file = join(tmp, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+describe('defaults', () => {
+  it('a minimal configuration gets every other key filled with its default', () => {
+    const config = parseConfig(minimal());
+    expect(config).toEqual<Config>({
+      listen: { host: '0.0.0.0', port: 8080 },
+      publicUrl: 'https://app.example.com',
+      oidc: {
+        issuer: 'https://idp.example.com',
+        clientId: 'bff',
+        clientSecret: 'client-secret',
+        clientAuth: 'client_secret_basic',
+        scopes: ['openid', 'profile', 'email', 'offline_access'],
+        refreshSkewSeconds: 30,
+        timeoutMs: 5000,
+        defaultAccessTokenSeconds: 300,
+        postLogoutRedirectUri: 'https://app.example.com/',
+        authorizationParams: {},
+        allowInsecureIssuer: false,
+      },
+      session: {
+        store: 'cookie',
+        secrets: [SECRET],
+        cookieName: 'th_session',
+        sameSite: 'strict',
+        idleTimeoutSeconds: 1800,
+        absoluteTimeoutSeconds: 28800,
+        pendingLoginTimeoutSeconds: 600,
+        maxPendingLogins: 5,
+      },
+      routes: [],
+      refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },
+      csrf: { header: 'x-csrf', allowedOrigins: [] },
+      logging: { level: 'info', includeSubject: false },
+    });
+  });
+
+  it('a route gets its defaults', () => {
+    const config = parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }]));
+    expect(config.routes).toEqual([
+      {
+        prefix: '/api',
+        upstream: 'http://127.0.0.1:9500',
+        rewritePrefix: '',
+        token: 'user',
+        retryOn401: true,
+        stripCookies: 'own',
+        clientScopes: [],
+        tlsRejectUnauthorized: true,
+      },
+    ]);
+  });
+
+  it('the post-logout redirect defaults to the root of the public URL', () => {
+    const config = parseConfig({ ...minimal(), publicUrl: 'http://localhost:3000/' });
+    expect(config.oidc.postLogoutRedirectUri).toBe('http://localhost:3000/');
+  });
+
+  it('a redis block gets its default key prefix', () => {
+    const config = parseConfig(withSection('session', { store: 'redis', redis: { url: 'redis://127.0.0.1:6379' } }));
+    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:' });
+  });
+
+  it('a key written with no value (YAML null) takes its default', () => {
+    const config = parseConfig(withSection('csrf', { header: null, allowedOrigins: null }));
+    expect(config.csrf).toEqual({ header: 'x-csrf', allowedOrigins: [] });
+  });
+});
+
+describe('problem reporting', () => {
+  it('every problem is reported, one line each', () => {
+    const problems = problemsOf(() =>
+      parseConfig({
+        listen: { port: 70000 },
+        publicUrl: 'not a url',
+        oidc: { issuer: 'https://idp.example.com', clientId: '', clientAuth: 'foo' },
+        session: { secrets: [SECRET], sameSite: 'none' },
+        logging: { level: 'verbose' },
+      }),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'listen.port: is 70000; expected an integer from 0 to 65535',
+        'publicUrl: is "not a url"; expected the origin the browser sees, e.g. https://app.example.com',
+        'oidc.clientId: is empty; expected the client ID registered at the provider',
+        'oidc.clientAuth: is "foo"; expected one of client_secret_basic, client_secret_post, private_key_jwt, none',
+        'session.sameSite: is "none"; expected one of strict, lax',
+        'logging.level: is "verbose"; expected one of fatal, error, warn, info, debug, trace, silent',
+      ]),
+    );
+    expect(problems).toHaveLength(6);
+    for (const line of problems) expect(line).not.toContain('\n');
+  });
+
+  it('the error message is the problem lines, ready to print', () => {
+    let error: unknown;
+    try {
+      parseConfig({});
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const configError = error as ConfigError;
+    expect(configError.message).toBe(configError.problems.join('\n'));
+    expect(configError.name).toBe('ConfigError');
+  });
+
+  it('required keys that are missing name their environment variable too', () => {
+    expect(problemsOf(() => parseConfig({}))).toEqual([
+      'publicUrl: is missing; expected the origin the browser sees, e.g. https://app.example.com (in the file or as TH_PUBLIC_URL)',
+      'oidc.issuer: is missing; expected the issuer URL, e.g. https://idp.example.com (in the file or as TH_OIDC_ISSUER)',
+      'oidc.clientId: is missing; expected the client ID registered at the provider (in the file or as TH_OIDC_CLIENT_ID)',
+      'session.secrets: is missing; expected a list of secrets of at least 32 characters (in the file or as TH_SESSION_SECRETS)',
+      'oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_basic',
+    ]);
+  });
+
+  it('unknown keys are reported with the known ones', () => {
+    const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
+    expect(problems).toEqual([
+      'listen.prot: is not a known key (did you mean port?); known keys here: host, port',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging',
+    ]);
+  });
+
+  it('a value of the wrong shape is reported with what was expected', () => {
+    const problems = problemsOf(() => parseConfig({ ...minimal(), listen: 'localhost:8080', routes: { prefix: '/api' } }));
+    expect(problems).toEqual([
+      'listen: is "localhost:8080"; expected a mapping with keys host, port',
+      'routes: is an object; expected a list of routes (objects with prefix and upstream)',
+    ]);
+  });
+
+  it('a configuration that is not a mapping is refused', () => {
+    expect(problemsOf(() => parseConfig(['publicUrl']))[0]).toMatch(/^\(configuration\): is a list; expected a mapping/);
+  });
+});
+
+describe('secrets never appear in problem lines', () => {
+  it('a secret shorter than 32 characters is refused without echoing it', () => {
+    const problems = problemsOf(() => parseConfig(withSection('session', { secrets: [SECRET, 'short-but-secret'] })));
+    expect(problems).toEqual(['session.secrets[1]: is 16 characters long; each secret must be at least 32 characters']);
+  });
+
+  it('an empty list of secrets is refused', () => {
+    expect(problemsOf(() => parseConfig(withSection('session', { secrets: [] })))).toEqual([
+      'session.secrets: is an empty list; expected a list of secrets of at least 32 characters',
+    ]);
+  });
+
+  it('secret-bearing keys are described by shape, never by value', () => {
+    const leaked = 'hunter2-do-not-print';
+    const problems = problemsOf(() =>
+      parseConfig(
+        {
+          ...minimal(),
+          oidc: { issuer: 'https://idp.example.com', clientId: 'bff', clientAuth: 'none', clientSecret: leaked, privateKeyJwk: { kty: 'EC', x: leaked } },
+          session: { secrets: leaked, store: 'redis', redis: { url: `http://user:${leaked}@redis.internal` } },
+        },
+        { TH_SESSION_REDIS_KEY_PREFIX: 'x:', TH_OIDC_AUTHORIZATION_PARAMS: `{"${leaked}` },
+      ),
+    );
+    expect(problems.length).toBeGreaterThanOrEqual(4);
+    for (const line of problems) expect(line).not.toContain('hunter2');
+    expect(problems).toContain('session.secrets: is a string of 20 characters (not shown); expected a list of secrets of at least 32 characters');
+  });
+});
+
+describe('environment overrides', () => {
+  it('an environment variable overrides the file value', () => {
+    const config = parseConfig(withSection('listen', { port: 8080 }), { TH_LISTEN_PORT: '9090', TH_OIDC_CLIENT_SECRET: 'from-env' });
+    expect(config.listen.port).toBe(9090);
+    expect(config.oidc.clientSecret).toBe('from-env');
+  });
+
+  it('variable names are TH_ and the key path in UPPER_SNAKE_CASE', () => {
+    expect(envName(['oidc', 'clientSecret'])).toBe('TH_OIDC_CLIENT_SECRET');
+    expect(envName(['session', 'redis', 'url'])).toBe('TH_SESSION_REDIS_URL');
+    expect(envName(['oidc', 'privateKeyJwk'])).toBe('TH_OIDC_PRIVATE_KEY_JWK');
+    const names = configEnvNames();
+    expect(names).toEqual(expect.arrayContaining(['TH_LISTEN_PORT', 'TH_SESSION_SECRETS', 'TH_OIDC_AUTHORIZATION_PARAMS', 'TH_ROUTES']));
+    expect(new Set(names).size).toBe(names.length);
+  });
+
+  it('configuration can come from the environment alone', async () => {
+    const config = await loadConfig({
+      env: {
+        TH_PUBLIC_URL: 'https://app.example.com',
+        TH_OIDC_ISSUER: 'https://idp.example.com',
+        TH_OIDC_CLIENT_ID: 'bff',
+        TH_OIDC_CLIENT_AUTH: 'none',
+        TH_SESSION_SECRETS: SECRET,
+      },
+    });
+    expect(config.oidc.clientAuth).toBe('none');
+    expect(config.session.secrets).toEqual([SECRET]);
+  });
+
+  it('a non-number in an integer variable is reported naming the variable', () => {
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_PORT: 'abc' }))).toEqual([
+      'listen.port (from TH_LISTEN_PORT): is "abc"; expected an integer from 0 to 65535',
+    ]);
+  });
+
+  it('list variables are comma-separated, trimmed, with empty items dropped', () => {
+    const config = parseConfig(minimal(), {
+      TH_SESSION_SECRETS: ` ${SECRET} ,, ${SECRET.toUpperCase()},`,
+      TH_OIDC_SCOPES: 'openid, email',
+    });
+    expect(config.session.secrets).toEqual([SECRET, SECRET.toUpperCase()]);
+    expect(config.oidc.scopes).toEqual(['openid', 'email']);
+  });
+
+  it('boolean variables accept true, false, 1 and 0', () => {
+    expect(parseConfig(minimal(), { TH_LOGGING_INCLUDE_SUBJECT: 'true' }).logging.includeSubject).toBe(true);
+    expect(parseConfig(minimal(), { TH_LOGGING_INCLUDE_SUBJECT: '1' }).logging.includeSubject).toBe(true);
+    expect(parseConfig(minimal(), { TH_OIDC_ALLOW_INSECURE_ISSUER: '0' }).oidc.allowInsecureIssuer).toBe(false);
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LOGGING_INCLUDE_SUBJECT: 'yes' }))).toEqual([
+      'logging.includeSubject (from TH_LOGGING_INCLUDE_SUBJECT): is "yes"; expected true or false',
+    ]);
+  });
+
+  it('JSON keys and the route list take JSON text', () => {
+    const config = parseConfig(minimal(), {
+      TH_OIDC_CLIENT_AUTH: 'private_key_jwt',
+      TH_OIDC_CLIENT_SECRET: '',
+      TH_OIDC_PRIVATE_KEY_JWK: '{"kty":"EC","crv":"P-256","x":"x","y":"y","d":"d"}',
+      TH_OIDC_AUTHORIZATION_PARAMS: '{"prompt":"login"}',
+      TH_ROUTES: '[{"prefix":"/api","upstream":"https://api.internal"}]',
+    });
+    expect(config.oidc.privateKeyJwk).toMatchObject({ kty: 'EC', d: 'd' });
+    expect(config.oidc.authorizationParams).toEqual({ prompt: 'login' });
+    expect(config.routes.map((r) => r.prefix)).toEqual(['/api']);
+  });
+
+  it('invalid JSON in a variable is reported naming the variable', () => {
+    expect(problemsOf(() => parseConfig(minimal(), { TH_ROUTES: '[{"prefix": "/api",' }))).toEqual([
+      'routes (from TH_ROUTES): is not valid JSON; expected a list of routes (objects with prefix and upstream)',
+    ]);
+  });
+
+  it('problems inside a value from a variable name the variable', () => {
+    expect(problemsOf(() => parseConfig(minimal(), { TH_ROUTES: '[{"prefix": "/api/"}]' }))).toEqual([
+      'routes[0].prefix (from TH_ROUTES): is "/api/"; a route prefix must not end with "/" (e.g. /api)',
+      'routes[0].upstream (from TH_ROUTES): is missing; expected an absolute http or https URL',
+    ]);
+  });
+
+  it('redis variables create the redis block when the file has none', () => {
+    const config = parseConfig(minimal(), { TH_SESSION_STORE: 'redis', TH_SESSION_REDIS_URL: 'rediss://cache.internal:6380' });
+    expect(config.session.redis).toEqual({ url: 'rediss://cache.internal:6380', keyPrefix: 'th:' });
+  });
+
+  it('an empty variable counts as unset', () => {
+    expect(parseConfig(withSection('listen', { port: 1234 }), { TH_LISTEN_PORT: '' }).listen.port).toBe(1234);
+  });
+
+  it('an unknown TH_ variable is reported with the closest known name', () => {
+    expect(problemsOf(() => parseConfig(minimal(), { TH_SESSION_SECRET: SECRET, HOME: '/root' }))).toEqual([
+      "TH_SESSION_SECRET: is not a known variable (did you mean TH_SESSION_SECRETS?); every key's variable is TH_ + its path in UPPER_SNAKE_CASE, e.g. TH_OIDC_CLIENT_SECRET",
+    ]);
+  });
+});
+
+describe('public URL and provider', () => {
+  it('the public URL is stored as its origin without a trailing slash', () => {
+    expect(parseConfig({ ...minimal(), publicUrl: 'HTTPS://App.Example.com:443/' }).publicUrl).toBe('https://app.example.com');
+  });
+
+  it('a public URL with a path is refused: token-handler is served at the root', () => {
+    expect(problemsOf(() => parseConfig({ ...minimal(), publicUrl: 'https://app.example.com/bff' }))).toEqual([
+      'publicUrl: has "/bff" after the origin; expected a bare origin such as https://app.example.com (token-handler is served at the root)',
+    ]);
+  });
+
+  it('the issuer is kept exactly as written', () => {
+    const issuer = 'https://idp.example.com/realms/main/';
+    expect(parseConfig(withSection('oidc', { issuer })).oidc.issuer).toBe(issuer);
+  });
+
+  it('a plain-http issuer is refused unless explicitly allowed', () => {
+    expect(problemsOf(() => parseConfig(withSection('oidc', { issuer: 'http://idp.example.com' })))).toEqual([
+      'oidc.issuer: is "http://idp.example.com", plain http; expected https (http only on localhost or with oidc.allowInsecureIssuer: true)',
+    ]);
+    const allowed = parseConfig(withSection('oidc', { issuer: 'http://idp.example.com', allowInsecureIssuer: true }));
+    expect(allowed.oidc.allowInsecureIssuer).toBe(true);
+  });
+
+  it('a plain-http issuer on a loopback host is allowed and marked insecure', () => {
+    for (const issuer of ['http://localhost:9000', 'http://127.0.0.1:9000/oidc', 'http://[::1]:9000']) {
+      expect(parseConfig(withSection('oidc', { issuer })).oidc.allowInsecureIssuer).toBe(true);
+    }
+  });
+
+  it('a client secret is required for client_secret_basic and client_secret_post', () => {
+    const oidc = { issuer: 'https://idp.example.com', clientId: 'bff', clientAuth: 'client_secret_post' };
+    expect(problemsOf(() => parseConfig({ ...minimal(), oidc }))).toEqual([
+      'oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_post',
+    ]);
+  });
+
+  it('a short client secret is accepted: the provider decides its length', () => {
+    expect(parseConfig(withSection('oidc', { clientSecret: 'abc' })).oidc.clientSecret).toBe('abc');
+  });
+
+  it('a public client must not have a client secret', () => {
+    expect(problemsOf(() => parseConfig(withSection('oidc', { clientAuth: 'none' })))).toEqual([
+      'oidc.clientSecret: is set; a public client (oidc.clientAuth: none) must not have one — remove it or choose client_secret_basic',
+    ]);
+  });
+
+  it('private_key_jwt needs a private JWK with kty and d', () => {
+    const oidc = { issuer: 'https://idp.example.com', clientId: 'bff', clientAuth: 'private_key_jwt' };
+    expect(problemsOf(() => parseConfig({ ...minimal(), oidc }))).toEqual([
+      'oidc.privateKeyJwk: is missing; required when oidc.clientAuth is private_key_jwt (a private JWK with "kty" and "d")',
+    ]);
+    expect(problemsOf(() => parseConfig({ ...minimal(), oidc: { ...oidc, privateKeyJwk: { kty: 'EC', x: 'public-only' } } }))).toEqual([
+      'oidc.privateKeyJwk: has no "d"; expected a private JWK (RSA, EC or OKP) with "kty" and "d"',
+    ]);
+  });
+
+  it('scopes must include openid', () => {
+    expect(problemsOf(() => parseConfig(withSection('oidc', { scopes: ['profile'] })))).toEqual([
+      'oidc.scopes: does not contain "openid"; expected a list including openid (this is OpenID Connect)',
+    ]);
+  });
+
+  it('authorization parameters must be strings and must not override the login flow', () => {
+    const problems = problemsOf(() => parseConfig(withSection('oidc', { authorizationParams: { prompt: 'login', max_age: 60, state: 'x' } })));
+    expect(problems).toEqual([
+      'oidc.authorizationParams.max_age: is 60; expected a string',
+      'oidc.authorizationParams.state: is set by token-handler itself; remove it (scopes go in oidc.scopes)',
+    ]);
+  });
+
+  it('numeric limits are enforced', () => {
+    const problems = problemsOf(() => parseConfig(withSection('oidc', { timeoutMs: 50, refreshSkewSeconds: 1.5 })));
+    expect(problems).toEqual([
+      'oidc.refreshSkewSeconds: is 1.5; expected an integer from 0 to 3600',
+      'oidc.timeoutMs: is 50; expected an integer from 100 to 120000',
+    ]);
+  });
+});
+
+describe('session', () => {
+  it('the redis store needs a redis URL', () => {
+    expect(problemsOf(() => parseConfig(withSection('session', { store: 'redis' })))).toEqual([
+      'session.redis.url: is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379)',
+    ]);
+  });
+
+  it('the redis URL must be redis:// or rediss://', () => {
+    expect(problemsOf(() => parseConfig(withSection('session', { redis: { url: 'http://cache:6379' } })))).toEqual([
+      'session.redis.url: has scheme "http:" (value not shown); expected a redis:// or rediss:// URL',
+    ]);
+  });
+
+  it('an absolute timeout shorter than the idle timeout is refused', () => {
+    expect(problemsOf(() => parseConfig(withSection('session', { idleTimeoutSeconds: 3600, absoluteTimeoutSeconds: 600 })))).toEqual([
+      'session.absoluteTimeoutSeconds: is 600; expected at least session.idleTimeoutSeconds (3600)',
+    ]);
+  });
+
+  it('a cookie name may only hold letters, digits, "_" and "-"', () => {
+    expect(problemsOf(() => parseConfig(withSection('session', { cookieName: 'my session' })))).toEqual([
+      'session.cookieName: is "my session"; expected letters, digits, "_" and "-" only',
+    ]);
+  });
+});
+
+describe('routes', () => {
+  const route = (extra: Record<string, unknown>): Record<string, unknown> => ({ prefix: '/api', upstream: 'http://127.0.0.1:9500', ...extra });
+
+  it('a route prefix must start with "/" and must not end with "/"', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [route({ prefix: 'api' }), route({ prefix: '/v2/' })])))).toEqual([
+      'routes[0].prefix: is "api"; a route prefix must start with "/"',
+      'routes[1].prefix: is "/v2/"; a route prefix must not end with "/" (e.g. /api)',
+    ]);
+  });
+
+  it('routes cannot take over /auth, /healthz, /readyz or /metrics', () => {
+    const prefixes = ['/auth', '/auth/extra', '/healthz', '/readyz', '/metrics'];
+    const problems = problemsOf(() => parseConfig(withSection('routes', prefixes.map((prefix) => route({ prefix })))));
+    expect(problems).toHaveLength(prefixes.length);
+    for (const line of problems) expect(line).toMatch(/^routes\[\d\]\.prefix: is "[^"]+", which token-handler serves itself/);
+    expect(parseConfig(withSection('routes', [route({ prefix: '/authors' })])).routes[0]?.prefix).toBe('/authors');
+  });
+
+  it('two routes with the same prefix are refused, naming both', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [route({}), route({ upstream: 'http://other' })])))).toEqual([
+      'routes[1].prefix: is "/api", the same as routes[0].prefix; each route needs its own prefix',
+    ]);
+  });
+
+  it('an upstream must be an absolute http or https URL', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [route({ upstream: '127.0.0.1:9500' })])))).toEqual([
+      'routes[0].upstream: is "127.0.0.1:9500"; expected an absolute http or https URL',
+    ]);
+  });
+
+  it('token, stripCookies and rewritePrefix take only their listed values', () => {
+    const problems = problemsOf(() => parseConfig(withSection('routes', [route({ token: 'bearer', stripCookies: 'none', rewritePrefix: 'v1' })])));
+    expect(problems).toEqual([
+      'routes[0].rewritePrefix: is "v1"; expected "" (strip the prefix) or a path starting and not ending with "/" (e.g. /v1)',
+      'routes[0].token: is "bearer"; expected one of user, client, none',
+      'routes[0].stripCookies: is "none"; expected one of own, all',
+    ]);
+  });
+
+  it('a CA file must exist', () => {
+    const caFile = writeTemp('ca.pem', '-----BEGIN CERTIFICATE-----\n');
+    expect(parseConfig(withSection('routes', [route({ tlsCaFile: caFile })])).routes[0]?.tlsCaFile).toBe(caFile);
+    const missing = join(tmp, 'missing.pem');
+    expect(problemsOf(() => parseConfig(withSection('routes', [route({ tlsCaFile: missing })])))).toEqual([
+      `routes[0].tlsCaFile: is ${JSON.stringify(missing)}, which does not exist; expected a readable PEM file of CA certificates`,
+    ]);
+  });
+
+  it('client-token routes need a confidential client', () => {
+    const raw = { ...minimal(), oidc: { issuer: 'https://idp.example.com', clientId: 'bff', clientAuth: 'none' }, routes: [route({ token: 'client' })] };
+    expect(problemsOf(() => parseConfig(raw))).toEqual([
+      'routes[0].token: is "client" but oidc.clientAuth is none; client-credentials tokens need a confidential client (client_secret_basic, client_secret_post or private_key_jwt)',
+    ]);
+  });
+});
+
+describe('csrf', () => {
+  it('the CSRF header name is stored lower-case', () => {
+    expect(parseConfig(withSection('csrf', { header: 'X-Requested-By' })).csrf.header).toBe('x-requested-by');
+  });
+
+  it('allowed origins are stored normalised and must not carry a path', () => {
+    expect(parseConfig(withSection('csrf', { allowedOrigins: ['HTTPS://Admin.Example.com:443/'] })).csrf.allowedOrigins).toEqual([
+      'https://admin.example.com',
+    ]);
+    expect(problemsOf(() => parseConfig(withSection('csrf', { allowedOrigins: ['https://admin.example.com/app', '*'] })))).toEqual([
+      'csrf.allowedOrigins[0]: has "/app" after the origin; expected an origin such as https://admin.example.com (no path)',
+      'csrf.allowedOrigins[1]: is "*"; expected an origin such as https://admin.example.com',
+    ]);
+  });
+});
+
+describe('configuration files', () => {
+  it('the example configuration is valid', async () => {
+    const config = await loadConfig({ file: EXAMPLE, env: {} });
+    expect(config.routes).toEqual([expect.objectContaining({ prefix: '/api', upstream: 'http://127.0.0.1:9500' })]);
+    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:' });
+  });
+
+  it('the example documents every key with its environment variable', () => {
+    const example = readFileSync(EXAMPLE, 'utf8');
+    for (const name of configEnvNames()) expect(example, name).toContain(name);
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile'];
+    for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
+  });
+
+  it('YAML and JSON files load alike', async () => {
+    const raw = withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }]);
+    const fromYaml = await loadConfig({ file: writeTemp('alike.yaml', stringify(raw)), env: {} });
+    const fromYml = await loadConfig({ file: writeTemp('alike.yml', stringify(raw)), env: {} });
+    const fromJson = await loadConfig({ file: writeTemp('alike.json', JSON.stringify(raw, null, 2)), env: {} });
+    expect(fromYaml).toEqual(parseConfig(raw));
+    expect(fromYml).toEqual(fromYaml);
+    expect(fromJson).toEqual(fromYaml);
+  });
+
+  it('TH_CONFIG names the file when none is given, and the rest of the environment still applies', async () => {
+    const file = writeTemp('from-env.yaml', stringify(minimal()));
+    const config = await loadConfig({ env: { TH_CONFIG: file, TH_LOGGING_LEVEL: 'debug' } });
+    expect(config.oidc.clientId).toBe('bff');
+    expect(config.logging.level).toBe('debug');
+  });
+
+  it('a file that cannot be read is reported clearly', async () => {
+    const file = join(tmp, 'absent.yaml');
+    expect(await problemsOfAsync(() => loadConfig({ file, env: {} }))).toEqual([
+      `${file}: cannot be read (ENOENT); expected a readable YAML or JSON file`,
+    ]);
+    expect(await problemsOfAsync(() => loadConfig({ env: { TH_CONFIG: file } }))).toEqual([
+      `${file} (from TH_CONFIG): cannot be read (ENOENT); expected a readable YAML or JSON file`,
+    ]);
+  });
+
+  it('a syntax error is reported by line and column without quoting the file', async () => {
+    const file = writeTemp('broken.yaml', 'oidc:\n  clientSecret: hunter2\n  issuer: [https://idp\n');
+    const problems = await problemsOfAsync(() => loadConfig({ file, env: {} }));
+    expect(problems.length).toBeGreaterThan(0);
+    for (const line of problems) {
+      expect(line).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: line \\d+, column \\d+: .+; expected valid YAML or JSON$`));
+      expect(line).not.toContain('hunter2');
+    }
+  });
+
+  it('a file with another extension is refused', async () => {
+    const file = writeTemp('config.toml', 'x = 1');
+    expect(await problemsOfAsync(() => loadConfig({ file, env: {} }))).toEqual([
+      `${file}: has extension ".toml"; expected a file ending in .yaml, .yml, .json`,
+    ]);
+  });
+
+  it('an empty file means every key comes from the environment', async () => {
+    const file = writeTemp('empty.yaml', '');
+    const config = await loadConfig({
+      file,
+      env: { TH_PUBLIC_URL: 'https://app.example.com', TH_OIDC_ISSUER: 'https://idp.example.com', TH_OIDC_CLIENT_ID: 'bff', TH_OIDC_CLIENT_SECRET: 's', TH_SESSION_SECRETS: SECRET },
+    });
+    expect(config.publicUrl).toBe('https://app.example.com');
+  });
+});
