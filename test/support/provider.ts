@@ -1,0 +1,736 @@
+/**
+ * A real `oidc-provider` (v9) OpenID Provider for integration tests, listening on 127.0.0.1.
+ *
+ * - Issuer: `http://127.0.0.1:PORT` (no trailing slash). Endpoints use oidc-provider's default
+ *   routes: /auth, /token, /token/introspection, /token/revocation, /me, /session/end, /jwks,
+ *   discovery at /.well-known/openid-configuration.
+ * - Login is driven over HTTP through devInteractions (any login, any password): see
+ *   `completeProviderLogin` in ./browser.ts.
+ * - Clients are stored through the adapter (i.e. "dynamic" clients, not static configuration), so
+ *   they can be (re-)registered at any time: `setRedirectUris()` / `updateBffClients()` /
+ *   `addClient()` take effect on the very next request.
+ * - All state lives in a `MemoryStore` that can be handed to a new `startProvider({ port, state })`
+ *   to "restart" the provider without losing sessions, grants and tokens.
+ */
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+
+import type ProviderClass from 'oidc-provider';
+import type { Adapter, AdapterPayload, Configuration, KoaContextWithOIDC } from 'oidc-provider';
+
+import { closeServer, listen, originOf } from './ports.js';
+
+export interface TestProviderOptions {
+  /** Access token (and client_credentials token) lifetime. Default 60. */
+  accessTokenTtlSeconds?: number;
+  /**
+   * Rotate refresh tokens on every use. Default true. With rotation, presenting an already used
+   * refresh token makes oidc-provider revoke the whole grant (all access and refresh tokens).
+   */
+  rotateRefreshToken?: boolean;
+  /** Default 3600. */
+  refreshTokenTtlSeconds?: number;
+  /** Default 3600. */
+  idTokenTtlSeconds?: number;
+  /** Added to every account's claims, and released in the ID token (they belong to the `openid` scope). */
+  extraClaims?: Record<string, unknown>;
+  /** Per-account claim overrides/additions (merged last). */
+  accounts?: Record<string, Record<string, unknown>>;
+  /**
+   * redirect_uris of the four BFF clients. May be `[]` when the BFF port is not known yet (a
+   * placeholder is registered); call `setRedirectUris()` once it is.
+   */
+  redirectUris: string[];
+  postLogoutRedirectUris?: string[];
+  /** Registered on the BFF clients (with backchannel_logout_session_required: true) when given. */
+  backchannelLogoutUri?: string;
+  /** Listen on this port (e.g. to restart on the same issuer). Default: a free port. */
+  port?: number;
+  /** State of a previous instance (`provider.state`) to continue with: same store, keys and clients. */
+  state?: TestProviderState;
+}
+
+export interface TokenRequestRecord {
+  grantType: string;
+  clientId?: string;
+  /** Date.now() when the request arrived. */
+  at: number;
+  /** HTTP status the provider answered. */
+  status: number;
+  /** OAuth error code when the request failed (e.g. 'invalid_grant'). */
+  error?: string;
+  errorDescription?: string;
+}
+
+export interface ProviderRequestRecord {
+  method: string;
+  path: string;
+  status: number;
+  at: number;
+}
+
+export interface BackchannelLogoutRecord {
+  clientId: string;
+  accountId: string;
+  sid?: string;
+  ok: boolean;
+  error?: unknown;
+  at: number;
+}
+
+export interface ProviderEndpoints {
+  discovery: string;
+  authorization: string;
+  token: string;
+  introspection: string;
+  revocation: string;
+  userinfo: string;
+  endSession: string;
+  jwks: string;
+}
+
+export interface ClientCredentials {
+  clientId: string;
+  clientSecret: string;
+}
+
+export interface TestClients {
+  basic: ClientCredentials;
+  post: ClientCredentials;
+  jwt: { clientId: string; privateKeyJwk: Record<string, unknown>; publicKeyJwk: Record<string, unknown>; alg: 'ES256' };
+  publicClient: { clientId: string };
+  api: ClientCredentials;
+}
+
+export interface BffClientUris {
+  redirectUris?: string[];
+  postLogoutRedirectUris?: string[];
+  /** `null` removes it. */
+  backchannelLogoutUri?: string | null;
+}
+
+export interface TestProviderState {
+  store: MemoryStore;
+  signingJwk: Record<string, unknown>;
+  cookieKeys: string[];
+  clients: TestClients;
+}
+
+export interface TestProvider {
+  /** e.g. http://127.0.0.1:PORT — exact, no trailing slash. */
+  issuer: string;
+  port: number;
+  /** Raw oidc-provider instance (a Koa app) for advanced tests. */
+  provider: ProviderClass;
+  clients: TestClients;
+  /** oidc-provider's endpoint URLs (default routes). */
+  endpoints: ProviderEndpoints;
+  /**
+   * Every call to the token endpoint, successful or not (all clients, all grant types, including the
+   * api client's client_credentials calls): pushed when the response is ready; `at` is the arrival time.
+   */
+  tokenRequests: TokenRequestRecord[];
+  /** Every HTTP request the provider answered (all endpoints). */
+  requests: ProviderRequestRecord[];
+  /** Errors oidc-provider reported as server_error (should stay empty). */
+  serverErrors: unknown[];
+  /** Outcome of every back-channel logout delivery the provider attempted. */
+  backchannelLogouts: BackchannelLogoutRecord[];
+  /** Every access, refresh and ID token value returned by the token endpoint. */
+  issuedTokens(): string[];
+  /** Re-register the four BFF clients with these redirect_uris. */
+  setRedirectUris(uris: string[]): Promise<void>;
+  /** Re-register the four BFF clients with changed redirect / post-logout / back-channel-logout URIs. */
+  updateBffClients(uris: BffClientUris): Promise<void>;
+  /** Register (or replace) any client; metadata is validated by oidc-provider (throws on invalid). */
+  addClient(metadata: Record<string, unknown>): Promise<void>;
+  /**
+   * Revoke every grant of the account: its refresh tokens, access tokens and codes become invalid
+   * (next refresh → invalid_grant, introspection → active: false). Resolves with the number of grants.
+   */
+  revokeGrantsOf(accountId: string): Promise<number>;
+  /** Invalidate only the access tokens of the account (refresh tokens keep working). Resolves with the count. */
+  revokeAccessTokensOf(accountId: string): Promise<number>;
+  /** Simulate an outage: close the listener and every open connection (connections are refused). */
+  pause(): Promise<void>;
+  /** Listen again on the same port with the same provider instance and state. */
+  resume(): Promise<void>;
+  /** Close the listener for good. `state` stays usable for a new `startProvider({ port, state })`. */
+  stop(): Promise<void>;
+  /** Pass to `startProvider({ port, state })` to continue with the same sessions, grants, tokens, keys and clients. */
+  state: TestProviderState;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quieting oidc-provider's development notices ("oidc-provider NOTICE: ..." / "WARNING: ...").
+// They are printed through console.info/console.warn; we drop exactly those lines.
+// Set OIDC_PROVIDER_NOTICES=1 to see them.
+// ---------------------------------------------------------------------------------------------
+const QUIET_MARK = Symbol.for('token-handler.test.quietOidcProvider');
+const NOTICE = /^(?:\u001b\[[0-9;]*m)?oidc-provider (?:NOTICE|WARNING): /;
+
+function quietOidcProviderNotices(): void {
+  if (process.env.OIDC_PROVIDER_NOTICES) return;
+  const target = console as unknown as Record<PropertyKey, unknown>;
+  if (target[QUIET_MARK]) return;
+  target[QUIET_MARK] = true;
+  for (const method of ['info', 'warn'] as const) {
+    const original = console[method].bind(console);
+    console[method] = (...args: unknown[]) => {
+      if (typeof args[0] === 'string' && NOTICE.test(args[0])) return;
+      original(...args);
+    };
+  }
+}
+
+type ProviderModule = typeof import('oidc-provider');
+let providerModule: Promise<ProviderModule> | undefined;
+function loadProvider(): Promise<ProviderModule> {
+  // Imported lazily so the filter is in place before the module-level "Unsupported runtime" notice.
+  quietOidcProviderNotices();
+  providerModule ??= import('oidc-provider');
+  return providerModule;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage adapter
+// ---------------------------------------------------------------------------------------------
+interface Entry {
+  model: string;
+  id: string;
+  payload: AdapterPayload;
+  expiresAt: number;
+}
+
+const GRANTABLE = new Set([
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PreAuthorizedCode',
+]);
+
+const epoch = () => Math.floor(Date.now() / 1000);
+
+/**
+ * In-memory storage for oidc-provider (like its built-in MemoryAdapter, but without the
+ * 1000-entry LRU limit, inspectable, and reusable across provider instances).
+ * Payloads are stored as structured clones, like a real database would.
+ */
+export class MemoryStore {
+  /** Entries are kept `clockTolerance` seconds past their expiry, as oidc-provider's adapter does. */
+  constructor(private readonly clockToleranceSeconds = 15) {}
+
+  private readonly entries = new Map<string, Entry>();
+  private readonly byGrant = new Map<string, Set<string>>();
+  private readonly sessionByUid = new Map<string, string>();
+  private readonly byUserCode = new Map<string, string>();
+
+  private static key(model: string, id: string): string {
+    return `${model}:${id}`;
+  }
+
+  private live(key: string): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry && entry.expiresAt <= Date.now()) {
+      this.remove(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private remove(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    this.entries.delete(key);
+    const { grantId, uid, userCode } = entry.payload;
+    if (grantId && GRANTABLE.has(entry.model)) {
+      const members = this.byGrant.get(grantId);
+      members?.delete(key);
+      if (members?.size === 0) this.byGrant.delete(grantId);
+    }
+    if (entry.model === 'Session' && uid && this.sessionByUid.get(uid) === entry.id) this.sessionByUid.delete(uid);
+    if (userCode && this.byUserCode.get(userCode) === key) this.byUserCode.delete(userCode);
+  }
+
+  /** Current payload (a copy) of one stored object, e.g. `get('RefreshToken', value)`. */
+  get(model: string, id: string): AdapterPayload | undefined {
+    const entry = this.live(MemoryStore.key(model, id));
+    return entry ? structuredClone(entry.payload) : undefined;
+  }
+
+  /** All live objects of a model (copies). */
+  list(model: string): Array<{ id: string; payload: AdapterPayload }> {
+    const out: Array<{ id: string; payload: AdapterPayload }> = [];
+    for (const [key, entry] of [...this.entries]) {
+      if (entry.model !== model || !this.live(key)) continue;
+      out.push({ id: entry.id, payload: structuredClone(entry.payload) });
+    }
+    return out;
+  }
+
+  delete(model: string, id: string): void {
+    this.remove(MemoryStore.key(model, id));
+  }
+
+  /** Delete every token of the grant and the grant itself. */
+  revokeGrant(grantId: string): void {
+    for (const key of [...(this.byGrant.get(grantId) ?? [])]) this.remove(key);
+    this.byGrant.delete(grantId);
+    this.remove(MemoryStore.key('Grant', grantId));
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The adapter factory to hand to oidc-provider's `adapter` option. */
+  readonly adapterFactory = (model: string): Adapter => {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const store = this;
+    const k = (id: string) => MemoryStore.key(model, id);
+    return {
+      async upsert(id, payload, expiresIn) {
+        const key = k(id);
+        store.remove(key);
+        const expiresAt =
+          typeof expiresIn === 'number' ? Date.now() + (expiresIn + store.clockToleranceSeconds) * 1000 : Infinity;
+        const copy = structuredClone(payload);
+        store.entries.set(key, { model, id, payload: copy, expiresAt });
+        if (copy.grantId && GRANTABLE.has(model)) {
+          let members = store.byGrant.get(copy.grantId);
+          if (!members) store.byGrant.set(copy.grantId, (members = new Set()));
+          members.add(key);
+        }
+        if (model === 'Session' && copy.uid) store.sessionByUid.set(copy.uid, id);
+        if (copy.userCode) store.byUserCode.set(copy.userCode, key);
+      },
+      async find(id) {
+        const entry = store.live(k(id));
+        return entry ? structuredClone(entry.payload) : undefined;
+      },
+      async findByUid(uid) {
+        const id = store.sessionByUid.get(uid);
+        if (id === undefined) return undefined;
+        const entry = store.live(k(id));
+        return entry ? structuredClone(entry.payload) : undefined;
+      },
+      async findByUserCode(userCode) {
+        const key = store.byUserCode.get(userCode);
+        const entry = key === undefined ? undefined : store.live(key);
+        return entry ? structuredClone(entry.payload) : undefined;
+      },
+      async consume(id) {
+        const entry = store.live(k(id));
+        if (entry) entry.payload.consumed = epoch();
+      },
+      async destroy(id) {
+        store.remove(k(id));
+      },
+      async revokeByGrantId(grantId) {
+        for (const key of [...(store.byGrant.get(grantId) ?? [])]) {
+          if (store.entries.get(key)?.model === model) store.remove(key);
+        }
+      },
+    };
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+let rsaSigningJwk: Record<string, unknown> | undefined;
+function providerSigningJwk(): Record<string, unknown> {
+  // RSA key generation takes ~100 ms: one key per test process is enough.
+  if (!rsaSigningJwk) {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    rsaSigningJwk = { ...privateKey.export({ format: 'jwk' }), kid: `op-${randomUUID()}`, use: 'sig', alg: 'RS256' };
+  }
+  return rsaSigningJwk;
+}
+
+function ecClientKeyPair(): { privateKeyJwk: Record<string, unknown>; publicKeyJwk: Record<string, unknown> } {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kid = `client-${randomUUID()}`;
+  return {
+    privateKeyJwk: { ...privateKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' },
+    publicKeyJwk: { ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' },
+  };
+}
+
+const secret = () => randomBytes(32).toString('base64url');
+
+function newClients(): TestClients {
+  return {
+    basic: { clientId: 'bff-basic', clientSecret: secret() },
+    post: { clientId: 'bff-post', clientSecret: secret() },
+    jwt: { clientId: 'bff-jwt', ...ecClientKeyPair(), alg: 'ES256' },
+    publicClient: { clientId: 'bff-public' },
+    api: { clientId: 'api', clientSecret: secret() },
+  };
+}
+
+/** Registered when no redirect URI is known yet; nothing listens there. */
+export const PLACEHOLDER_REDIRECT_URI = 'http://127.0.0.1:9/redirect-uri-not-set';
+
+// ---------------------------------------------------------------------------------------------
+// HTML pages (custom versions of the defaults, mainly so the defaults do not print notices)
+// ---------------------------------------------------------------------------------------------
+const esc = (value: unknown) =>
+  String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const page = (title: string, body: string) =>
+  `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${esc(title)}</title></head><body>${body}</body></html>`;
+
+function basicAuthClientId(header: string | undefined): string | undefined {
+  if (!header?.toLowerCase().startsWith('basic ')) return undefined;
+  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+  const id = decoded.slice(0, Math.max(decoded.indexOf(':'), 0));
+  try {
+    return decodeURIComponent(id.replace(/\+/g, ' ')) || undefined;
+  } catch {
+    return id || undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// startProvider
+// ---------------------------------------------------------------------------------------------
+export async function startProvider(opts: TestProviderOptions): Promise<TestProvider> {
+  const { default: Provider, errors } = await loadProvider();
+
+  const accessTtl = opts.accessTokenTtlSeconds ?? 60;
+  const refreshTtl = opts.refreshTokenTtlSeconds ?? 3600;
+  const idTtl = opts.idTokenTtlSeconds ?? 3600;
+  const extraClaims = opts.extraClaims ?? {};
+
+  const state: TestProviderState = opts.state ?? {
+    store: new MemoryStore(),
+    signingJwk: providerSigningJwk(),
+    cookieKeys: [secret()],
+    clients: newClients(),
+  };
+  const { store, clients } = state;
+
+  // Listen first: the issuer has to contain the port, and the provider needs the issuer.
+  let app: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void) | undefined;
+  const server: Server = createServer((req, res) => {
+    if (app) app(req, res);
+    else {
+      res.statusCode = 503;
+      res.end();
+    }
+  });
+  const port = await listen(server, opts.port ?? 0);
+  const issuer = originOf(port);
+
+  // Claims of extraClaims and of per-account overrides are released in the ID token.
+  const claimNames = [...new Set([...Object.keys(extraClaims), ...Object.values(opts.accounts ?? {}).flatMap((claims) => Object.keys(claims))])].filter((name) => name !== 'sub');
+
+  const configuration: Configuration = {
+    adapter: store.adapterFactory,
+    jwks: { keys: [state.signingJwk] },
+    cookies: {
+      keys: state.cookieKeys,
+      // Plain http: no `secure` (oidc-provider only sets it when the request is https anyway).
+      long: { httpOnly: true, sameSite: 'lax' },
+      short: { httpOnly: true, sameSite: 'lax' },
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    claims: {
+      acr: null,
+      sid: null,
+      auth_time: null,
+      iss: null,
+      // Claims of the `openid` scope are always released in the ID token, even with
+      // conformIdTokenClaims: true; extraClaims go here.
+      openid: ['sub', ...claimNames],
+      profile: ['name'],
+      email: ['email', 'email_verified'],
+    },
+    // Release the profile/email claims in the ID token too (not only at userinfo).
+    conformIdTokenClaims: false,
+    features: {
+      devInteractions: { enabled: true },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(_ctx: unknown, client: { clientId: string; clientAuthMethod: string }, token: { clientId: string }) {
+          // Same as the default policy (which prints a notice).
+          if (token.clientId !== client.clientId) {
+            if (client.clientAuthMethod === 'none') return false;
+            throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+          }
+          return true;
+        },
+      },
+      introspection: {
+        enabled: true,
+        async allowedPolicy(
+          ctx: { oidc: { client: { clientId: string } } },
+          client: { clientAuthMethod: string },
+          token: { clientId: string },
+        ) {
+          // Any confidential client (notably `api`) may introspect any token.
+          return !(client.clientAuthMethod === 'none' && token.clientId !== ctx.oidc.client.clientId);
+        },
+      },
+      clientCredentials: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx: KoaContextWithOIDC, form: string) {
+          ctx.type = 'html';
+          ctx.body = page(
+            'Logout Request',
+            `<h1>Do you want to sign-out from ${esc(ctx.host)}?</h1>${form}` +
+              '<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>' +
+              '<button type="submit" form="op.logoutForm">No, stay signed in</button>',
+          );
+        },
+        async postLogoutSuccessSource(ctx: KoaContextWithOIDC) {
+          ctx.type = 'html';
+          ctx.body = page('Sign-out Success', '<h1>Sign-out Success</h1>');
+        },
+      },
+      userinfo: { enabled: true },
+    },
+    pkce: { required: () => true },
+    // Every client that may use the refresh_token grant gets a refresh token, no offline_access /
+    // prompt=consent needed. (Without offline_access, oidc-provider binds the refresh token to the
+    // provider session: it dies when the user logs out at the provider.)
+    async issueRefreshToken(_ctx: unknown, client: { grantTypeAllowed(grant: string): boolean }) {
+      return client.grantTypeAllowed('refresh_token');
+    },
+    rotateRefreshToken: opts.rotateRefreshToken ?? true,
+    ttl: {
+      AccessToken: accessTtl,
+      ClientCredentials: accessTtl,
+      IdToken: idTtl,
+      RefreshToken: refreshTtl,
+      AuthorizationCode: 60,
+      Interaction: 3600,
+      Session: Math.max(14 * 24 * 3600, refreshTtl),
+      Grant: Math.max(14 * 24 * 3600, refreshTtl),
+      DeviceCode: 600,
+      BackchannelAuthenticationRequest: 600,
+      PreAuthorizedCode: 600,
+    },
+    async findAccount(_ctx: unknown, sub: string) {
+      return {
+        accountId: sub,
+        async claims() {
+          return {
+            sub,
+            name: `User ${sub}`,
+            email: `${sub}@example.test`,
+            email_verified: true,
+            ...extraClaims,
+            ...opts.accounts?.[sub],
+          };
+        },
+      };
+    },
+    clientBasedCORS: () => false,
+    async renderError(ctx: KoaContextWithOIDC, out: Record<string, string>) {
+      ctx.type = 'html';
+      ctx.body = page(
+        'oops! something went wrong',
+        `<h1>oops! something went wrong</h1>${Object.entries(out)
+          .map(([key, value]) => `<pre data-key="${esc(key)}"><strong>${esc(key)}</strong>: ${esc(value)}</pre>`)
+          .join('')}`,
+      );
+    },
+    // oidc-provider's outgoing requests (back-channel logout) go through an SSRF-protecting undici
+    // dispatcher that refuses loopback addresses. Tests run everything on 127.0.0.1: drop it.
+    fetch: (url: string | URL, options: RequestInit & { dispatcher?: unknown }) => {
+      const { dispatcher: _dispatcher, ...rest } = options;
+      return fetch(url, rest);
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+
+  // ---- recording -------------------------------------------------------------------------
+  const tokenRequests: TokenRequestRecord[] = [];
+  const requests: ProviderRequestRecord[] = [];
+  const serverErrors: unknown[] = [];
+  const issued: string[] = [];
+  const tokenPath = new URL(provider.urlFor('token')).pathname;
+
+  const backchannelLogouts: BackchannelLogoutRecord[] = [];
+  provider.on('server_error', (_ctx: unknown, err: unknown) => serverErrors.push(err));
+  provider.on('backchannel.success', (_ctx: unknown, c: { clientId: string }, accountId: string, sid?: string) =>
+    backchannelLogouts.push({ clientId: c.clientId, accountId, ...(sid ? { sid } : {}), ok: true, at: Date.now() }),
+  );
+  provider.on('backchannel.error', (_ctx: unknown, error: unknown, c: { clientId: string }, accountId: string, sid?: string) =>
+    backchannelLogouts.push({ clientId: c.clientId, accountId, ...(sid ? { sid } : {}), ok: false, error, at: Date.now() }),
+  );
+
+  provider.use(async (ctx, next) => {
+    const at = Date.now();
+    try {
+      await next();
+    } finally {
+      requests.push({ method: ctx.method, path: ctx.path, status: ctx.status, at });
+      if (ctx.method === 'POST' && ctx.path === tokenPath) {
+        let grantType = 'unknown';
+        let clientId: string | undefined;
+        try {
+          const oidc = ctx.oidc;
+          grantType = oidc?.params?.grant_type ?? oidc?.body?.grant_type ?? grantType;
+          clientId = oidc?.client?.clientId ?? oidc?.params?.client_id ?? oidc?.body?.client_id;
+        } catch {
+          // context not (fully) built: keep the defaults
+        }
+        clientId ??= basicAuthClientId(ctx.get('authorization'));
+        const body = ctx.body as Record<string, unknown> | undefined;
+        const record: TokenRequestRecord = { grantType, at, status: ctx.status };
+        if (clientId !== undefined) record.clientId = clientId;
+        if (ctx.status >= 400 && body && typeof body === 'object') {
+          if (typeof body.error === 'string') record.error = body.error;
+          if (typeof body.error_description === 'string') record.errorDescription = body.error_description;
+        }
+        tokenRequests.push(record);
+        if (ctx.status === 200 && body && typeof body === 'object') {
+          for (const name of ['access_token', 'refresh_token', 'id_token']) {
+            const value = body[name];
+            if (typeof value === 'string') issued.push(value);
+          }
+        }
+      }
+    }
+  });
+
+  // ---- clients -----------------------------------------------------------------------------
+  const uris: Required<Omit<BffClientUris, 'backchannelLogoutUri'>> & { backchannelLogoutUri: string | null } = {
+    redirectUris: opts.redirectUris,
+    postLogoutRedirectUris: opts.postLogoutRedirectUris ?? [],
+    backchannelLogoutUri: opts.backchannelLogoutUri ?? null,
+  };
+
+  async function addClient(metadata: Record<string, unknown>): Promise<void> {
+    // Validates like dynamic registration would; throws InvalidClientMetadata on bad metadata.
+    const client = new provider.Client(metadata);
+    await provider.Client.adapter.upsert(client.clientId, client.metadata());
+  }
+
+  function bffClientMetadata(): Array<Record<string, unknown>> {
+    const common = {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      application_type: 'web',
+      redirect_uris: uris.redirectUris.length ? uris.redirectUris : [PLACEHOLDER_REDIRECT_URI],
+      post_logout_redirect_uris: uris.postLogoutRedirectUris,
+      ...(uris.backchannelLogoutUri
+        ? { backchannel_logout_uri: uris.backchannelLogoutUri, backchannel_logout_session_required: true }
+        : {}),
+    };
+    return [
+      {
+        ...common,
+        client_id: clients.basic.clientId,
+        client_secret: clients.basic.clientSecret,
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        ...common,
+        client_id: clients.post.clientId,
+        client_secret: clients.post.clientSecret,
+        token_endpoint_auth_method: 'client_secret_post',
+      },
+      {
+        ...common,
+        client_id: clients.jwt.clientId,
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: clients.jwt.alg,
+        jwks: { keys: [clients.jwt.publicKeyJwk] },
+      },
+      { ...common, client_id: clients.publicClient.clientId, token_endpoint_auth_method: 'none' },
+    ];
+  }
+
+  async function updateBffClients(patch: BffClientUris): Promise<void> {
+    if (patch.redirectUris) uris.redirectUris = patch.redirectUris;
+    if (patch.postLogoutRedirectUris) uris.postLogoutRedirectUris = patch.postLogoutRedirectUris;
+    if (patch.backchannelLogoutUri !== undefined) uris.backchannelLogoutUri = patch.backchannelLogoutUri;
+    for (const metadata of bffClientMetadata()) await addClient(metadata);
+  }
+
+  await updateBffClients({});
+  await addClient({
+    client_id: clients.api.clientId,
+    client_secret: clients.api.clientSecret,
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+  });
+
+  // ---- listener ----------------------------------------------------------------------------
+  app = provider.callback();
+  let paused = false;
+  let stopped = false;
+
+  async function revokeAccessTokensOf(accountId: string): Promise<number> {
+    let count = 0;
+    for (const model of ['AccessToken']) {
+      for (const { id, payload } of store.list(model)) {
+        if (payload.accountId === accountId) {
+          store.delete(model, id);
+          count++;
+        }
+      }
+    }
+    return count;
+  }
+
+  const endpoints: ProviderEndpoints = {
+    discovery: `${issuer}/.well-known/openid-configuration`,
+    authorization: provider.urlFor('authorization'),
+    token: provider.urlFor('token'),
+    introspection: provider.urlFor('introspection'),
+    revocation: provider.urlFor('revocation'),
+    userinfo: provider.urlFor('userinfo'),
+    endSession: provider.urlFor('end_session'),
+    jwks: provider.urlFor('jwks'),
+  };
+
+  return {
+    issuer,
+    port,
+    endpoints,
+    provider,
+    clients,
+    tokenRequests,
+    requests,
+    serverErrors,
+    backchannelLogouts,
+    state,
+    issuedTokens: () => [...issued],
+    setRedirectUris: (redirectUris) => updateBffClients({ redirectUris }),
+    updateBffClients,
+    addClient,
+    async revokeGrantsOf(accountId) {
+      const grants = store.list('Grant').filter(({ payload }) => payload.accountId === accountId);
+      for (const { id } of grants) store.revokeGrant(id);
+      return grants.length;
+    },
+    revokeAccessTokensOf,
+    async pause() {
+      if (paused || stopped) return;
+      paused = true;
+      await closeServer(server);
+    },
+    async resume() {
+      if (!paused || stopped) return;
+      await listen(server, port);
+      paused = false;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await closeServer(server);
+    },
+  };
+}
