@@ -33,6 +33,12 @@ export function classifyProviderError(err: unknown, operation: string): Provider
     // invalid_client, unauthorized_client, invalid_scope, …: our registration or configuration is wrong.
     return new ProviderError('config_fault', description, err.error, { cause: err });
   }
+  if (err instanceof client.WWWAuthenticateChallengeError) {
+    // A 401 with a challenge from the token endpoint: our client authentication was refused.
+    const error = err.cause[0]?.parameters.error ?? 'invalid_client';
+    const kind = err.status >= 500 ? 'transient' : 'config_fault';
+    return new ProviderError(kind, `${operation}: provider answered ${err.status} ${error} (challenge)`, error, { cause: err });
+  }
   if (err instanceof client.AuthorizationResponseError) {
     // The provider sent the browser back with an error (access_denied, login_required, …).
     const description = `${operation}: provider returned ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`;

@@ -151,6 +151,8 @@ export interface TestProvider {
   revokeGrantsOf(accountId: string): Promise<number>;
   /** Invalidate only the access tokens of the account (refresh tokens keep working). Resolves with the count. */
   revokeAccessTokensOf(accountId: string): Promise<number>;
+  /** Delay every request to this path (e.g. '/token') by `ms` before the provider sees it; 0 removes it. */
+  setLatency(path: string, ms: number): void;
   /** Simulate an outage: close the listener and every open connection (connections are refused). */
   pause(): Promise<void>;
   /** Listen again on the same port with the same provider instance and state. */
@@ -415,12 +417,19 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
 
   // Listen first: the issuer has to contain the port, and the provider needs the issuer.
   let app: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void) | undefined;
+  // Fault injection the real provider cannot do by itself: extra latency per path.
+  const latency = new Map<string, number>();
   const server: Server = createServer((req, res) => {
-    if (app) app(req, res);
-    else {
-      res.statusCode = 503;
-      res.end();
-    }
+    const handle = () => {
+      if (app) app(req, res);
+      else {
+        res.statusCode = 503;
+        res.end();
+      }
+    };
+    const delay = latency.get(new URL(req.url ?? '/', 'http://provider.invalid').pathname) ?? 0;
+    if (delay > 0) setTimeout(handle, delay);
+    else handle();
   });
   const port = await listen(server, opts.port ?? 0);
   const issuer = originOf(port);
@@ -626,21 +635,23 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         ? { backchannel_logout_uri: uris.backchannelLogoutUri, backchannel_logout_session_required: true }
         : {}),
     };
+    // Confidential BFF clients may also fetch client-credentials tokens (routes with token: client).
+    const confidential = { ...common, grant_types: [...common.grant_types, 'client_credentials'] };
     return [
       {
-        ...common,
+        ...confidential,
         client_id: clients.basic.clientId,
         client_secret: clients.basic.clientSecret,
         token_endpoint_auth_method: 'client_secret_basic',
       },
       {
-        ...common,
+        ...confidential,
         client_id: clients.post.clientId,
         client_secret: clients.post.clientSecret,
         token_endpoint_auth_method: 'client_secret_post',
       },
       {
-        ...common,
+        ...confidential,
         client_id: clients.jwt.clientId,
         token_endpoint_auth_method: 'private_key_jwt',
         token_endpoint_auth_signing_alg: clients.jwt.alg,
@@ -708,6 +719,10 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     backchannelLogouts,
     state,
     issuedTokens: () => [...issued],
+    setLatency: (path, ms) => {
+      if (ms > 0) latency.set(path, ms);
+      else latency.delete(path);
+    },
     setRedirectUris: (redirectUris) => updateBffClients({ redirectUris }),
     updateBffClients,
     addClient,
