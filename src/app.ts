@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
@@ -32,6 +32,8 @@ export interface BuildOptions {
   logStream?: DestinationStream;
   /** Wait for provider discovery before resolving (tests); the service itself starts without waiting. */
   waitForProvider?: boolean;
+  /** Extra Fastify plugins registered after token-handler's own routes (the demo page uses this). */
+  plugins?: FastifyPluginAsync[];
 }
 
 /** Seconds a browser is told to wait after a 503. */
@@ -155,6 +157,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
   });
+
+  for (const plugin of options.plugins ?? []) await app.register(plugin);
 
   app.addHook('onClose', async () => {
     provider.stop();
