@@ -1,0 +1,180 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { startProvider, type TestProvider } from './support/provider.js';
+import { startUpstream, type Upstream } from './support/upstream.js';
+import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
+import { Sealer } from '../src/session/sealer.js';
+import type { SessionRecord } from '../src/session/record.js';
+import { refreshTokenKey } from '../src/tokens/refresher.js';
+import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
+
+const SESSION = '__Host-th_session';
+const hasRedis = redisServerInstalled();
+if (!hasRedis) warnRedisSkipped('test/redis.test.ts');
+
+describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
+  let redisServer: RedisServer;
+  let provider: TestProvider;
+  let upstream: Upstream;
+  const started: TestBff[] = [];
+  const time = { now: Date.now() };
+
+  beforeAll(async () => {
+    redisServer = await startRedisServer();
+    provider = await startProvider({ redirectUris: [REDIRECT_URI], rotateRefreshToken: true });
+    upstream = await startUpstream({
+      introspectionEndpoint: `${provider.issuer}/token/introspection`,
+      clientId: provider.clients.api.clientId,
+      clientSecret: provider.clients.api.clientSecret,
+    });
+  });
+
+  afterAll(async () => {
+    for (const bff of started) await bff.app.close();
+    await upstream?.close();
+    await provider?.stop();
+    await redisServer?.stop();
+  });
+
+  async function replica(store: 'redis' | 'cookie', keyPrefix: string): Promise<TestBff> {
+    const instance = await startBff(
+      {
+        oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
+        session: { store, secrets: [SECRET], redis: { url: redisServer.url, keyPrefix } },
+        routes: [{ prefix: '/api', upstream: upstream.url }],
+      },
+      { now: () => time.now },
+    );
+    started.push(instance);
+    return instance;
+  }
+
+  const refreshGrants = () => provider.tokenRequests.filter((r) => r.grantType === 'refresh_token');
+
+  it('keeps only a sealed session id in the cookie and no token in clear in Redis', async () => {
+    const prefix = uniquePrefix();
+    const { app } = await replica('redis', prefix);
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'dump-user' });
+    expect(browser.cookies.get(SESSION)!.length).toBeLessThan(300);
+    expect((await browser.request('/api/x')).statusCode).toBe(200);
+
+    const dump = await redisServer.dump(prefix);
+    expect(dump.some((entry) => entry.key.startsWith(`${prefix}session:`))).toBe(true);
+    expect(dump.some((entry) => entry.key === `${prefix}sub:dump-user`)).toBe(true);
+    const everything = dump.map((entry) => `${entry.key} ${entry.value}`).join('\n');
+    const tokens = provider.issuedTokens();
+    expect(tokens.length).toBeGreaterThan(0);
+    for (const token of tokens) expect(everything).not.toContain(token);
+  });
+
+  it('sets the record TTL to the idle timeout', async () => {
+    const prefix = uniquePrefix();
+    const { app } = await replica('redis', prefix);
+    await new TestBrowser(app).login();
+    const redis = new Redis(redisServer.url);
+    try {
+      const [key] = await redis.keys(`${prefix}session:*`);
+      const ttl = await redis.pttl(key!);
+      expect(ttl).toBeGreaterThan(1790_000);
+      expect(ttl).toBeLessThanOrEqual(1800_000);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it.each(['redis', 'cookie'] as const)(
+    'store %s: 200 parallel calls across two replicas with an expired token cause exactly one refresh',
+    async (store) => {
+      const prefix = uniquePrefix();
+      const a = await replica(store, prefix);
+      const b = await replica(store, prefix);
+      const browser = new TestBrowser(a.app);
+      await browser.login({ login: `storm-${store}` });
+      const cookie = browser.cookieHeader();
+      const before = refreshGrants().length;
+      time.now += 120_000;
+
+      const calls = Array.from({ length: 200 }, (_, i) =>
+        (i % 2 === 0 ? a : b).app.inject({ method: 'GET', url: `/api/storm/${i}`, headers: { cookie, 'x-csrf': '1' } }),
+      );
+      const responses = await Promise.all(calls);
+      expect(responses.map((r) => r.statusCode)).toEqual(Array(200).fill(200));
+      expect(refreshGrants().length - before).toBe(1);
+      expect(refreshGrants().slice(before).every((r) => r.status === 200)).toBe(true);
+
+      // The session is still valid afterwards, on both replicas, through the next refresh too.
+      const next = new TestBrowser(b.app);
+      for (const r of responses.slice(0, 1)) next.store(r);
+      if (store === 'redis') next.cookies.set(SESSION, browser.cookies.get(SESSION)!);
+      expect((await next.request('/api/after')).statusCode).toBe(200);
+      time.now += 120_000;
+      expect((await next.request('/api/after-next-expiry')).statusCode).toBe(200);
+      expect(refreshGrants().length - before).toBe(2);
+    },
+  );
+
+  it('waits out the lock of a replica that died while refreshing, then refreshes', async () => {
+    const prefix = uniquePrefix();
+    const { app } = await replica('redis', prefix);
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'orphan-lock-user' });
+    const redis = new Redis(redisServer.url);
+    try {
+      // The refresh token is sealed in Redis; the test knows the secret, a dead replica held its lock.
+      const [key] = await redis.keys(`${prefix}session:*`);
+      const record = await new Sealer([SECRET]).unseal<SessionRecord>((await redis.hget(key!, 'd'))!, 28800);
+      await redis.set(`${prefix}refresh:lock:${refreshTokenKey(record!.refreshToken!)}`, 'dead-replica', 'PX', 1500);
+      time.now += 120_000;
+      const before = refreshGrants().length;
+      const started = Date.now();
+      const response = await browser.request('/api/x');
+      expect(response.statusCode).toBe(200);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(refreshGrants().length - before).toBe(1);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('ends the record and its index entries on logout', async () => {
+    const prefix = uniquePrefix();
+    const { app } = await replica('redis', prefix);
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'logout-user' });
+    expect((await redisServer.dump(prefix)).some((e) => e.key.startsWith(`${prefix}session:`))).toBe(true);
+    const captured = browser.cookies.get(SESSION)!;
+    expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+    const dump = await redisServer.dump(prefix);
+    expect(dump.filter((e) => e.key.startsWith(`${prefix}session:`))).toEqual([]);
+    expect(dump.filter((e) => e.key.startsWith(`${prefix}sub:`)).every((e) => e.value === '[]')).toBe(true);
+    // A cookie captured before logout no longer opens anything.
+    const thief = new TestBrowser(app);
+    thief.cookies.set(SESSION, captured);
+    expect((await thief.request('/api/x')).statusCode).toBe(401);
+  });
+
+  it('answers 503 session_store_unavailable while Redis is down and recovers, keeping the sessions Redis kept', async () => {
+    const prefix = uniquePrefix();
+    const { app } = await replica('redis', prefix);
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'outage-user' });
+    expect((await browser.request('/api/before')).statusCode).toBe(200);
+
+    await redisServer.stop();
+    try {
+      const during = await browser.request('/api/during');
+      expect(during.statusCode).toBe(503);
+      expect(during.json().error).toBe('session_store_unavailable');
+      const readiness = await app.inject('/readyz');
+      expect(readiness.statusCode).toBe(503);
+      expect(readiness.json().checks.session_store).toBe('failing');
+      expect(browser.cookies.get(SESSION)).toBeDefined();
+    } finally {
+      await redisServer.start();
+    }
+    await expect.poll(async () => (await app.inject('/readyz')).statusCode, { timeout: 10_000, interval: 100 }).toBe(200);
+    expect((await browser.request('/api/after')).statusCode).toBe(200);
+  });
+});
