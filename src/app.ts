@@ -16,6 +16,9 @@ import { RedisSessionStore } from './session/redis-store.js';
 import { createRedis } from './session/redis-client.js';
 import { SessionStoreUnavailableError } from './session/store.js';
 import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
+import { MemoryDenylist, RedisDenylist } from './session/denylist.js';
+import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
+import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import type { Redis } from 'ioredis';
 import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
@@ -146,6 +149,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
   });
+  await app.register(backchannelLogoutRoute, {
+    provider,
+    sessions,
+    seenOnce: redis && config.session.redis ? new RedisSeenOnce(redis, config.session.redis.keyPrefix) : new MemorySeenOnce(10_000, now),
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+  });
   await app.register(apiRoutes, {
     routes: config.routes,
     cookies,
@@ -174,8 +183,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 function createPersistence(config: Config, sealer: Sealer, now: () => number, redis: Redis | undefined): SessionPersistence {
   const maxTtl = config.session.absoluteTimeoutSeconds;
   switch (config.session.store) {
-    case 'cookie':
-      return new CookiePersistence(sealer, maxTtl);
+    case 'cookie': {
+      // Ended sessions must stay refused for as long as a copied cookie could live.
+      const denylist =
+        redis && config.session.redis
+          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000)
+          : new MemoryDenylist(maxTtl * 1000, now);
+      return new CookiePersistence(sealer, maxTtl, denylist);
+    }
     case 'memory':
       return new ServerSidePersistence('memory', new MemorySessionStore(now), sealer, maxTtl);
     case 'redis': {

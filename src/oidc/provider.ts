@@ -1,9 +1,10 @@
 import * as client from 'openid-client';
-import { importJWK } from 'jose';
+import { createRemoteJWKSet, importJWK, type JWTVerifyGetKey } from 'jose';
 import type { FastifyBaseLogger } from 'fastify';
 import type { OidcConfig } from '../config/types.js';
 import { classifyProviderError, ProviderError } from './errors.js';
 import { tokenSetFrom, type TokenSet } from './token-set.js';
+import { LogoutTokenError, validateLogoutToken, type LogoutTokenClaims } from './logout-token.js';
 
 export interface LoginTransaction {
   state: string;
@@ -27,6 +28,7 @@ const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
  */
 export class OidcProvider {
   private configuration: client.Configuration | undefined;
+  private jwks: JWTVerifyGetKey | undefined;
   private discovering: Promise<void> | undefined;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -169,6 +171,26 @@ export class OidcProvider {
     };
     if (idTokenHint) parameters.id_token_hint = idTokenHint;
     return client.buildEndSessionUrl(configuration, parameters).href;
+  }
+
+  /** Validates a back-channel logout token against the provider's keys (fetched and cached by jose). */
+  async validateLogoutToken(token: string): Promise<LogoutTokenClaims> {
+    const configuration = this.requireConfiguration('back-channel logout');
+    const jwksUri = configuration.serverMetadata().jwks_uri;
+    if (!jwksUri) throw new ProviderError('config_fault', 'back-channel logout: provider metadata has no jwks_uri');
+    this.jwks ??= createRemoteJWKSet(new URL(jwksUri), { timeoutDuration: this.options.config.timeoutMs });
+    try {
+      return await validateLogoutToken(token, {
+        issuer: this.options.config.issuer,
+        clientId: this.options.config.clientId,
+        keys: this.jwks,
+        now: this.options.now(),
+        maxAgeSeconds: 300,
+      });
+    } catch (err) {
+      if (err instanceof LogoutTokenError) throw err;
+      throw classifyProviderError(err, 'back-channel logout keys');
+    }
   }
 
   private tokenSetDefaults() {

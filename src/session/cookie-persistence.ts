@@ -1,8 +1,12 @@
-import type { SessionPersistence } from './persistence.js';
+import type { Denylist } from './denylist.js';
+import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
 
-/** The `cookie` store: the whole record, sealed, is the cookie. Nothing is kept on the server. */
+/**
+ * The `cookie` store: the whole record, sealed, is the cookie. Nothing is kept on the
+ * server but a denylist of ended sessions (in memory, or in Redis when configured).
+ */
 export class CookiePersistence implements SessionPersistence {
   readonly kind = 'cookie';
 
@@ -10,20 +14,32 @@ export class CookiePersistence implements SessionPersistence {
     private readonly sealer: Sealer,
     /** Upper bound of a seal's life, baked into the seal itself. */
     private readonly maxTtlSeconds: number,
+    private readonly denylist: Denylist,
   ) {}
 
   async read(cookieValue: string): Promise<SessionRecord | null> {
     const record = await this.sealer.unseal<SessionRecord>(cookieValue, this.maxTtlSeconds);
-    return record && isSessionRecord(record) ? record : null;
+    if (!record || !isSessionRecord(record)) return null;
+    return (await this.denylist.isDenied(record)) ? null : record;
   }
 
   write(record: SessionRecord): Promise<string> {
     return this.sealer.seal(record, this.maxTtlSeconds);
   }
 
-  async remove(): Promise<void> {}
+  remove(record: SessionRecord): Promise<void> {
+    return this.denylist.denySession(record.id);
+  }
 
-  async close(): Promise<void> {}
+  async endMatching(match: ProviderLogout, at: number): Promise<undefined> {
+    if (match.sid) await this.denylist.denyProviderSession(match.sid);
+    else if (match.sub) await this.denylist.denySubject(match.sub, at);
+    return undefined;
+  }
+
+  close(): Promise<void> {
+    return this.denylist.close();
+  }
 }
 
 /** A seal made with our secret but of another shape (e.g. a pending-login seal) is no session. */

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
-import type { SessionPersistence } from './persistence.js';
+import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
 
 export interface SessionManagerOptions {
@@ -57,7 +57,6 @@ export class SessionManager {
     }
     const expiry = sessionExpiry(record, this.options.now(), this.options.timeouts);
     if (expiry) {
-      request.log.info({ session: sessionHash(record.id), reason: expiry }, 'session ended: timeout');
       await this.end(request, reply, record, expiry);
       return null;
     }
@@ -85,14 +84,18 @@ export class SessionManager {
     return this.save(request, reply, loaded.record, loaded);
   }
 
-  async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord | null, reason: SessionEndReason): Promise<void> {
+  /** Ends the session everywhere (record deleted or denylisted), clears the cookie, logs one line with the reason. */
+  async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, reason: SessionEndReason): Promise<void> {
     this.options.cookies.clearSession(request, reply);
-    if (record) {
-      await this.options.persistence.remove(record);
-      if (reason !== 'idle' && reason !== 'absolute') {
-        request.log.info({ session: sessionHash(record.id), reason }, 'session ended');
-      }
-    }
+    await this.options.persistence.remove(record);
+    request.log.info({ session: sessionHash(record.id), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
+  }
+
+  /** Back-channel logout: ends every session of a provider session, or all of a user's. */
+  async endProviderSessions(match: ProviderLogout, log: FastifyBaseLogger): Promise<number | undefined> {
+    const ended = await this.options.persistence.endMatching(match, this.options.now());
+    log.info({ reason: 'backchannel', byProviderSession: match.sid !== undefined, sessions: ended ?? 'denylisted' }, 'session ended');
+    return ended;
   }
 
   /** Server-side lifetime: the idle window, never past the absolute end. */
@@ -107,6 +110,11 @@ export class SessionManager {
     const absoluteLeft = record.createdAt + this.options.timeouts.absoluteTimeoutSeconds * 1000 - now;
     return Math.max(1, Math.ceil(absoluteLeft / 1000));
   }
+}
+
+/** The reasons operators see: user, backchannel, expired, invalid_grant. */
+function logReason(reason: SessionEndReason): string {
+  return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
 }
 
 /** A log-safe session identifier: never the id itself. */

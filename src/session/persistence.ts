@@ -1,5 +1,11 @@
 import type { SessionRecord } from './record.js';
 
+/** What a back-channel logout names: a provider session, or (only `sub`) all of a user's sessions. */
+export interface ProviderLogout {
+  sid?: string;
+  sub?: string;
+}
+
 /**
  * How a session record travels between requests. The session cookie always holds a
  * sealed value; what it seals depends on the store:
@@ -16,8 +22,17 @@ export interface SessionPersistence {
    * does not change.
    */
   write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string>;
-  /** Forgets the record (server-side stores); the cookie is cleared by the caller. */
+  /**
+   * Ends the session for good: deletes the record (server-side stores) or denylists it
+   * (cookie store), so a copy of the cookie never works again. The cookie itself is
+   * cleared by the caller.
+   */
   remove(record: SessionRecord): Promise<void>;
+  /**
+   * Ends every session of a provider session (`sid`), or all of a user's (`sub` only)
+   * that started before `at` (epoch ms). Returns how many ended, when the store knows.
+   */
+  endMatching(match: ProviderLogout, at: number): Promise<number | undefined>;
   /** Releases connections and timers. */
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import type { SessionPersistence } from './persistence.js';
+import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
 import type { SessionStore } from './store.js';
@@ -31,6 +31,12 @@ export class ServerSidePersistence implements SessionPersistence {
 
   remove(record: SessionRecord): Promise<void> {
     return this.store.delete(record.id);
+  }
+
+  async endMatching(match: ProviderLogout): Promise<number> {
+    const ids = match.sid ? await this.store.findBySid(match.sid) : match.sub ? await this.store.findBySub(match.sub) : [];
+    for (const id of ids) await this.store.delete(id);
+    return ids.length;
   }
 
   close(): Promise<void> {
