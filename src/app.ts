@@ -1,32 +1,36 @@
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
+import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { BrowserError, sessionStoreUnavailable } from './errors.js';
 import { OidcProvider } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
 import { CookiePersistence } from './session/cookie-persistence.js';
+import { MemoryDenylist, RedisDenylist } from './session/denylist.js';
 import { SessionManager } from './session/manager.js';
+import { MemorySessionStore } from './session/memory-store.js';
 import { PendingLogins } from './session/pending-login.js';
 import type { SessionPersistence } from './session/persistence.js';
-import { Sealer } from './session/sealer.js';
-import { MemorySessionStore } from './session/memory-store.js';
-import { ServerSidePersistence } from './session/server-side-persistence.js';
-import { RedisSessionStore } from './session/redis-store.js';
 import { createRedis } from './session/redis-client.js';
-import { SessionStoreUnavailableError } from './session/store.js';
-import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
-import { MemoryDenylist, RedisDenylist } from './session/denylist.js';
+import { RedisSessionStore } from './session/redis-store.js';
+import { Sealer } from './session/sealer.js';
 import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
-import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
-import type { Redis } from 'ioredis';
+import { ServerSidePersistence } from './session/server-side-persistence.js';
+import { SessionStoreUnavailableError } from './session/store.js';
+import { ClientTokens } from './tokens/client-tokens.js';
+import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
-import { ClientTokens } from './tokens/client-tokens.js';
 import { authRoutes } from './routes/auth.js';
+import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { createCsrfCheck } from './proxy/csrf.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
+import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
+import { loggableUrl, observeRequests, requestId } from './ops/request-log.js';
 
 export interface BuildOptions {
   /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
@@ -37,6 +41,15 @@ export interface BuildOptions {
   waitForProvider?: boolean;
   /** Extra Fastify plugins registered after token-handler's own routes (the demo page uses this). */
   plugins?: FastifyPluginAsync[];
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Marks the instance as shutting down: `/readyz` answers 503 from now on. */
+    beginShutdown(): void;
+    /** The metrics of this instance. */
+    metrics: Metrics;
+  }
 }
 
 /** Seconds a browser is told to wait after a 503. */
@@ -56,6 +69,7 @@ export const REDACTED_PATHS = [
   '*.access_token',
   '*.refresh_token',
   '*.id_token',
+  '*.logout_token',
   '*.clientSecret',
   '*.secrets',
   '*.password',
@@ -66,9 +80,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const now = options.now ?? Date.now;
   const app = Fastify({
     logger: loggerOptions(config, options.logStream),
-    // Our own error JSON instead of Fastify's, and never a stack trace.
+    // One line per request is logged by observeRequests, with session-safe fields only.
+    disableRequestLogging: true,
+    genReqId: requestId,
+    requestIdHeader: false,
+    bodyLimit: config.limits.bodyLimitBytes,
+    http: { maxHeaderSize: config.limits.headerLimitBytes },
+    clientErrorHandler: answerClientError,
     return503OnClosing: true,
-  });
+  } as FastifyServerOptions);
 
   const secure = config.publicUrl.startsWith('https:');
   if (!secure) {
@@ -88,8 +108,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
   };
   const redis = config.session.redis ? createRedis(config.session.redis.url, app.log) : undefined;
-  const persistence = createPersistence(config, sealer, now, redis);
-  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log });
+  const { persistence, countSessions } = createPersistence(config, sealer, now, redis);
+  const metrics = new Metrics(countSessions);
+  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
     provider,
@@ -98,6 +119,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     refreshSkewMs,
     now,
     logger: app.log,
+    metrics,
     ...(redis && config.session.redis
       ? {
           coordinator: new RedisRefreshCoordinator({
@@ -122,6 +144,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
 
+  let shuttingDown = false;
+  app.decorate('beginShutdown', () => {
+    shuttingDown = true;
+  });
+  app.decorate('metrics', metrics);
+  app.decorateRequest('session', null);
+
   await app.register(fastifyCookie);
   app.setErrorHandler((error, request, reply) => {
     const browserError = toBrowserError(error);
@@ -131,13 +160,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
     return reply.code(browserError.status).type('application/json; charset=utf-8').send(browserError.toJSON());
   });
-  app.setNotFoundHandler((_request, reply) =>
-    reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()),
-  );
+  app.setNotFoundHandler((_request, reply) => reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()));
+  await app.register(observeRequests, {
+    metrics,
+    includeSubject: config.logging.includeSubject,
+    routePrefixes: config.routes.map((r) => r.prefix),
+  });
 
-  const checks: ReadinessCheck[] = [{ name: 'provider', check: () => provider.ready }];
+  const checks: ReadinessCheck[] = [
+    { name: 'provider', check: () => provider.ready },
+    { name: 'shutdown', check: () => !shuttingDown },
+  ];
   if (redis) checks.push({ name: 'session_store', check: async () => (await redis.ping()) === 'PONG' });
   await app.register(healthRoutes, { checks });
+  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
+
   await app.register(authRoutes, {
     provider,
     sessions,
@@ -148,6 +185,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     publicUrl: config.publicUrl,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
+    metrics,
   });
   await app.register(backchannelLogoutRoute, {
     provider,
@@ -164,15 +202,29 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     csrfHeader: config.csrf.header,
     publicProto: secure ? 'https' : 'http',
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
+    bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
   });
 
   for (const plugin of options.plugins ?? []) await app.register(plugin);
 
+  let metricsServer: Server | undefined;
+  if (config.metrics.enabled && config.metrics.port !== undefined) {
+    const port = config.metrics.port;
+    metricsServer = createMetricsServer(metrics);
+    app.addHook('onListen', async () => {
+      await new Promise<void>((resolve, reject) => {
+        metricsServer!.once('error', reject).listen(port, config.listen.host, () => resolve());
+      });
+      app.log.info({ port }, 'metrics served on a separate port');
+    });
+  }
+
   app.addHook('onClose', async () => {
     provider.stop();
     await persistence.close();
-    redis?.disconnect();
+    if (redis) await redis.quit().catch(() => redis.disconnect());
+    if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
   });
 
   const discovery = provider.start();
@@ -180,7 +232,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   return app;
 }
 
-function createPersistence(config: Config, sealer: Sealer, now: () => number, redis: Redis | undefined): SessionPersistence {
+function createPersistence(
+  config: Config,
+  sealer: Sealer,
+  now: () => number,
+  redis: Redis | undefined,
+): { persistence: SessionPersistence; countSessions?: () => Promise<number | undefined> } {
   const maxTtl = config.session.absoluteTimeoutSeconds;
   switch (config.session.store) {
     case 'cookie': {
@@ -189,14 +246,16 @@ function createPersistence(config: Config, sealer: Sealer, now: () => number, re
         redis && config.session.redis
           ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000)
           : new MemoryDenylist(maxTtl * 1000, now);
-      return new CookiePersistence(sealer, maxTtl, denylist);
+      return { persistence: new CookiePersistence(sealer, maxTtl, denylist) };
     }
-    case 'memory':
-      return new ServerSidePersistence('memory', new MemorySessionStore(now), sealer, maxTtl);
+    case 'memory': {
+      const store = new MemorySessionStore(now);
+      return { persistence: new ServerSidePersistence('memory', store, sealer, maxTtl), countSessions: () => store.count() };
+    }
     case 'redis': {
       if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
       const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl });
-      return new ServerSidePersistence('redis', store, sealer, maxTtl);
+      return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
     }
   }
 }
@@ -215,19 +274,34 @@ function toBrowserError(error: unknown): BrowserError {
   return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
 }
 
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request (oversized headers,
+ * malformed requests): answered as JSON like every other error, then the socket closes.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+  const body = JSON.stringify(
+    tooLarge
+      ? new BrowserError('headers_too_large', 'The request headers are too large.').toJSON()
+      : new BrowserError('bad_request', 'The request could not be parsed.').toJSON(),
+  );
+  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
 function loggerOptions(config: Config, stream: DestinationStream | undefined): FastifyServerOptions['logger'] {
   return {
     level: config.logging.level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     serializers: {
-      req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: withoutCredentials(req.url), reqId: req.id }),
+      req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: loggableUrl(req.url), reqId: req.id }),
     },
     ...(stream ? { stream } : {}),
   };
-}
-
-/** The callback's query carries the authorization code: log the path only. */
-function withoutCredentials(url: string): string {
-  const query = url.indexOf('?');
-  return query !== -1 && url.startsWith('/auth/callback') ? `${url.slice(0, query)}?[redacted]` : url;
 }

@@ -2,19 +2,31 @@
 import { parseArgs } from 'node:util';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
+import { demoMode } from './demo/mode.js';
 
 /** Exit code for invalid configuration (DESIGN.md). */
 const EXIT_CONFIG = 2;
 
 async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
     options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
   });
   if (values.help) {
-    process.stdout.write('usage: token-handler [--config FILE]\n  configuration: FILE (YAML or JSON) or TH_CONFIG, then TH_* environment variables\n');
+    process.stdout.write(
+      'usage: token-handler [--config FILE]\n  configuration: FILE (YAML or JSON) or TH_CONFIG, then TH_* environment variables\n' +
+        '       token-handler demo\n  the built-in demo on 127.0.0.1 (also what runs when there is no configuration at all)\n',
+    );
     return;
+  }
+
+  // The demo: explicitly, or when nothing is configured (src/demo/mode.ts). Loaded lazily,
+  // so the service itself never loads the demo's code.
+  const demo = demoMode(positionals, values.config, process.env);
+  if (demo) {
+    const { runDemoCli } = await import('./demo/cli.js');
+    if (await runDemoCli(demo, process.env)) return;
   }
 
   let config;
@@ -33,9 +45,21 @@ async function main(argv: string[]): Promise<void> {
   const shutdown = (signal: string) => {
     if (closing) return;
     closing = true;
-    app.log.info({ signal }, 'shutting down');
+    const graceMs = config.shutdown.gracePeriodSeconds * 1000;
+    app.log.info({ signal, gracePeriodSeconds: config.shutdown.gracePeriodSeconds }, 'shutting down: not ready, finishing in-flight requests');
+    app.beginShutdown();
+    // In-flight requests that outlive the grace period are cut off.
+    const deadline = setTimeout(() => {
+      app.log.warn('grace period over: closing the remaining connections');
+      app.server.closeAllConnections();
+    }, graceMs);
+    deadline.unref();
     app.close().then(
-      () => process.exit(0),
+      () => {
+        clearTimeout(deadline);
+        app.log.info('shut down');
+        process.exit(0);
+      },
       (err: unknown) => {
         app.log.error({ err }, 'error while shutting down');
         process.exit(1);

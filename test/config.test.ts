@@ -87,6 +87,9 @@ describe('defaults', () => {
       refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },
       csrf: { header: 'x-csrf', allowedOrigins: [] },
       logging: { level: 'info', includeSubject: false },
+      metrics: { enabled: true },
+      limits: { bodyLimitBytes: 10485760, headerLimitBytes: 16384 },
+      shutdown: { gracePeriodSeconds: 25 },
     });
   });
 
@@ -102,6 +105,10 @@ describe('defaults', () => {
         stripCookies: 'own',
         clientScopes: [],
         tlsRejectUnauthorized: true,
+        connectTimeoutMs: 5000,
+        responseTimeoutMs: 30000,
+        connections: 128,
+        keepAliveTimeoutMs: 4000,
       },
     ]);
   });
@@ -174,7 +181,7 @@ describe('problem reporting', () => {
     const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
     expect(problems).toEqual([
       'listen.prot: is not a known key (did you mean port?); known keys here: host, port',
-      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown',
     ]);
   });
 

@@ -265,6 +265,10 @@ const routeSchema: ObjectNode<Config['routes'][number]> = {
     clientScopes: { kind: 'stringList', default: [], item: scopeItem },
     tlsRejectUnauthorized: { kind: 'bool', default: true },
     tlsCaFile: { kind: 'string', optional: true, expected: 'the path of a PEM file', check: caFileProblem },
+    connectTimeoutMs: { kind: 'int', default: 5000, min: 100, max: 120_000 },
+    responseTimeoutMs: { kind: 'int', default: 30_000, min: 100, max: 3_600_000 },
+    connections: { kind: 'int', default: 128, min: 1, max: 10_000 },
+    keepAliveTimeoutMs: { kind: 'int', default: 4000, min: 100, max: 600_000 },
   },
 };
 
@@ -428,6 +432,26 @@ const schema: ObjectNode<Config> = {
       fields: {
         level: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
         includeSubject: { kind: 'bool', default: false },
+      },
+    },
+    metrics: {
+      kind: 'object',
+      fields: {
+        enabled: { kind: 'bool', default: true },
+        port: { kind: 'int', optional: true, min: 0, max: 65535 },
+      },
+    },
+    limits: {
+      kind: 'object',
+      fields: {
+        bodyLimitBytes: { kind: 'int', default: 10_485_760, min: 1024 },
+        headerLimitBytes: { kind: 'int', default: 16_384, min: 1024, max: 1_048_576 },
+      },
+    },
+    shutdown: {
+      kind: 'object',
+      fields: {
+        gracePeriodSeconds: { kind: 'int', default: 25, min: 0, max: 600 },
       },
     },
   },

@@ -83,6 +83,14 @@ export interface RouteConfig {
   tlsRejectUnauthorized: boolean;
   /** PEM file of extra CA certificates trusted for this upstream. */
   tlsCaFile?: string;
+  /** Time allowed to open a connection to the upstream (504 upstream_timeout after). */
+  connectTimeoutMs: number;
+  /** Time allowed for the upstream's response headers, and between body chunks (504 after). */
+  responseTimeoutMs: number;
+  /** Keep-alive connection pool size to this upstream. */
+  connections: number;
+  /** How long an idle upstream connection is kept open for reuse. */
+  keepAliveTimeoutMs: number;
 }
 
 export interface RefreshConfig {
@@ -111,6 +119,24 @@ export interface LoggingConfig {
   includeSubject: boolean;
 }
 
+export interface MetricsConfig {
+  enabled: boolean;
+  /** Serve /metrics only on this separate port (not on the public listener). */
+  port?: number;
+}
+
+export interface LimitsConfig {
+  /** Largest request body accepted (413 payload_too_large beyond). */
+  bodyLimitBytes: number;
+  /** Largest request header section accepted (431 beyond). */
+  headerLimitBytes: number;
+}
+
+export interface ShutdownConfig {
+  /** On SIGTERM/SIGINT, in-flight requests get this long to finish. */
+  gracePeriodSeconds: number;
+}
+
 export interface Config {
   listen: ListenConfig;
   /** Origin the browser sees, without a trailing slash; redirect URI = publicUrl + /auth/callback. */
@@ -121,4 +147,7 @@ export interface Config {
   refresh: RefreshConfig;
   csrf: CsrfConfig;
   logging: LoggingConfig;
+  metrics: MetricsConfig;
+  limits: LimitsConfig;
+  shutdown: ShutdownConfig;
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { RouteConfig } from '../config/types.js';
@@ -21,6 +21,8 @@ export interface ApiRoutesOptions {
   /** `https` or `http`: what the browser used, sent as X-Forwarded-Proto. */
   publicProto: string;
   replayBodyLimitBytes: number;
+  /** Largest body streamed to an upstream (413 beyond). */
+  bodyLimitBytes: number;
   retryAfterSeconds: number;
 }
 
@@ -69,7 +71,16 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser('*', (request, payload, done) => {
     const length = Number(request.headers['content-length']);
-    if (!retryOn401 || !Number.isSafeInteger(length) || length > options.replayBodyLimitBytes) {
+    if (Number.isSafeInteger(length) && length > options.bodyLimitBytes) {
+      done(new BrowserError('payload_too_large', `The request body is larger than ${options.bodyLimitBytes} bytes.`), undefined);
+      return;
+    }
+    if (!Number.isSafeInteger(length)) {
+      // Chunked: count as it streams, and stop it at the limit.
+      done(null, payload.pipe(new BodyLimit(options.bodyLimitBytes)));
+      return;
+    }
+    if (!retryOn401 || length > options.replayBodyLimitBytes) {
       done(null, payload);
       return;
     }
@@ -119,23 +130,39 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     rewritePrefix: route.rewritePrefix,
     proxyPayloads: false,
     preHandler: authorize,
+    config: { apiRoute: route.prefix },
+    disableRequestLogging: true,
     undici: {
-      connections: 128,
+      connections: route.connections,
       pipelining: 1,
-      connect: { rejectUnauthorized: route.tlsRejectUnauthorized, ...(route.tlsCaFile ? { ca: readFileSync(route.tlsCaFile) } : {}) },
+      keepAliveTimeout: route.keepAliveTimeoutMs,
+      headersTimeout: route.responseTimeoutMs,
+      bodyTimeout: route.responseTimeoutMs,
+      connect: {
+        timeout: route.connectTimeoutMs,
+        rejectUnauthorized: route.tlsRejectUnauthorized,
+        ...(route.tlsCaFile ? { ca: readFileSync(route.tlsCaFile) } : {}),
+      },
     },
     replyOptions: {
-      rewriteRequestHeaders: (request, headers) =>
-        upstreamRequestHeaders(
+      rewriteRequestHeaders: (request, headers) => {
+        const upstreamHeaders = upstreamRequestHeaders(
           headers,
           policy,
           { ip: request.ip, proto: options.publicProto, host: request.headers.host },
           request.proxyState?.authorization,
-        ),
+        );
+        upstreamHeaders['x-request-id'] = String(request.id);
+        return upstreamHeaders;
+      },
       rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
       onError: (reply, { error }) => {
         const { code, statusCode } = error as Error & { code?: string; statusCode?: number };
         reply.log.warn({ err: { message: error.message, code } }, 'upstream request failed');
+        if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
+          reply.send(new BrowserError('payload_too_large', `The request body is larger than ${options.bodyLimitBytes} bytes.`));
+          return;
+        }
         reply.send(statusCode === 504 ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
       },
       onResponse: (rawRequest, rawReply, rawRes) => {
@@ -168,6 +195,26 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       return reply.from(dest, withBody);
     },
   });
+}
+
+/** Passes a streamed body through, failing it once it grows past the limit. */
+class BodyLimit extends Transform {
+  private seen = 0;
+  exceeded = false;
+
+  constructor(private readonly limit: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.limit) {
+      this.exceeded = true;
+      callback(new Error('request body over the limit'));
+      return;
+    }
+    callback(null, chunk);
+  }
 }
 
 function isReplayable(request: FastifyRequest): boolean {

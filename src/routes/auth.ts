@@ -1,14 +1,16 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, BrowserError, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
-import type { SessionManager } from '../session/manager.js';
+import { sessionHash, type SessionManager } from '../session/manager.js';
 import type { PendingLogins } from '../session/pending-login.js';
 import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/record.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { safeReturnTo } from './return-to.js';
+import type { Metrics } from '../ops/metrics.js';
 
 export interface AuthRoutesOptions {
+  metrics: Metrics;
   provider: OidcProvider;
   sessions: SessionManager;
   sessionTokens: SessionTokens;
@@ -23,7 +25,7 @@ export interface AuthRoutesOptions {
 
 /** The `/auth/*` endpoints of DESIGN.md. */
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
-  const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now } = options;
+  const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics } = options;
 
   app.addHook('onSend', async (_request, reply) => {
     reply.header('cache-control', 'no-store');
@@ -42,6 +44,15 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   });
 
   app.get('/auth/callback', async (request, reply) => {
+    try {
+      return await callback(request, reply);
+    } catch (err) {
+      metrics.login('failure');
+      throw err;
+    }
+  });
+
+  const callback = async (request: FastifyRequest, reply: FastifyReply) => {
     const state = singleQueryValue(request, 'state');
     if (state === undefined) throw badRequest('The sign-in response carries no single state parameter.');
     const pending = await pendingLogins.take(request, reply, state);
@@ -79,9 +90,10 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const previous = await sessions.load(request, reply);
     if (previous) await sessions.end(request, reply, previous.record, 'user');
     await sessions.save(request, reply, record);
-    request.log.info({ reason: 'login' }, 'session started');
+    metrics.login('success');
+    request.log.info({ session: sessionHash(record.id) }, 'session started');
     return reply.redirect(pending.returnTo, 302);
-  });
+  };
 
   app.get('/auth/user', async (request, reply) => {
     const loaded = await sessions.load(request, reply);

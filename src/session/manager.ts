@@ -3,8 +3,17 @@ import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
+import type { LogoutReason, Metrics } from '../ops/metrics.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The session this request used, for the request log line (never logged itself). */
+    session: SessionRecord | null;
+  }
+}
 
 export interface SessionManagerOptions {
+  metrics?: Metrics;
   cookies: SessionCookies;
   persistence: SessionPersistence;
   timeouts: SessionTimeouts;
@@ -60,6 +69,7 @@ export class SessionManager {
       await this.end(request, reply, record, expiry);
       return null;
     }
+    request.session = record;
     return { record, cookieValue };
   }
 
@@ -70,6 +80,7 @@ export class SessionManager {
   async save(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, previous?: LoadedSession): Promise<SessionRecord> {
     const now = this.options.now();
     const touched = now - record.lastSeenAt >= this.touchIntervalMs ? { ...record, lastSeenAt: now } : record;
+    request.session = touched;
     if (previous && touched === previous.record) return touched;
     const ttlSeconds = this.remainingSeconds(touched, now);
     const cookieValue = await this.options.persistence.write(touched, ttlSeconds, previous?.cookieValue);
@@ -88,12 +99,15 @@ export class SessionManager {
   async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, reason: SessionEndReason): Promise<void> {
     this.options.cookies.clearSession(request, reply);
     await this.options.persistence.remove(record);
+    request.session = null;
+    this.options.metrics?.logout(logReason(reason));
     request.log.info({ session: sessionHash(record.id), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
   }
 
   /** Back-channel logout: ends every session of a provider session, or all of a user's. */
   async endProviderSessions(match: ProviderLogout, log: FastifyBaseLogger): Promise<number | undefined> {
     const ended = await this.options.persistence.endMatching(match, this.options.now());
+    this.options.metrics?.logout('backchannel', ended ?? 1);
     log.info({ reason: 'backchannel', byProviderSession: match.sid !== undefined, sessions: ended ?? 'denylisted' }, 'session ended');
     return ended;
   }
@@ -113,7 +127,7 @@ export class SessionManager {
 }
 
 /** The reasons operators see: user, backchannel, expired, invalid_grant. */
-function logReason(reason: SessionEndReason): string {
+function logReason(reason: SessionEndReason): LogoutReason {
   return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
 }
 

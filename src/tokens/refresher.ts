@@ -3,6 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { OidcProvider } from '../oidc/provider.js';
 import type { TokenSet } from '../oidc/token-set.js';
 import { ProviderError } from '../oidc/errors.js';
+import type { Metrics } from '../ops/metrics.js';
 import type { SessionRecord } from '../session/record.js';
 import { BoundedTtlCache } from './bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
@@ -26,6 +27,7 @@ export interface RefresherOptions {
   refreshSkewMs: number;
   now: () => number;
   logger: FastifyBaseLogger;
+  metrics?: Metrics;
 }
 
 export type RefreshReason = 'proactive' | 'upstream_401' | 'forced';
@@ -52,21 +54,37 @@ export class TokenRefresher {
    */
   async refresh(record: SessionRecord, reason: RefreshReason): Promise<{ record: SessionRecord; joined: boolean }> {
     const { record: current, usable } = this.followRemembered(record);
-    if (usable) return { record: current, joined: true };
+    if (usable) {
+      this.options.metrics?.refreshJoined();
+      return { record: current, joined: true };
+    }
     const refreshToken = current.refreshToken;
     if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
     const key = refreshTokenKey(refreshToken);
     const { value, joined } = await this.flights.run(key, async () => {
-      const started = this.options.now();
-      const { coordinator, provider } = this.options;
+      const { coordinator } = this.options;
       const tokens = coordinator
-        ? await coordinator.coordinate(key, () => provider.refresh(refreshToken))
-        : await provider.refresh(refreshToken);
+        ? await coordinator.coordinate(key, () => this.callProvider(refreshToken, reason))
+        : await this.callProvider(refreshToken, reason);
       this.results.set(key, tokens);
-      this.options.logger.debug({ reason, ms: this.options.now() - started, rotated: !!tokens.refreshToken }, 'tokens refreshed');
       return tokens;
     });
+    if (joined) this.options.metrics?.refreshJoined();
     return { record: applyTokens(current, value, this.options.now()), joined };
+  }
+
+  private async callProvider(refreshToken: string, reason: RefreshReason): Promise<TokenSet> {
+    const started = performance.now();
+    try {
+      const tokens = await this.options.provider.refresh(refreshToken);
+      this.options.metrics?.refreshAttempt('success', (performance.now() - started) / 1000);
+      this.options.logger.debug({ reason, rotated: !!tokens.refreshToken }, 'tokens refreshed');
+      return tokens;
+    } catch (err) {
+      const outcome = err instanceof ProviderError ? err.kind : 'transient';
+      this.options.metrics?.refreshAttempt(outcome, (performance.now() - started) / 1000);
+      throw err;
+    }
   }
 
   /**
@@ -76,7 +94,9 @@ export class TokenRefresher {
    */
   catchUp(record: SessionRecord): SessionRecord | null {
     const { record: current } = this.followRemembered(record);
-    return current === record ? null : current;
+    if (current === record) return null;
+    this.options.metrics?.refreshJoined();
+    return current;
   }
 
   /**

@@ -1,0 +1,74 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { sessionHash } from '../session/manager.js';
+import type { Metrics } from './metrics.js';
+
+/** Request ids accepted from clients: short and plain, so they cannot forge log lines. */
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Fastify's genReqId: the client's X-Request-Id when it is safe, else a new UUID. */
+export function requestId(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+export interface RequestObservationOptions {
+  metrics: Metrics;
+  includeSubject: boolean;
+  /** Configured API route prefixes, longest first. */
+  routePrefixes: string[];
+}
+
+/**
+ * One log line and one metrics sample per request, with a request id that is echoed to
+ * the browser and sent upstream. Only session-safe identifiers are logged: a hash of
+ * the session id, and the `sub` only when `logging.includeSubject` is on.
+ */
+export async function observeRequests(app: FastifyInstance, options: RequestObservationOptions): Promise<void> {
+  const { metrics, includeSubject, routePrefixes } = options;
+  const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
+    const path = request.url;
+    if (path.startsWith('/auth/')) return { group: 'auth' };
+    if (path === '/healthz' || path === '/readyz' || path === '/metrics') return { group: 'ops' };
+    const route = request.routeOptions.config.apiRoute;
+    return route ? { group: `api:${route}`, route } : { group: routePrefixes.find((p) => path.startsWith(p)) ? 'api' : 'other' };
+  };
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const { group, route } = groupOf(request);
+    const seconds = reply.elapsedTime / 1000;
+    metrics.request(group, reply.statusCode);
+    if (route) metrics.proxied(route, seconds);
+    const session = request.session;
+    request.log.info(
+      {
+        method: request.method,
+        url: loggableUrl(request.url),
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        group,
+        ...(session ? { session: sessionHash(session.id) } : {}),
+        ...(session && includeSubject ? { sub: session.claims.sub } : {}),
+      },
+      'request',
+    );
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The API route prefix a proxied route serves (for metrics and logs). */
+    apiRoute?: string;
+  }
+}
+
+/** The callback's query carries the authorization code: log the path only. */
+export function loggableUrl(url: string): string {
+  const query = url.indexOf('?');
+  return query !== -1 && url.startsWith('/auth/callback') ? `${url.slice(0, query)}?[redacted]` : url;
+}
