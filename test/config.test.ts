@@ -72,6 +72,7 @@ describe('defaults', () => {
         postLogoutRedirectUri: 'https://app.example.com/',
         authorizationParams: {},
         allowInsecureIssuer: false,
+        logoutIdTokenHint: false,
       },
       session: {
         store: 'cookie',

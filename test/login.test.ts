@@ -337,7 +337,8 @@ describe('logout', () => {
     expect(response.statusCode).toBe(200);
     const logoutUrl = new URL(response.json().logoutUrl);
     expect(logoutUrl.origin).toBe(provider.issuer);
-    expect(logoutUrl.searchParams.get('id_token_hint')).toBeTruthy();
+    expect(logoutUrl.searchParams.get('client_id')).toBe(provider.clients.basic.clientId);
+    expect(logoutUrl.searchParams.has('id_token_hint')).toBe(false);
     expect(logoutUrl.searchParams.get('post_logout_redirect_uri')).toBe('https://app.example.test/');
     expect(sessionCookieOf(browser)).toBeUndefined();
     expect((await browser.request('/auth/user', { csrf: false })).statusCode).toBe(401);

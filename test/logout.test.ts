@@ -119,7 +119,7 @@ describe('POST /auth/logout', () => {
     expect((await introspect(refreshToken)).active).toBe(false);
   });
 
-  it('answers the provider end-session URL with id_token_hint, post_logout_redirect_uri and client_id', async () => {
+  it('answers the provider end-session URL with post_logout_redirect_uri and client_id, and no ID token', async () => {
     const { app } = await bff('cookie');
     const browser = new TestBrowser(app);
     await browser.login();
@@ -128,7 +128,20 @@ describe('POST /auth/logout', () => {
     expect(`${url.origin}${url.pathname}`).toBe(provider.endpoints.endSession);
     expect(url.searchParams.get('client_id')).toBe(provider.clients.basic.clientId);
     expect(url.searchParams.get('post_logout_redirect_uri')).toBe('https://app.example.test/');
-    expect(url.searchParams.get('id_token_hint')?.split('.')).toHaveLength(3);
+    expect(url.searchParams.has('id_token_hint')).toBe(false);
+  });
+
+  it('adds id_token_hint only when the operator opts in with oidc.logoutIdTokenHint', async () => {
+    const instance = await startBff({
+      oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, logoutIdTokenHint: true },
+      session: { secrets: [SECRET] },
+    });
+    started.push(instance);
+    // Logged in through a browser the leak guard does not watch: this response carries the ID token by design.
+    const browser = new TestBrowser(instance.app);
+    await browser.login();
+    const response = await instance.app.inject({ method: 'POST', url: '/auth/logout', headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } });
+    expect(new URL(response.json<{ logoutUrl: string }>().logoutUrl).searchParams.get('id_token_hint')?.split('.')).toHaveLength(3);
   });
 
   it.each(stores)('store %s: a cookie captured before logout gets 401 login_required afterwards', async (store) => {

@@ -350,6 +350,7 @@ const schema: ObjectNode<Config> = {
             }),
         },
         allowInsecureIssuer: { kind: 'bool', default: false },
+        logoutIdTokenHint: { kind: 'bool', default: false },
       },
     },
     session: {

@@ -41,6 +41,12 @@ export interface OidcConfig {
    * refuses http by default, and so do we unless this is set.
    */
   allowInsecureIssuer: boolean;
+  /**
+   * Put `id_token_hint` in the end-session URL handed to the browser. Off by default:
+   * that URL is readable by page scripts and lands in browser history, so the ID token
+   * would leave the server. Some providers skip their logout confirmation with it.
+   */
+  logoutIdTokenHint: boolean;
 }
 
 export interface RedisConfig {

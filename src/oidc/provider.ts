@@ -169,7 +169,8 @@ export class OidcProvider {
       post_logout_redirect_uri: this.options.config.postLogoutRedirectUri,
       client_id: this.options.config.clientId,
     };
-    if (idTokenHint) parameters.id_token_hint = idTokenHint;
+    // The URL goes to the browser: the ID token only when the operator opted in.
+    if (idTokenHint && this.options.config.logoutIdTokenHint) parameters.id_token_hint = idTokenHint;
     return client.buildEndSessionUrl(configuration, parameters).href;
   }
 

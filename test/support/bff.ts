@@ -19,6 +19,10 @@ export interface TestBff {
   logText(): string;
 }
 
+/** Everything started in this test file, for the leak guard (test/support/leak-guard.ts). */
+export const startedBffs: TestBff[] = [];
+export const browsers: TestBrowser[] = [];
+
 /** Builds token-handler for a test from raw configuration (validated like a real file) and waits for discovery. */
 export async function startBff(raw: Record<string, unknown>, options: Omit<BuildOptions, 'logStream'> = {}): Promise<TestBff> {
   const config = parseConfig({ publicUrl: PUBLIC_URL, ...raw });
@@ -31,7 +35,7 @@ export async function startBff(raw: Record<string, unknown>, options: Omit<Build
   });
   const app = await buildApp(config, { ...options, logStream, waitForProvider: options.waitForProvider ?? true });
   await app.ready();
-  return {
+  const bff: TestBff = {
     app,
     config,
     get logs() {
@@ -39,6 +43,8 @@ export async function startBff(raw: Record<string, unknown>, options: Omit<Build
     },
     logText: () => chunks.join(''),
   };
+  startedBffs.push(bff);
+  return bff;
 }
 
 interface InjectOptions {
@@ -57,7 +63,9 @@ export class TestBrowser {
   readonly cookies = new Map<string, string>();
   readonly responses: LightMyRequestResponse[] = [];
 
-  constructor(private readonly app: FastifyInstance) {}
+  constructor(private readonly app: FastifyInstance) {
+    browsers.push(this);
+  }
 
   cookieHeader(): string {
     return [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');

@@ -399,6 +399,9 @@ function basicAuthClientId(header: string | undefined): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // startProvider
 // ---------------------------------------------------------------------------------------------
+/** Every provider started in this test file: the leak guard checks the tokens they issued. */
+export const startedProviders: TestProvider[] = [];
+
 export async function startProvider(opts: TestProviderOptions): Promise<TestProvider> {
   const { default: Provider, errors } = await loadProvider();
 
@@ -707,7 +710,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     jwks: provider.urlFor('jwks'),
   };
 
-  return {
+  const testProvider: TestProvider = {
     issuer,
     port,
     endpoints,
@@ -748,4 +751,6 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
       await closeServer(server);
     },
   };
+  startedProviders.push(testProvider);
+  return testProvider;
 }

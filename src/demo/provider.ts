@@ -1,0 +1,282 @@
+/**
+ * The demo's embedded OpenID provider: `oidc-provider` (a devDependency) on 127.0.0.1,
+ * imported only here and only when the demo runs, so a production install without dev
+ * dependencies never needs it.
+ *
+ * Any user name and password sign in (devInteractions), access tokens are short so
+ * refreshes are visible, refresh tokens are always issued and rotate on every use.
+ */
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { closeServer, listenLoopback, loopbackUrl } from './net.js';
+
+/** Raised when the demo cannot run here (oidc-provider is not installed). */
+export class DemoUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DemoUnavailableError';
+  }
+}
+
+export interface DemoProviderOptions {
+  port: number;
+  accessTokenSeconds: number;
+  /** The token-handler client. */
+  bff: { clientId: string; clientSecret: string; redirectUri: string; postLogoutRedirectUri: string };
+  /** The demo API, which introspects tokens. */
+  api: { clientId: string; clientSecret: string };
+}
+
+/** One call to the token endpoint, as the provider answered it. */
+export interface TokenGrantRecord {
+  grantType: string;
+  status: number;
+  /** Epoch milliseconds when the request arrived. */
+  at: number;
+}
+
+export interface DemoProvider {
+  issuer: string;
+  introspectionEndpoint: string;
+  /** Every access, refresh and ID token the token endpoint handed out (the most recent 5000). */
+  issuedTokens(): string[];
+  tokenRequests(): TokenGrantRecord[];
+  close(): Promise<void>;
+}
+
+/** The few parts of oidc-provider this file touches; the package ships no types. */
+interface OidcProviderInstance {
+  callback(): (req: IncomingMessage, res: ServerResponse) => void;
+  use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
+  urlFor(name: string): string;
+}
+interface KoaContext {
+  method: string;
+  path: string;
+  status: number;
+  body: unknown;
+  host: string;
+  type: string;
+  oidc?: { params?: Record<string, unknown> };
+}
+type OidcProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProviderInstance;
+interface OidcProviderModule {
+  default: OidcProviderConstructor;
+  errors: Record<string, new (description: string) => Error>;
+}
+
+const KEEP_TOKENS = 5000;
+
+let loading: Promise<OidcProviderModule> | undefined;
+
+/** Imports oidc-provider once; a clear error when it is not installed. */
+export function loadOidcProvider(): Promise<OidcProviderModule> {
+  quietNotices();
+  // A computed specifier: the type checker and bundlers leave the devDependency alone.
+  const specifier: string = 'oidc-provider';
+  loading ??= (import(specifier) as Promise<OidcProviderModule>).catch((err: unknown) => {
+    loading = undefined;
+    const code = (err as { code?: unknown }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new DemoUnavailableError(
+        'the demo needs the development dependencies (oidc-provider), which are not installed here ' +
+          '(an install with --omit=dev, such as the production image). Run `npm install` in a checkout of ' +
+          'token-handler and then `npm start`.',
+      );
+    }
+    throw err;
+  });
+  return loading;
+}
+
+/**
+ * oidc-provider prints development notices through console.info/warn ("oidc-provider
+ * NOTICE: ..." / "WARNING: ..."): in the demo they are expected (in-memory adapter,
+ * devInteractions, Node 20). Drop exactly those; OIDC_PROVIDER_NOTICES=1 shows them.
+ */
+function quietNotices(): void {
+  if (process.env.OIDC_PROVIDER_NOTICES) return;
+  const mark = Symbol.for('token-handler.demo.quietOidcProvider');
+  const target = console as unknown as Record<PropertyKey, unknown>;
+  if (target[mark]) return;
+  target[mark] = true;
+  const notice = /^(?:\u001b\[[0-9;]*m)?oidc-provider (?:NOTICE|WARNING): /;
+  for (const method of ['info', 'warn'] as const) {
+    const original = console[method].bind(console);
+    console[method] = (...args: unknown[]) => {
+      if (typeof args[0] === 'string' && notice.test(args[0])) return;
+      original(...args);
+    };
+  }
+}
+
+export async function startDemoProvider(options: DemoProviderOptions): Promise<DemoProvider> {
+  const { default: Provider, errors } = await loadOidcProvider();
+
+  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  const server: Server = createServer((req, res) => {
+    if (handler) return handler(req, res);
+    res.writeHead(503).end();
+  });
+  // Listen first: the issuer carries the port.
+  const port = await listenLoopback(server, options.port);
+  const issuer = loopbackUrl(port);
+
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `demo-${randomUUID()}`, use: 'sig', alg: 'RS256' };
+
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: options.bff.clientId,
+        client_secret: options.bff.clientSecret,
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: [options.bff.redirectUri],
+        post_logout_redirect_uris: [options.bff.postLogoutRedirectUri],
+        client_name: 'token-handler demo',
+      },
+      {
+        // Only authenticates to introspect tokens.
+        client_id: options.api.clientId,
+        client_secret: options.api.clientSecret,
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: [],
+        response_types: [],
+        redirect_uris: [],
+      },
+    ],
+    jwks: { keys: [signingKey] },
+    cookies: {
+      keys: [randomBytes(32).toString('base64url')],
+      long: { httpOnly: true, sameSite: 'lax' },
+      short: { httpOnly: true, sameSite: 'lax' },
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    claims: {
+      openid: ['sub'],
+      profile: ['name'],
+      email: ['email', 'email_verified'],
+    },
+    // Name and e-mail in the ID token too, so /auth/user can show them.
+    conformIdTokenClaims: false,
+    async findAccount(_ctx: unknown, sub: string) {
+      return {
+        accountId: sub,
+        async claims() {
+          return { sub, name: displayName(sub), email: `${sub}@example.test`, email_verified: true };
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: true },
+      introspection: {
+        enabled: true,
+        async allowedPolicy(ctx: { oidc: { client: { clientId: string } } }, client: { clientAuthMethod: string }, token: { clientId: string }) {
+          return !(client.clientAuthMethod === 'none' && token.clientId !== ctx.oidc.client.clientId);
+        },
+      },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(_ctx: unknown, client: { clientId: string; clientAuthMethod: string }, token: { clientId: string }) {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new (errors.InvalidRequest ?? Error)('client is not authorized to revoke the presented token');
+        },
+      },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx: KoaContext, form: string) {
+          ctx.type = 'html';
+          ctx.body = page(
+            'Sign out',
+            `<h1>Sign out of the demo provider?</h1><p>You are signing out of <strong>${esc(ctx.host)}</strong>, the demo's OpenID provider.</p>${form}` +
+              '<div class="actions"><button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>' +
+              '<button class="secondary" type="submit" form="op.logoutForm">No, stay signed in</button></div>',
+          );
+        },
+        async postLogoutSuccessSource(ctx: KoaContext) {
+          ctx.type = 'html';
+          ctx.body = page('Signed out', '<h1>Signed out</h1><p>You have been signed out of the demo provider.</p>');
+        },
+      },
+    },
+    pkce: { required: () => true },
+    // A refresh token for every client allowed the grant, without asking for offline_access consent.
+    async issueRefreshToken(_ctx: unknown, client: { grantTypeAllowed(grant: string): boolean }) {
+      return client.grantTypeAllowed('refresh_token');
+    },
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: options.accessTokenSeconds,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      RefreshToken: 24 * 3600,
+      Interaction: 3600,
+      Session: 24 * 3600,
+      Grant: 24 * 3600,
+    },
+    clientBasedCORS: () => false,
+    async renderError(ctx: KoaContext, out: Record<string, string>) {
+      ctx.type = 'html';
+      ctx.body = page(
+        'Something went wrong',
+        `<h1>Something went wrong</h1>${Object.entries(out)
+          .map(([key, value]) => `<pre><strong>${esc(key)}</strong>: ${esc(value)}</pre>`)
+          .join('')}`,
+      );
+    },
+  });
+
+  // Record every token-endpoint answer (grant type, status; tokens for the leak tests).
+  const issued: string[] = [];
+  const requests: TokenGrantRecord[] = [];
+  const tokenPath = new URL(provider.urlFor('token')).pathname;
+  provider.use(async (ctx, next) => {
+    const at = Date.now();
+    await next();
+    if (ctx.method !== 'POST' || ctx.path !== tokenPath) return;
+    const grantType = ctx.oidc?.params?.grant_type;
+    requests.push({ grantType: typeof grantType === 'string' ? grantType : 'unknown', status: ctx.status, at });
+    if (requests.length > KEEP_TOKENS) requests.splice(0, requests.length - KEEP_TOKENS);
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (ctx.status !== 200 || !body || typeof body !== 'object') return;
+    for (const name of ['access_token', 'refresh_token', 'id_token']) {
+      if (typeof body[name] === 'string') issued.push(body[name]);
+    }
+    if (issued.length > KEEP_TOKENS) issued.splice(0, issued.length - KEEP_TOKENS);
+  });
+
+  handler = provider.callback();
+  return {
+    issuer,
+    introspectionEndpoint: provider.urlFor('introspection'),
+    issuedTokens: () => [...issued],
+    tokenRequests: () => [...requests],
+    close: () => closeServer(server),
+  };
+}
+
+function displayName(sub: string): string {
+  return sub
+    .split(/[\s._-]+/)
+    .filter(Boolean)
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join(' ') || sub;
+}
+
+const esc = (value: unknown) => String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const PAGE_STYLE = `
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f6fb;color:#1d2433;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
+main{background:#fff;border-radius:12px;box-shadow:0 6px 24px rgba(20,30,60,.12);padding:32px 36px;max-width:460px}
+h1{font-size:1.3rem;margin:0 0 12px}p{line-height:1.5;color:#46506a}
+.actions{display:flex;gap:10px;margin-top:20px}
+button{font:inherit;border:0;border-radius:8px;padding:10px 16px;background:#3454d1;color:#fff;cursor:pointer}
+button.secondary{background:#e6e9f2;color:#1d2433}
+pre{white-space:pre-wrap;background:#f4f6fb;padding:8px;border-radius:6px}`;
+
+const page = (title: string, body: string) =>
+  `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">` +
+  `<title>${esc(title)} · demo provider</title><style>${PAGE_STYLE}</style></head><body><main>${body}</main></body></html>`;
