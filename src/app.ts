@@ -161,7 +161,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return reply.code(browserError.status).type('application/json; charset=utf-8').send(browserError.toJSON());
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()));
-  await app.register(observeRequests, {
+  // Called directly, not registered: its hooks must apply to every route of the app.
+  observeRequests(app, {
     metrics,
     includeSubject: config.logging.includeSubject,
     routePrefixes: config.routes.map((r) => r.prefix),

@@ -54,9 +54,14 @@ async function main(argv: string[]): Promise<void> {
       app.server.closeAllConnections();
     }, graceMs);
     deadline.unref();
+    // Keep-alive connections whose last request just finished would hold close() until
+    // their idle timeout: close them as they become idle.
+    const sweeper = setInterval(() => app.server.closeIdleConnections(), 100);
+    sweeper.unref();
     app.close().then(
       () => {
         clearTimeout(deadline);
+        clearInterval(sweeper);
         app.log.info('shut down');
         process.exit(0);
       },

@@ -25,7 +25,7 @@ export interface RequestObservationOptions {
  * the browser and sent upstream. Only session-safe identifiers are logged: a hash of
  * the session id, and the `sub` only when `logging.includeSubject` is on.
  */
-export async function observeRequests(app: FastifyInstance, options: RequestObservationOptions): Promise<void> {
+export function observeRequests(app: FastifyInstance, options: RequestObservationOptions): void {
   const { metrics, includeSubject, routePrefixes } = options;
   const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
     const path = request.url;
