@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
+import fastifyRateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
@@ -87,6 +88,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     bodyLimit: config.limits.bodyLimitBytes,
     http: { maxHeaderSize: config.limits.headerLimitBytes },
     clientErrorHandler: answerClientError,
+    trustProxy: config.listen.trustProxy,
     return503OnClosing: true,
   } as FastifyServerOptions);
 
@@ -176,7 +178,19 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(healthRoutes, { checks });
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
 
+  if (config.rateLimit.enabled) {
+    await app.register(fastifyRateLimit, {
+      global: false,
+      // Counted in Redis when replicas share one; a Redis outage never blocks logins.
+      ...(redis ? { redis, nameSpace: `${config.session.redis!.keyPrefix}ratelimit:`, skipOnError: true } : {}),
+      errorResponseBuilder: (_request, context) =>
+        Object.assign(new BrowserError('too_many_requests', `Too many sign-in attempts from this address: try again in ${context.after}.`), {
+          statusCode: 429,
+        }),
+    });
+  }
   await app.register(authRoutes, {
+    rateLimit: config.rateLimit,
     provider,
     sessions,
     sessionTokens,

@@ -58,7 +58,7 @@ describe('defaults', () => {
   it('a minimal configuration gets every other key filled with its default', () => {
     const config = parseConfig(minimal());
     expect(config).toEqual<Config>({
-      listen: { host: '0.0.0.0', port: 8080 },
+      listen: { host: '0.0.0.0', port: 8080, trustProxy: false },
       publicUrl: 'https://app.example.com',
       oidc: {
         issuer: 'https://idp.example.com',
@@ -91,6 +91,7 @@ describe('defaults', () => {
       metrics: { enabled: true },
       limits: { bodyLimitBytes: 10485760, headerLimitBytes: 16384 },
       shutdown: { gracePeriodSeconds: 25 },
+      rateLimit: { enabled: true, loginPerMinute: 30, callbackPerMinute: 30 },
     });
   });
 
@@ -181,15 +182,15 @@ describe('problem reporting', () => {
   it('unknown keys are reported with the known ones', () => {
     const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
     expect(problems).toEqual([
-      'listen.prot: is not a known key (did you mean port?); known keys here: host, port',
-      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown',
+      'listen.prot: is not a known key (did you mean port?); known keys here: host, port, trustProxy',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit',
     ]);
   });
 
   it('a value of the wrong shape is reported with what was expected', () => {
     const problems = problemsOf(() => parseConfig({ ...minimal(), listen: 'localhost:8080', routes: { prefix: '/api' } }));
     expect(problems).toEqual([
-      'listen: is "localhost:8080"; expected a mapping with keys host, port',
+      'listen: is "localhost:8080"; expected a mapping with keys host, port, trustProxy',
       'routes: is an object; expected a list of routes (objects with prefix and upstream)',
     ]);
   });

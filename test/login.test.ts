@@ -144,6 +144,29 @@ describe('login', () => {
   });
 });
 
+describe('abuse limits', () => {
+  it('answers 429 too_many_requests once an address exceeds loginPerMinute, leaving other addresses alone', async () => {
+    const instance = await startBff({ oidc: oidcFor('basic'), session: { secrets: [SECRET] }, rateLimit: { loginPerMinute: 3 } });
+    started.push(instance);
+    const from = (remoteAddress: string) => instance.app.inject({ method: 'GET', url: '/auth/login', remoteAddress });
+    for (let i = 0; i < 3; i++) expect((await from('192.0.2.10')).statusCode).toBe(302);
+    const limited = await from('192.0.2.10');
+    expect(limited.statusCode).toBe(429);
+    expect(limited.json()).toEqual({ error: 'too_many_requests', error_description: expect.stringContaining('try again') });
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await from('192.0.2.11')).statusCode).toBe(302);
+  });
+
+  it('answers 429 once an address exceeds callbackPerMinute', async () => {
+    const instance = await startBff({ oidc: oidcFor('basic'), session: { secrets: [SECRET] }, rateLimit: { callbackPerMinute: 2 } });
+    started.push(instance);
+    const callback = () => instance.app.inject({ method: 'GET', url: '/auth/callback?state=x&code=y', remoteAddress: '192.0.2.20' });
+    expect((await callback()).statusCode).toBe(400);
+    expect((await callback()).statusCode).toBe(400);
+    expect((await callback()).statusCode).toBe(429);
+  });
+});
+
 describe('callback validation', () => {
   it('refuses a callback whose state was never issued here', async () => {
     const { app } = await bff();

@@ -280,6 +280,7 @@ const schema: ObjectNode<Config> = {
       fields: {
         host: { kind: 'string', default: '0.0.0.0', expected: 'a host name or IP address to listen on' },
         port: { kind: 'int', default: 8080, min: 0, max: 65535 },
+        trustProxy: { kind: 'bool', default: false },
       },
     },
     publicUrl: {
@@ -453,6 +454,14 @@ const schema: ObjectNode<Config> = {
       kind: 'object',
       fields: {
         gracePeriodSeconds: { kind: 'int', default: 25, min: 0, max: 600 },
+      },
+    },
+    rateLimit: {
+      kind: 'object',
+      fields: {
+        enabled: { kind: 'bool', default: true },
+        loginPerMinute: { kind: 'int', default: 30, min: 1, max: 100_000 },
+        callbackPerMinute: { kind: 'int', default: 30, min: 1, max: 100_000 },
       },
     },
   },

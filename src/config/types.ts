@@ -14,6 +14,11 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface ListenConfig {
   host: string;
   port: number;
+  /**
+   * Take the client address from X-Forwarded-For (set only behind a proxy you run):
+   * it keys the rate limits and is forwarded upstream.
+   */
+  trustProxy: boolean;
 }
 
 export interface OidcConfig {
@@ -143,6 +148,14 @@ export interface ShutdownConfig {
   gracePeriodSeconds: number;
 }
 
+export interface RateLimitConfig {
+  enabled: boolean;
+  /** `GET /auth/login` calls per client address per minute (429 beyond). */
+  loginPerMinute: number;
+  /** `GET /auth/callback` calls per client address per minute (429 beyond). */
+  callbackPerMinute: number;
+}
+
 export interface Config {
   listen: ListenConfig;
   /** Origin the browser sees, without a trailing slash; redirect URI = publicUrl + /auth/callback. */
@@ -156,4 +169,5 @@ export interface Config {
   metrics: MetricsConfig;
   limits: LimitsConfig;
   shutdown: ShutdownConfig;
+  rateLimit: RateLimitConfig;
 }

@@ -8,9 +8,11 @@ import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/rec
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { safeReturnTo } from './return-to.js';
 import type { Metrics } from '../ops/metrics.js';
+import type { RateLimitConfig } from '../config/types.js';
 
 export interface AuthRoutesOptions {
   metrics: Metrics;
+  rateLimit: RateLimitConfig;
   provider: OidcProvider;
   sessions: SessionManager;
   sessionTokens: SessionTokens;
@@ -31,7 +33,9 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     reply.header('cache-control', 'no-store');
   });
 
-  app.get('/auth/login', async (request, reply) => {
+  const perMinute = (max: number) => (options.rateLimit.enabled ? { config: { rateLimit: { max, timeWindow: 60_000 } } } : {});
+
+  app.get('/auth/login', perMinute(options.rateLimit.loginPerMinute), async (request, reply) => {
     const returnTo = safeReturnTo(singleQueryValue(request, 'returnTo'));
     let login;
     try {
@@ -43,7 +47,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return reply.redirect(login.url, 302);
   });
 
-  app.get('/auth/callback', async (request, reply) => {
+  app.get('/auth/callback', perMinute(options.rateLimit.callbackPerMinute), async (request, reply) => {
     try {
       return await callback(request, reply);
     } catch (err) {
