@@ -103,7 +103,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
 
   const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
-  const sealer = new Sealer(config.session.secrets);
+  // Sessions unsealed once per cookie value; the Date.now clock bounds the cache (not the test clock).
+  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000, cacheTtlMs: 30_000 });
   const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
   const timeouts = {
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,

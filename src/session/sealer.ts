@@ -1,5 +1,17 @@
 import { createHash } from 'node:crypto';
 import { sealData, unsealData } from 'iron-session';
+import { BoundedTtlCache } from '../tokens/bounded-cache.js';
+
+export interface SealerOptions {
+  /**
+   * Unsealed values are remembered, keyed by the exact sealed string, so the hot path
+   * (every proxied request unseals its cookie) pays for the crypto once per cookie value
+   * rather than once per request. A seal is immutable: a changed session has a new seal.
+   */
+  cacheEntries?: number;
+  cacheTtlMs?: number;
+  now?: () => number;
+}
 
 /**
  * Seals and unseals values with iron-session, supporting secret rotation: the first
@@ -10,12 +22,16 @@ import { sealData, unsealData } from 'iron-session';
 export class Sealer {
   private readonly sealPassword: Record<string, string>;
   private readonly unsealPasswords: Record<string, string>;
+  private readonly unsealed: BoundedTtlCache<object> | undefined;
 
-  constructor(secrets: readonly string[]) {
+  constructor(secrets: readonly string[], options: SealerOptions = {}) {
     const [first] = secrets;
     if (first === undefined) throw new Error('Sealer needs at least one secret');
     this.sealPassword = { [passwordId(first)]: first };
     this.unsealPasswords = Object.fromEntries(secrets.map((s) => [passwordId(s), s]));
+    if (options.cacheEntries) {
+      this.unsealed = new BoundedTtlCache(options.cacheEntries, options.cacheTtlMs ?? 30_000, options.now ?? Date.now);
+    }
   }
 
   /** `ttlSeconds` is also baked into the seal: iron refuses it afterwards. */
@@ -29,12 +45,18 @@ export class Sealer {
    * most of these, so an empty object means "no value".
    */
   async unseal<T extends object>(sealed: string, ttlSeconds: number): Promise<T | null> {
+    const remembered = this.unsealed?.get(sealed);
+    if (remembered) return remembered as T;
+    let data: T;
     try {
-      const data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });
-      return Object.keys(data).length === 0 ? null : data;
+      data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });
     } catch {
       return null;
     }
+    if (Object.keys(data).length === 0) return null;
+    // Only successes are remembered: garbage cannot fill the cache with entries of its own.
+    this.unsealed?.set(sealed, data);
+    return data;
   }
 }
 

@@ -26,3 +26,25 @@ describe('sealing with rotated secrets', () => {
     await expect(sealer.unseal('', 60)).resolves.toBeNull();
   });
 });
+
+describe('the unseal cache', () => {
+  it('opens a seal once and serves repeats from memory until the entry expires', async () => {
+    let now = 0;
+    const sealer = new Sealer([NEW], { cacheEntries: 10, cacheTtlMs: 1000, now: () => now });
+    const sealed = await sealer.seal({ a: 1 }, 60);
+    const first = await sealer.unseal(sealed, 60);
+    expect(await sealer.unseal(sealed, 60)).toBe(first);
+    now = 1000;
+    const reopened = await sealer.unseal(sealed, 60);
+    expect(reopened).toEqual({ a: 1 });
+    expect(reopened).not.toBe(first);
+  });
+
+  it('never remembers a seal that failed to open', async () => {
+    const sealer = new Sealer([NEW], { cacheEntries: 10 });
+    const foreign = await new Sealer([OLD]).seal({ a: 1 }, 60);
+    expect(await sealer.unseal(foreign, 60)).toBeNull();
+    expect(await new Sealer([NEW, OLD], { cacheEntries: 10 }).unseal(foreign, 60)).toEqual({ a: 1 });
+    expect(await sealer.unseal(foreign, 60)).toBeNull();
+  });
+});
