@@ -226,6 +226,18 @@ describe('callback validation', () => {
     expect(response.json()).toEqual({ error: 'bad_request', error_description: expect.stringContaining('access_denied') });
   });
 
+  it('refuses a callback that arrives after the pending login expired', async () => {
+    let now = Date.now();
+    const { app } = await bff({ now: () => now, session: { pendingLoginTimeoutSeconds: 120 } });
+    const browser = new TestBrowser(app);
+    const authorizationUrl = await browser.startLogin('/');
+    const callbackUrl = await completeProviderLogin(authorizationUrl);
+    now += 121_000;
+    const response = await browser.callback(callbackUrl);
+    expect(response.statusCode).toBe(400);
+    expect(sessionCookieOf(browser)).toBeUndefined();
+  });
+
   it('answers 400 for a callback with duplicated or missing state', async () => {
     const { app } = await bff();
     const browser = new TestBrowser(app);
