@@ -1,5 +1,5 @@
 import * as client from 'openid-client';
-import { createRemoteJWKSet, importJWK, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, errors as joseErrors, importJWK, jwtVerify } from 'jose';
 import type { FastifyBaseLogger } from 'fastify';
 import type { OidcConfig } from '../config/types.js';
 import { classifyProviderError, ProviderError } from './errors.js';
@@ -20,6 +20,12 @@ export interface OidcProviderOptions {
 }
 
 const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+/**
+ * A key id the cached JWKS does not know makes jose fetch the JWKS again, at most this
+ * often: short enough that a provider's key rotation is picked up on the first token
+ * signed with the new key, long enough that forged kids cannot hammer the provider.
+ */
+const JWKS_REFETCH_COOLDOWN_MS = 1000;
 
 /**
  * The only place that speaks to the OpenID provider, built on openid-client.
@@ -28,7 +34,7 @@ const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
  */
 export class OidcProvider {
   private configuration: client.Configuration | undefined;
-  private jwks: JWTVerifyGetKey | undefined;
+  private jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   private discovering: Promise<void> | undefined;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -119,6 +125,7 @@ export class OidcProvider {
         pkceCodeVerifier: transaction.codeVerifier,
         idTokenExpected: true,
       });
+      await this.verifyIdTokenSignature(response.id_token);
       return tokenSetFrom(response, this.tokenSetDefaults());
     } catch (err) {
       throw classifyProviderError(err, 'code exchange');
@@ -130,6 +137,7 @@ export class OidcProvider {
     const configuration = this.requireConfiguration('refresh');
     try {
       const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
+      await this.verifyIdTokenSignature(response.id_token);
       return tokenSetFrom(response, this.tokenSetDefaults());
     } catch (err) {
       throw classifyProviderError(err, 'refresh');
@@ -174,17 +182,53 @@ export class OidcProvider {
     return client.buildEndSessionUrl(configuration, parameters).href;
   }
 
-  /** Validates a back-channel logout token against the provider's keys (fetched and cached by jose). */
-  async validateLogoutToken(token: string): Promise<LogoutTokenClaims> {
-    const configuration = this.requireConfiguration('back-channel logout');
+  /** The provider's signing keys, fetched and cached by jose, refetched on an unknown key id. */
+  private signingKeys(configuration: client.Configuration, operation: string): ReturnType<typeof createRemoteJWKSet> {
     const jwksUri = configuration.serverMetadata().jwks_uri;
-    if (!jwksUri) throw new ProviderError('config_fault', 'back-channel logout: provider metadata has no jwks_uri');
-    this.jwks ??= createRemoteJWKSet(new URL(jwksUri), { timeoutDuration: this.options.config.timeoutMs });
+    if (!jwksUri) throw new ProviderError('config_fault', `${operation}: provider metadata has no jwks_uri`);
+    this.jwks ??= createRemoteJWKSet(new URL(jwksUri), {
+      timeoutDuration: this.options.config.timeoutMs,
+      cooldownDuration: JWKS_REFETCH_COOLDOWN_MS,
+    });
+    return this.jwks;
+  }
+
+  /**
+   * openid-client checks the ID token's claims but, for tokens from the token endpoint,
+   * trusts TLS instead of the signature (OIDC Core 3.1.3.7 allows it). We check the
+   * signature too: a token response that did not come from the provider's keys is refused.
+   */
+  private async verifyIdTokenSignature(idToken: string | undefined): Promise<void> {
+    if (!idToken) return;
+    const keys = this.signingKeys(this.requireConfiguration('ID token'), 'ID token');
+    const verify = () => jwtVerify(idToken, keys, { issuer: this.options.config.issuer, audience: this.options.config.clientId, clockTolerance: 30 });
+    try {
+      try {
+        await verify();
+      } catch (err) {
+        // A key the provider just rotated in: fetch its keys again even within the cooldown.
+        // Only for tokens that came from the token endpoint over TLS, never for tokens
+        // anyone can post (logout tokens), so forged key ids cannot make us hammer the provider.
+        if (!(err instanceof joseErrors.JWKSNoMatchingKey)) throw err;
+        await keys.reload();
+        await verify();
+      }
+    } catch (err) {
+      if (err instanceof joseErrors.JOSEError && !(err instanceof joseErrors.JWKSTimeout)) {
+        throw new ProviderError('invalid_response', `ID token signature not verified: ${err.code}`, undefined, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /** Validates a back-channel logout token against the provider's keys. */
+  async validateLogoutToken(token: string): Promise<LogoutTokenClaims> {
+    const keys = this.signingKeys(this.requireConfiguration('back-channel logout'), 'back-channel logout');
     try {
       return await validateLogoutToken(token, {
         issuer: this.options.config.issuer,
         clientId: this.options.config.clientId,
-        keys: this.jwks,
+        keys,
         now: this.options.now(),
         maxAgeSeconds: 300,
       });

@@ -10,10 +10,16 @@
  *   they can be (re-)registered at any time: `setRedirectUris()` / `updateBffClients()` /
  *   `addClient()` take effect on the very next request.
  * - All state lives in a `MemoryStore` that can be handed to a new `startProvider({ port, state })`
- *   to "restart" the provider without losing sessions, grants and tokens.
+ *   to "restart" the provider without losing sessions, grants and tokens (a new `signingJwk` in that
+ *   state is a signing-key rotation; `retiredSigningJwks` keeps old keys published).
+ * - Faults the real provider cannot produce are injected in front of it, per path: `setLatency()`
+ *   delays requests, `setFault()` answers them instead of the provider (an HTTP error page, a
+ *   malformed body, a reset, or a synthesized token response with one thing wrong).
  */
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+import { importJWK, SignJWT } from 'jose';
 
 import type ProviderClass from 'oidc-provider';
 import type { Adapter, AdapterPayload, Configuration, KoaContextWithOIDC } from 'oidc-provider';
@@ -69,6 +75,40 @@ export interface ProviderRequestRecord {
   at: number;
 }
 
+/**
+ * What a fault answers instead of the provider (`setFault(path, fault)`), for what the real
+ * oidc-provider cannot be made to do by itself.
+ */
+export type ProviderFault =
+  /** This HTTP answer (a string body defaults to text/html, an object to JSON). */
+  | { status: number; body?: string | Record<string, unknown>; headers?: Record<string, string> }
+  /** Close the connection without answering (after reading the request). */
+  | { reset: true }
+  /** A synthesized token-endpoint response (200): valid in every respect except what is changed here. */
+  | { tokenResponse: SyntheticTokenResponse };
+
+/**
+ * A token response made up by the fault injector, NOT by oidc-provider: the refresh token presented
+ * with the request is not spent (so the session can recover once the fault is cleared). By default
+ * it is a well-formed response: random access and refresh tokens, `token_type: Bearer`,
+ * `expires_in` = the access token TTL, the presented refresh token's scope, and an ID token with
+ * `iss` = issuer, `sub` = the presented refresh token's account, `aud` = the requesting client,
+ * `iat`/`exp`, signed RS256 with the provider's own signing key (same `kid`).
+ * Its tokens count as issued tokens for the leak guard.
+ */
+export interface SyntheticTokenResponse {
+  /** Top-level members to leave out, e.g. ['access_token']. */
+  omit?: string[];
+  /** Top-level members to set or replace, e.g. { token_type: 'mac' }. */
+  set?: Record<string, unknown>;
+  /**
+   * The ID token: claims to set or replace (e.g. { iss: 'https://evil.example' }) and the key it is
+   * signed with: 'provider' (default) or 'foreign' (a key the provider never published, but the
+   * provider key's `kid` in the header: a signature that does not verify). `false`: no ID token.
+   */
+  idToken?: false | { claims?: Record<string, unknown>; key?: 'provider' | 'foreign' };
+}
+
 export interface BackchannelLogoutRecord {
   clientId: string;
   accountId: string;
@@ -111,7 +151,13 @@ export interface BffClientUris {
 
 export interface TestProviderState {
   store: MemoryStore;
+  /** The key ID tokens (and everything else) are signed with: a private RSA JWK with `kid`, `alg: RS256`. */
   signingJwk: Record<string, unknown>;
+  /**
+   * Keys published in the JWKS after the signing key, for verification only (a key rotation in
+   * progress: the provider signs with the new key, the old one stays published for a while).
+   */
+  retiredSigningJwks?: Array<Record<string, unknown>>;
   cookieKeys: string[];
   clients: TestClients;
 }
@@ -153,6 +199,14 @@ export interface TestProvider {
   revokeAccessTokensOf(accountId: string): Promise<number>;
   /** Delay every request to this path (e.g. '/token') by `ms` before the provider sees it; 0 removes it. */
   setLatency(path: string, ms: number): void;
+  /**
+   * Answer every request to this path (e.g. '/token') with `fault` instead of the provider (after
+   * any latency set for it); `null` removes it. For what the real provider cannot produce by itself:
+   * a 5xx page, a malformed body, a synthesized token response with a bad ID token, a reset.
+   */
+  setFault(path: string, fault: ProviderFault | null): void;
+  /** Every request a fault answered (the provider never saw them; not in `requests`/`tokenRequests`). */
+  faultedRequests: ProviderRequestRecord[];
   /** Simulate an outage: close the listener and every open connection (connections are refused). */
   pause(): Promise<void>;
   /** Listen again on the same port with the same provider instance and state. */
@@ -352,6 +406,28 @@ function providerSigningJwk(): Record<string, unknown> {
   return rsaSigningJwk;
 }
 
+/** A new RSA signing key (private JWK, fresh `kid`) for a provider key rotation: `state: { ...old.state, signingJwk }`. */
+export function newSigningJwk(): Record<string, unknown> {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: `op-${randomUUID()}`, use: 'sig', alg: 'RS256' };
+}
+
+let foreignJwk: Record<string, unknown> | undefined;
+/** A key no provider ever publishes (fault injection: ID tokens whose signature does not verify). */
+function foreignSigningJwk(): Record<string, unknown> {
+  foreignJwk ??= newSigningJwk();
+  return foreignJwk;
+}
+
+function readRequestBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
 function ecClientKeyPair(): { privateKeyJwk: Record<string, unknown>; publicKeyJwk: Record<string, unknown> } {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const kid = `client-${randomUUID()}`;
@@ -420,17 +496,27 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
 
   // Listen first: the issuer has to contain the port, and the provider needs the issuer.
   let app: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void) | undefined;
-  // Fault injection the real provider cannot do by itself: extra latency per path.
+  // Fault injection the real provider cannot do by itself: extra latency and faults per path.
   const latency = new Map<string, number>();
+  const faults = new Map<string, ProviderFault>();
+  const faultedRequests: ProviderRequestRecord[] = [];
+  let answerFault: ((req: IncomingMessage, res: ServerResponse, fault: ProviderFault) => Promise<void>) | undefined;
   const server: Server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://provider.invalid').pathname;
+    const at = Date.now();
     const handle = () => {
-      if (app) app(req, res);
+      const fault = faults.get(path);
+      if (fault && answerFault) {
+        answerFault(req, res, fault)
+          .catch(() => res.destroy())
+          .finally(() => faultedRequests.push({ method: req.method ?? 'GET', path, status: res.statusCode, at }));
+      } else if (app) app(req, res);
       else {
         res.statusCode = 503;
         res.end();
       }
     };
-    const delay = latency.get(new URL(req.url ?? '/', 'http://provider.invalid').pathname) ?? 0;
+    const delay = latency.get(path) ?? 0;
     if (delay > 0) setTimeout(handle, delay);
     else handle();
   });
@@ -442,7 +528,8 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
 
   const configuration: Configuration = {
     adapter: store.adapterFactory,
-    jwks: { keys: [state.signingJwk] },
+    // The first key signs; retired keys stay published for verification (a rotation in progress).
+    jwks: { keys: [state.signingJwk, ...(state.retiredSigningJwks ?? [])] },
     cookies: {
       keys: state.cookieKeys,
       // Plain http: no `secure` (oidc-provider only sets it when the request is https anyway).
@@ -681,6 +768,63 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     redirect_uris: [],
   });
 
+  // ---- fault injection ---------------------------------------------------------------------
+  async function synthesizeTokenResponse(req: IncomingMessage, spec: SyntheticTokenResponse): Promise<Record<string, unknown>> {
+    const params = new URLSearchParams((await readRequestBody(req)).toString('utf8'));
+    const clientId = params.get('client_id') ?? basicAuthClientId(req.headers.authorization) ?? clients.basic.clientId;
+    const presented = params.get('refresh_token');
+    const grant = presented ? store.get('RefreshToken', presented) : undefined;
+    const now = epoch();
+    const response: Record<string, unknown> = {
+      access_token: randomBytes(32).toString('base64url'),
+      token_type: 'Bearer',
+      expires_in: accessTtl,
+      refresh_token: randomBytes(32).toString('base64url'),
+      scope: typeof grant?.scope === 'string' ? grant.scope : 'openid offline_access profile email',
+    };
+    if (spec.idToken !== false) {
+      const claims = {
+        iss: issuer,
+        sub: typeof grant?.accountId === 'string' ? grant.accountId : 'alice',
+        aud: clientId,
+        iat: now,
+        exp: now + idTtl,
+        ...spec.idToken?.claims,
+      };
+      const signWith = spec.idToken?.key === 'foreign' ? foreignSigningJwk() : state.signingJwk;
+      const key = await importJWK(signWith as Parameters<typeof importJWK>[0], 'RS256');
+      response.id_token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: 'RS256', kid: String(state.signingJwk.kid), typ: 'JWT' })
+        .sign(key);
+    }
+    for (const name of spec.omit ?? []) delete response[name];
+    Object.assign(response, spec.set);
+    for (const name of ['access_token', 'refresh_token', 'id_token']) {
+      const value = response[name];
+      if (typeof value === 'string') issued.push(value);
+    }
+    return response;
+  }
+
+  answerFault = async (req, res, fault) => {
+    if ('reset' in fault) {
+      await readRequestBody(req);
+      res.destroy();
+      return;
+    }
+    if ('tokenResponse' in fault) {
+      const body = JSON.stringify(await synthesizeTokenResponse(req, fault.tokenResponse));
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    await readRequestBody(req);
+    const body = fault.body === undefined ? '' : typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body);
+    const contentType = typeof fault.body === 'object' ? 'application/json; charset=utf-8' : 'text/html; charset=utf-8';
+    res.writeHead(fault.status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...fault.headers });
+    res.end(body);
+  };
+
   // ---- listener ----------------------------------------------------------------------------
   app = provider.callback();
   let paused = false;
@@ -726,6 +870,11 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
       if (ms > 0) latency.set(path, ms);
       else latency.delete(path);
     },
+    setFault: (path, fault) => {
+      if (fault) faults.set(path, fault);
+      else faults.delete(path);
+    },
+    faultedRequests,
     setRedirectUris: (redirectUris) => updateBffClients({ redirectUris }),
     updateBffClients,
     addClient,

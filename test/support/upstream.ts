@@ -8,6 +8,11 @@
  *   .../status/:code      answers :code (JSON `{"status":code}`, no body for 204/304)
  *   .../slow?ms=N         waits N ms, then echoes
  *   .../bytes?n=N         streams N bytes of application/octet-stream
+ * Faults (a real API can fail like this; the token is still verified first):
+ *   .../hang-up           closes the connection without answering
+ *   .../reset?bytes=N     answers 200 with Content-Length 2N, sends N bytes, then resets the connection
+ *   .../stall?bytes=N&ms=M  answers 200 with Content-Length 2N, sends N bytes, then sends nothing for M ms
+ *                           (or until the connection closes), then the rest
  *   .../set-cookie        echoes, with `Set-Cookie: upstream_cookie=1; Path=/; HttpOnly`
  *   anything else         200 JSON echo `{ method, path, query, sub, body, headers }`
  * Missing/inactive token → 401 `{"error":"invalid_token"}` + `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -201,6 +206,34 @@ export async function startUpstream(opts: UpstreamOptions): Promise<Upstream> {
         res.end();
       };
       pump();
+      return;
+    }
+
+    if (/(?:^|\/)hang-up$/.test(url.pathname)) {
+      res.destroy();
+      return;
+    }
+
+    const partial = /(?:^|\/)(reset|stall)$/.exec(url.pathname);
+    if (partial) {
+      const half = Number(url.searchParams.get('bytes') ?? '1024');
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': half * 2 });
+      await new Promise<void>((resolve) => res.write(Buffer.alloc(half, 'p'), () => resolve()));
+      if (partial[1] === 'reset') {
+        // A crash mid-response: the socket goes away with half the promised body sent.
+        res.socket?.resetAndDestroy?.();
+        res.destroy();
+        return;
+      }
+      const ms = Number(url.searchParams.get('ms') ?? '1000');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        res.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      if (!res.destroyed) res.end(Buffer.alloc(half, 'p'));
       return;
     }
 
