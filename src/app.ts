@@ -165,7 +165,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()));
   // Called directly, not registered: its hooks must apply to every route of the app.
-  observeRequests(app, {
+  const requestObserver = observeRequests(app, {
     metrics,
     includeSubject: config.logging.includeSubject,
     routePrefixes: config.routes.map((r) => r.prefix),
@@ -220,6 +220,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
+    onCutOff: requestObserver.cutOff,
   });
 
   for (const plugin of options.plugins ?? []) await app.register(plugin);

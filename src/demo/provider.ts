@@ -236,6 +236,10 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   provider.use(async (ctx, next) => {
     const at = Date.now();
     await next();
+    // devInteractions' pages load a web font from Google: keep the demo offline and private.
+    if (typeof ctx.body === 'string' && ctx.body.includes('fonts.googleapis.com')) {
+      ctx.body = ctx.body.replace(/@import url\(https:\/\/fonts\.googleapis\.com[^)]*\);?/g, '');
+    }
     if (ctx.method !== 'POST' || ctx.path !== tokenPath) return;
     const grantType = ctx.oidc?.params?.grant_type;
     requests.push({ grantType: typeof grantType === 'string' ? grantType : 'unknown', status: ctx.status, at });

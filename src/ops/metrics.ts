@@ -73,7 +73,8 @@ export class Metrics {
     }
   }
 
-  request(group: string, status: number): void {
+  /** `status` is the code sent, or `cut_off` for a response destroyed mid-stream. */
+  request(group: string, status: number | 'cut_off'): void {
     this.httpRequests.inc({ group, status: String(status) });
   }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sessionHash } from '../session/manager.js';
 import type { Metrics } from './metrics.js';
 
@@ -25,7 +25,15 @@ export interface RequestObservationOptions {
  * the browser and sent upstream. Only session-safe identifiers are logged: a hash of
  * the session id, and the `sub` only when `logging.includeSubject` is on.
  */
-export function observeRequests(app: FastifyInstance, options: RequestObservationOptions): void {
+export interface RequestObserver {
+  /**
+   * For a response destroyed mid-stream (an upstream reset or stalled body): Fastify then
+   * runs no onResponse hook, so the request line is written here, marked `cutOff`.
+   */
+  cutOff(request: FastifyRequest, reply: FastifyReply): void;
+}
+
+export function observeRequests(app: FastifyInstance, options: RequestObservationOptions): RequestObserver {
   const { metrics, includeSubject, routePrefixes } = options;
   const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
     const path = request.url;
@@ -39,10 +47,11 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
     reply.header('x-request-id', request.id);
   });
 
-  app.addHook('onResponse', async (request, reply) => {
+  const observe = (request: FastifyRequest, reply: FastifyReply, cutOff: boolean) => {
     const { group, route } = groupOf(request);
     const seconds = reply.elapsedTime / 1000;
-    metrics.request(group, reply.statusCode);
+    const status = cutOff ? 'cut_off' : reply.statusCode;
+    metrics.request(group, status);
     if (route) metrics.proxied(route, seconds);
     const session = request.session;
     request.log.info(
@@ -50,6 +59,7 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
         method: request.method,
         url: loggableUrl(request.url),
         status: reply.statusCode,
+        ...(cutOff ? { cutOff: true } : {}),
         ms: Math.round(reply.elapsedTime * 10) / 10,
         group,
         ...(session ? { session: sessionHash(session.id) } : {}),
@@ -57,7 +67,10 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
       },
       'request',
     );
-  });
+  };
+
+  app.addHook('onResponse', async (request, reply) => observe(request, reply, false));
+  return { cutOff: (request, reply) => observe(request, reply, true) };
 }
 
 declare module 'fastify' {

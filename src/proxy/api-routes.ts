@@ -24,6 +24,8 @@ export interface ApiRoutesOptions {
   /** Largest body streamed to an upstream (413 beyond). */
   bodyLimitBytes: number;
   retryAfterSeconds: number;
+  /** Told when an upstream response breaks off mid-stream (no onResponse hook runs then). */
+  onCutOff: (request: FastifyRequest, reply: FastifyReply) => void;
 }
 
 interface UpstreamResponse {
@@ -178,6 +180,10 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
           return;
         }
+        res.stream.once('error', (err: Error & { code?: string }) => {
+          request.log.warn({ err: { message: err.message, code: err.code } }, 'upstream response cut off mid-stream');
+          options.onCutOff(request, reply);
+        });
         reply.send(res.stream);
       },
     },
