@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
@@ -27,8 +27,9 @@ import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
 import { authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
+import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
-import { createCsrfCheck } from './proxy/csrf.js';
+import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { loggableUrl, observeRequests, requestId } from './ops/request-log.js';
@@ -82,13 +83,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const app = Fastify({
     logger: loggerOptions(config, options.logStream),
     // One line per request is logged by observeRequests, with session-safe fields only.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: requestId,
     requestIdHeader: false,
     bodyLimit: config.limits.bodyLimitBytes,
     http: { maxHeaderSize: config.limits.headerLimitBytes },
     clientErrorHandler: answerClientError,
     trustProxy: config.listen.trustProxy,
+    // Errors Fastify raises before routing (a malformed percent-encoding in the path, …)
+    // get our JSON shape too.
+    frameworkErrors: (_error: Error, _request: unknown, reply: FastifyReply) =>
+      sendError(reply, new BrowserError('bad_request', 'The request URL could not be understood.')),
     return503OnClosing: true,
   } as FastifyServerOptions);
 
@@ -146,6 +151,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     now,
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
+  const originCheck = createOriginCheck(config.csrf, config.publicUrl);
 
   let shuttingDown = false;
   app.decorate('beginShutdown', () => {
@@ -161,9 +167,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       request.log.error({ err: error }, 'unhandled error');
     }
     if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
-    return reply.code(browserError.status).type('application/json; charset=utf-8').send(browserError.toJSON());
+    return sendError(reply, browserError);
   });
-  app.setNotFoundHandler((_request, reply) => reply.code(404).send(new BrowserError('not_found', 'No route here.').toJSON()));
+  app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
   // Called directly, not registered: its hooks must apply to every route of the app.
   const requestObserver = observeRequests(app, {
     metrics,
@@ -198,11 +204,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     pendingLogins,
     timeouts,
     csrfCheck,
+    originCheck,
     publicUrl: config.publicUrl,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
     metrics,
   });
+  // GET /auth/client.js: the browser helper SPAs import.
+  await app.register(clientModuleRoute);
   await app.register(backchannelLogoutRoute, {
     provider,
     sessions,
@@ -275,6 +284,16 @@ function createPersistence(
       return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
     }
   }
+}
+
+/** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
+function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
+  return reply
+    .code(error.status)
+    .header('cache-control', 'no-store')
+    .header('x-content-type-options', 'nosniff')
+    .type('application/json; charset=utf-8')
+    .send(error.toJSON());
 }
 
 /** Every error becomes one of the browser-facing codes; Fastify's own 4xx keep their status class. */

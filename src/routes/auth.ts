@@ -7,6 +7,7 @@ import type { PendingLogins } from '../session/pending-login.js';
 import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/record.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { safeReturnTo } from './return-to.js';
+import type { RequestCheck } from '../proxy/csrf.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RateLimitConfig } from '../config/types.js';
 
@@ -18,7 +19,9 @@ export interface AuthRoutesOptions {
   sessionTokens: SessionTokens;
   pendingLogins: PendingLogins;
   timeouts: SessionTimeouts;
-  csrfCheck: (request: FastifyRequest) => void;
+  csrfCheck: RequestCheck;
+  /** For reading endpoints: only our own (or an allowed) origin may ask. */
+  originCheck: RequestCheck;
   /** Origin the browser sees; the callback URL is rebuilt from it, never from the Host header. */
   publicUrl: string;
   retryAfterSeconds: number;
@@ -31,6 +34,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.addHook('onSend', async (_request, reply) => {
     reply.header('cache-control', 'no-store');
+    reply.header('x-content-type-options', 'nosniff');
   });
 
   const perMinute = (max: number) => (options.rateLimit.enabled ? { config: { rateLimit: { max, timeWindow: 60_000 } } } : {});
@@ -100,6 +104,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   };
 
   app.get('/auth/user', async (request, reply) => {
+    options.originCheck(request);
     const loaded = await sessions.load(request, reply);
     if (!loaded) throw loginRequired();
     const record = await sessions.touch(request, reply, loaded);

@@ -51,10 +51,16 @@ export function isSessionRecord(value: unknown): value is SessionRecord {
     typeof r.id === 'string' &&
     typeof r.accessToken === 'string' &&
     typeof r.tokenType === 'string' &&
-    typeof r.accessTokenExpiresAt === 'number' &&
-    typeof r.createdAt === 'number' &&
-    typeof r.lastSeenAt === 'number' &&
+    isTime(r.accessTokenExpiresAt) &&
+    isTime(r.createdAt) &&
+    isTime(r.lastSeenAt) &&
+    (r.refreshedAt === undefined || isTime(r.refreshedAt)) &&
     typeof r.claims === 'object' &&
     r.claims !== null
   );
+}
+
+/** An epoch-milliseconds time that a Date can represent. */
+function isTime(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && Math.abs(value) <= 8.64e15;
 }

@@ -6,6 +6,13 @@ import type { SameSite } from '../config/types.js';
 export const MAX_COOKIE_VALUE_BYTES = 3800;
 /** A session never needs more chunks than this; more is hostile input. */
 const MAX_CHUNKS = 16;
+/** RFC 6265 cookie-name token: anything else cannot be set (or cleared) by a Set-Cookie. */
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Whether a value can be part of a cookie name (pending logins are named after their state). */
+export function isCookieNameToken(value: string): boolean {
+  return COOKIE_NAME.test(value);
+}
 
 export interface CookieNamingOptions {
   /** true when publicUrl is https: enables the `__Host-` prefix and `Secure`. */
@@ -94,9 +101,12 @@ export class SessionCookies {
     return `${this.pendingLoginPrefix}${state}`;
   }
 
-  /** Names of the pending-login cookies the browser sent. */
+  /**
+   * Names of the pending-login cookies the browser sent. Names that are not valid cookie
+   * tokens were not set by us and cannot be cleared by a Set-Cookie: they are ignored.
+   */
   pendingLoginNames(request: FastifyRequest): string[] {
-    return Object.keys(request.cookies).filter((n) => n.startsWith(this.pendingLoginPrefix));
+    return Object.keys(request.cookies).filter((n) => n.startsWith(this.pendingLoginPrefix) && COOKIE_NAME.test(n));
   }
 
   writePendingLogin(reply: FastifyReply, state: string, value: string, maxAgeSeconds: number): void {

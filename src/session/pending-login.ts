@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LoginTransaction } from '../oidc/provider.js';
-import type { SessionCookies } from './cookies.js';
+import { isCookieNameToken, type SessionCookies } from './cookies.js';
 import type { Sealer } from './sealer.js';
 
 export interface PendingLogin extends LoginTransaction {
@@ -39,6 +39,8 @@ export class PendingLogins {
    */
   async take(request: FastifyRequest, reply: FastifyReply, state: string): Promise<PendingLogin | null> {
     const { cookies } = this.options;
+    // A state we issued is a plain token; anything else names no cookie of ours.
+    if (!isCookieNameToken(state)) return null;
     const name = cookies.pendingLoginName(state);
     const sealed = request.cookies[name];
     if (sealed === undefined) return null;
