@@ -16,6 +16,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY config ./config
+# The browser helper served at /auth/client.js.
+COPY client ./client
 USER node
 EXPOSE 8080
 # Configuration: mount a file and set TH_CONFIG=/config/token-handler.yaml, or use TH_* variables.

@@ -6,12 +6,11 @@
  * is plain http.
  */
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
 import { buildApp } from '../app.js';
 import { parseConfig } from '../config/load.js';
 import type { LogLevel } from '../config/types.js';
-import { CLIENT_MODULE_PATH, clientModuleRoute } from '../routes/client-module.js';
 import { startDemoApi, type DemoApi, type DemoApiRequest } from './api.js';
 import { availablePort, LOOPBACK, loopbackUrl } from './net.js';
 import { demoPagePlugin } from './page.js';
@@ -59,14 +58,6 @@ export interface DemoStack {
   apiRequests(): DemoApiRequest[];
   close(): Promise<void>;
 }
-
-/**
- * `/auth/client.js`, for as long as token-handler itself does not serve it (once app.ts
- * registers clientModuleRoute, this does nothing).
- */
-const helperUnlessServed: FastifyPluginAsync = async (app) => {
-  if (!app.hasRoute({ method: 'GET', url: CLIENT_MODULE_PATH })) await app.register(clientModuleRoute);
-};
 
 export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
   const accessTokenSeconds = options.accessTokenSeconds ?? DEFAULT_ACCESS_TOKEN_SECONDS;
@@ -123,7 +114,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
       logging: { level: options.logLevel ?? 'warn' },
     });
     const app = await buildApp(config, {
-      plugins: [helperUnlessServed, demoPagePlugin(publicUrl)],
+      plugins: [demoPagePlugin(publicUrl)],
       waitForProvider: true,
       ...(options.logStream ? { logStream: options.logStream } : {}),
     });

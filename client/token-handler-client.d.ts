@@ -1,0 +1,88 @@
+/**
+ * token-handler browser helper (served at /auth/client.js, importable as `token-handler/client`).
+ * The page never holds a token: these calls ride on token-handler's HttpOnly session cookie.
+ */
+
+/** What `GET /auth/user` and `POST /auth/refresh` answer: claims and session times, never a token. */
+export interface SessionView {
+  /** ID-token claims of the signed-in user (`sub`, and `name`, `email`, ... when the provider releases them). */
+  claims: Record<string, unknown>;
+  session: {
+    /** ISO 8601 times. */
+    createdAt: string;
+    lastSeenAt: string;
+    idleExpiresAt: string;
+    absoluteExpiresAt: string;
+    accessTokenExpiresAt: string;
+    /** Time of the last refresh of the access token, or null when it was never refreshed. */
+    refreshedAt: string | null;
+    /** Granted scope (space-separated), when the provider said. */
+    scope: string | null;
+  };
+}
+
+export interface LoginRequiredContext {
+  /** The 401 `login_required` answer (its body is still unread). */
+  response: Response;
+  /** `/auth/login?returnTo=<current path, query and fragment>`: where the default handler goes. */
+  loginUrl: string;
+}
+
+export interface ClientOptions {
+  /** Name of the CSRF header (token-handler's `csrf.header`). Default `x-csrf`; the value is always `1`. */
+  csrfHeader?: string;
+  /** Where token-handler's `/auth` routes are. Default `/auth`. */
+  authPath?: string;
+  /**
+   * Called when an API call answers 401 `login_required`, instead of navigating to
+   * `loginUrl`. The call still resolves with that response.
+   */
+  onLoginRequired?: (context: LoginRequiredContext) => void;
+  /** Where `logout()` goes when the provider has no logout page. Default `/`. */
+  postLogoutPath?: string;
+  /** The fetch to use. Default `globalThis.fetch`. */
+  fetch?: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
+}
+
+export interface TokenHandlerClient {
+  /**
+   * `fetch` for API calls through token-handler: adds the CSRF header (same-origin URLs only)
+   * and `credentials: 'same-origin'` (unless `init.credentials` says otherwise). A 401
+   * `login_required` answer sends the browser to sign in, then back to the current page (or
+   * calls `onLoginRequired`); the promise resolves with the response either way.
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** `GET /auth/user`: the session view, or null when signed out. Other failures throw TokenHandlerError. */
+  getUser(): Promise<SessionView | null>;
+  /** `POST /auth/refresh`: refreshes the tokens now; the new session view, or null when signed out. */
+  refresh(): Promise<SessionView | null>;
+  /**
+   * `POST /auth/logout`, then navigates to the provider's logout page (`logoutUrl`) or to
+   * `postLogoutPath` when there is none. Resolves with what token-handler answered.
+   */
+  logout(): Promise<{ logoutUrl: string | null }>;
+  /** `/auth/login?returnTo=...` for a sign-in link; `returnTo` defaults to the current page. */
+  loginUrl(returnTo?: string): string;
+}
+
+/** token-handler's error answer (`{ error, error_description }`) with its HTTP status. */
+export declare class TokenHandlerError extends Error {
+  constructor(status: number, code: string, description: string);
+  readonly status: number;
+  /** e.g. `csrf_failed`, `idp_unavailable`, `session_store_unavailable`. */
+  readonly code: string;
+  readonly description: string;
+}
+
+export declare function createClient(options?: ClientOptions): TokenHandlerClient;
+
+/** `createClient().fetch` with the default options. */
+export declare function apiFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+/** `createClient().getUser` with the default options. */
+export declare function getUser(): Promise<SessionView | null>;
+/** `createClient().logout` with the default options. */
+export declare function logout(): Promise<{ logoutUrl: string | null }>;
+/** `createClient().refresh` with the default options. */
+export declare function refresh(): Promise<SessionView | null>;
+/** `createClient().loginUrl` with the default options. */
+export declare function loginUrl(returnTo?: string): string;

@@ -1,0 +1,162 @@
+/**
+ * token-handler browser helper: a tiny, dependency-free ES module for pages served
+ * behind token-handler (same origin). token-handler serves it at /auth/client.js, and
+ * bundlers can import it as `token-handler/client`.
+ *
+ *   import { apiFetch, getUser, loginUrl, logout } from '/auth/client.js';
+ *   const user = await getUser();              // the /auth/user JSON, or null when signed out
+ *   if (!user) location.assign(loginUrl());    // sign in, then come back here
+ *   const answer = await apiFetch('/api/orders');  // CSRF header + cookie; 401 login_required → sign-in
+ *   await logout();                            // ends the session, then the provider's logout page
+ *
+ * The page never sees a token: the session lives in an HttpOnly cookie and
+ * token-handler attaches the access token when it proxies the call.
+ */
+
+const DEFAULT_CSRF_HEADER = 'x-csrf';
+const DEFAULT_AUTH_PATH = '/auth';
+const DEFAULT_POST_LOGOUT_PATH = '/';
+
+/** An error answer from token-handler: `{ error, error_description }` and the HTTP status. */
+export class TokenHandlerError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} description
+   */
+  constructor(status, code, description) {
+    super(`${code}: ${description}`);
+    this.name = 'TokenHandlerError';
+    this.status = status;
+    this.code = code;
+    this.description = description;
+  }
+}
+
+/**
+ * @param {import('./token-handler-client.js').ClientOptions} [options]
+ * @returns {import('./token-handler-client.js').TokenHandlerClient}
+ */
+export function createClient(options = {}) {
+  const csrfHeader = (options.csrfHeader ?? DEFAULT_CSRF_HEADER).toLowerCase();
+  const authPath = (options.authPath ?? DEFAULT_AUTH_PATH).replace(/\/+$/, '');
+  const postLogoutPath = options.postLogoutPath ?? DEFAULT_POST_LOGOUT_PATH;
+  const onLoginRequired = options.onLoginRequired;
+  const send = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+
+  function currentLocation() {
+    return globalThis.location;
+  }
+
+  /** Where to come back to after signing in: the current path, query and fragment. */
+  function currentPath() {
+    const where = currentLocation();
+    return where ? `${where.pathname}${where.search}${where.hash}` : '/';
+  }
+
+  function loginUrl(returnTo = currentPath()) {
+    return `${authPath}/login?returnTo=${encodeURIComponent(returnTo)}`;
+  }
+
+  function navigate(url) {
+    const where = currentLocation();
+    if (where) where.assign(url);
+  }
+
+  /** The CSRF header goes to our own origin only: another origin would just refuse the preflight. */
+  function isSameOrigin(input) {
+    const where = currentLocation();
+    if (!where) return true;
+    const raw = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    try {
+      return new URL(raw, where.href).origin === where.origin;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether a response is token-handler's "no valid session" answer (401 login_required). */
+  async function isLoginRequired(response) {
+    if (response.status !== 401) return false;
+    if (!(response.headers.get('content-type') ?? '').toLowerCase().includes('json')) return false;
+    try {
+      const body = await response.clone().json();
+      return body !== null && typeof body === 'object' && body.error === 'login_required';
+    } catch {
+      return false;
+    }
+  }
+
+  async function errorOf(response) {
+    let code = 'http_error';
+    let description = `token-handler answered ${response.status}`;
+    try {
+      const body = await response.json();
+      if (body && typeof body.error === 'string') code = body.error;
+      if (body && typeof body.error_description === 'string') description = body.error_description;
+    } catch {
+      // not JSON: keep the generic text
+    }
+    return new TokenHandlerError(response.status, code, description);
+  }
+
+  async function apiFetch(input, init = {}) {
+    // Like fetch: headers given in `init` replace those of a Request `input`.
+    const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
+    if (isSameOrigin(input) && !headers.has(csrfHeader)) headers.set(csrfHeader, '1');
+    const response = await send(input, { ...init, headers, credentials: init.credentials ?? 'same-origin' });
+    if (await isLoginRequired(response)) {
+      const url = loginUrl();
+      if (onLoginRequired) onLoginRequired({ response, loginUrl: url });
+      else navigate(url);
+    }
+    return response;
+  }
+
+  async function authCall(method, name) {
+    const headers = { accept: 'application/json' };
+    if (method !== 'GET') headers[csrfHeader] = '1';
+    return send(`${authPath}/${name}`, { method, headers, credentials: 'same-origin', cache: 'no-store' });
+  }
+
+  /** The session view, or null when signed out (401). */
+  async function sessionView(method, name) {
+    const response = await authCall(method, name);
+    if (response.status === 401) {
+      await response.text().catch(() => undefined); // done with it: let the connection go
+      return null;
+    }
+    if (!response.ok) throw await errorOf(response);
+    return response.json();
+  }
+
+  async function logout() {
+    const response = await authCall('POST', 'logout');
+    if (!response.ok) throw await errorOf(response);
+    const { logoutUrl } = await response.json();
+    navigate(typeof logoutUrl === 'string' && logoutUrl !== '' ? logoutUrl : postLogoutPath);
+    return { logoutUrl: typeof logoutUrl === 'string' ? logoutUrl : null };
+  }
+
+  return {
+    fetch: apiFetch,
+    getUser: () => sessionView('GET', 'user'),
+    refresh: () => sessionView('POST', 'refresh'),
+    logout,
+    loginUrl,
+  };
+}
+
+let defaultClient;
+const byDefault = () => (defaultClient ??= createClient());
+
+/** `fetch` for same-origin API calls through token-handler, with the default options. */
+export const apiFetch = (input, init) => byDefault().fetch(input, init);
+/** The signed-in user's claims and session times (`GET /auth/user`), or null when signed out. */
+export const getUser = () => byDefault().getUser();
+/** Ends the session (`POST /auth/logout`), then navigates to the provider's logout page or `/`. */
+export const logout = () => byDefault().logout();
+/** Forces a token refresh (`POST /auth/refresh`); resolves like getUser(). */
+export const refresh = () => byDefault().refresh();
+/** `/auth/login?returnTo=...` (default: back to the current page), for a sign-in link. */
+export const loginUrl = (returnTo) => byDefault().loginUrl(returnTo);
