@@ -147,7 +147,12 @@ export function applyTokens(record: SessionRecord, tokens: TokenSet, now: number
   };
 }
 
-/** Whether the access token is gone or will be within the skew. */
+/**
+ * Whether the access token is gone or will be within the skew. The skew never exceeds
+ * half the token's life, so short-lived tokens (say 30 s with the default 30 s skew) are
+ * not refreshed on every single call.
+ */
 export function isAccessTokenDue(record: SessionRecord, now: number, skewMs: number): boolean {
-  return record.accessTokenExpiresAt - skewMs <= now;
+  const life = record.accessTokenExpiresAt - (record.refreshedAt ?? record.createdAt);
+  return record.accessTokenExpiresAt - Math.min(skewMs, life / 2) <= now;
 }
