@@ -156,6 +156,39 @@ describe('POST /auth/logout', () => {
     expect(replay.json().error).toBe('login_required');
   });
 
+  it('accepts a plain HTML form post from our own origin and redirects with 303', async () => {
+    const { app } = await bff('cookie');
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const captured = browser.cookieHeader();
+    const response = await browser.request('/auth/logout', {
+      method: 'POST',
+      csrf: false,
+      headers: { origin: 'https://app.example.test', 'content-type': 'application/x-www-form-urlencoded' },
+      payload: '',
+    });
+    expect(response.statusCode).toBe(303);
+    expect(new URL(String(response.headers.location)).origin).toBe(provider.issuer);
+    expect((await browser.request('/api/x', { headers: { cookie: captured } })).statusCode).toBe(401);
+  });
+
+  it.each([
+    ['from another origin', { origin: 'https://evil.example' }],
+    ['without an Origin', {}],
+  ])('refuses a logout form post %s with 403 and keeps the session', async (_name, headers) => {
+    const { app } = await bff('cookie');
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const response = await browser.request('/auth/logout', {
+      method: 'POST',
+      csrf: false,
+      headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+      payload: 'x=1',
+    });
+    expect(response.statusCode).toBe(403);
+    expect((await browser.request('/api/x')).statusCode).toBe(200);
+  });
+
   it('still ends the session locally when revocation fails, and logs why', async () => {
     const instance = await bff('cookie');
     const browser = new TestBrowser(instance.app);

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { badRequest, BrowserError, idpUnavailable, loginRequired } from '../errors.js';
+import { badRequest, BrowserError, csrfFailed, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
 import { sessionHash, type SessionManager } from '../session/manager.js';
@@ -119,18 +119,40 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return viewOf(refreshed.record, timeouts);
   });
 
+  // A plain HTML <form method="post" action="/auth/logout"> cannot send the CSRF header:
+  // such a post must carry an Origin (browsers send it on form posts) that is ours.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 1024 }, (_request, _body, done) => {
+    done(null, FORM_POST);
+  });
+
   app.post('/auth/logout', async (request, reply) => {
-    csrfCheck(request);
+    const formPost = request.body === FORM_POST;
+    if (formPost) {
+      if (request.headers.origin === undefined) throw csrfFailed('A logout form post must carry an Origin header.');
+      options.originCheck(request);
+    } else {
+      csrfCheck(request);
+    }
+    const logoutUrl = await logout(request, reply);
+    // The form post navigated here: send the browser on (303: the next request is a GET).
+    return formPost ? reply.redirect(logoutUrl ?? '/', 303) : { logoutUrl };
+  });
+
+  /** Revokes the refresh token, ends the session everywhere; the provider's logout URL, if any. */
+  const logout = async (request: FastifyRequest, reply: FastifyReply): Promise<string | null> => {
     const loaded = await sessions.load(request, reply);
     if (!loaded) {
       sessions.cookies.clearSession(request, reply);
-      return { logoutUrl: null };
+      return null;
     }
     await revokeQuietly(request, provider, loaded.record);
     await sessions.end(request, reply, loaded.record, 'user');
-    return { logoutUrl: provider.endSessionUrl(loaded.record.idToken) };
-  });
+    return provider.endSessionUrl(loaded.record.idToken);
+  };
 }
+
+/** Marks a parsed HTML form post (its fields are not needed). */
+const FORM_POST = Symbol('form post');
 
 /** Revocation failure never blocks the local logout (the session ends either way). */
 async function revokeQuietly(request: FastifyRequest, provider: OidcProvider, record: SessionRecord): Promise<void> {
