@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { BrowserError, sessionStoreUnavailable } from './errors.js';
-import { OidcProvider } from './oidc/provider.js';
+import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
 import { CookiePersistence } from './session/cookie-persistence.js';
 import { MemoryDenylist, RedisDenylist } from './session/denylist.js';
@@ -125,6 +125,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     resultTtlMs: config.refresh.resultTtlSeconds * 1000,
     resultMaxEntries: config.refresh.resultMaxEntries,
     refreshSkewMs,
+    waitMs: config.oidc.timeoutMs,
     now,
     logger: app.log,
     metrics,
@@ -135,7 +136,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
             keyPrefix: config.session.redis.keyPrefix,
             sealer,
             resultTtlMs: config.refresh.resultTtlSeconds * 1000,
-            lockTtlMs: config.oidc.timeoutMs + 1000,
+            lockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
+            maxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
             pollIntervalMs: 20,
             now: Date.now,
           }),

@@ -178,3 +178,61 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     expect((await browser.request('/api/after')).statusCode).toBe(200);
   });
 });
+
+describe.runIf(hasRedis)('a refresh slower than the lock expiry', () => {
+  it('keeps the lock alive while it runs, so another replica never spends the same refresh token', async () => {
+    const redisServer = await startRedisServer();
+    const provider = await startProvider({ redirectUris: [REDIRECT_URI], rotateRefreshToken: true });
+    const upstream = await startUpstream({
+      introspectionEndpoint: `${provider.issuer}/token/introspection`,
+      clientId: provider.clients.api.clientId,
+      clientSecret: provider.clients.api.clientSecret,
+    });
+    const time = { now: Date.now() };
+    const keyPrefix = uniquePrefix();
+    const replicas: TestBff[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        replicas.push(
+          await startBff(
+            {
+              // timeoutMs 1000 → the lock lives 5 s unless its holder extends it.
+              oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, timeoutMs: 1000 },
+              session: { store: 'redis', secrets: [SECRET], redis: { url: redisServer.url, keyPrefix } },
+              routes: [{ prefix: '/api', upstream: upstream.url }],
+            },
+            { now: () => time.now },
+          ),
+        );
+      }
+      const [a, b] = replicas as [TestBff, TestBff];
+      const browser = new TestBrowser(a.app);
+      await browser.login({ login: 'slow-lock-user' });
+      const cookie = browser.cookieHeader();
+      time.now += 120_000;
+      // Injected: the real provider cannot be slow; 6 s of latency in front of its token endpoint.
+      provider.setLatency('/token', 6000);
+      const startedAt = Date.now();
+      expect((await a.app.inject({ url: '/api/first', headers: { cookie, 'x-csrf': '1' } })).statusCode).toBe(503);
+      // A's refresh reaches the provider only at 6 s. Past the lock's own 5 s expiry, with the
+      // provider fast again, replica B sees the same expired session: it must wait for A's
+      // refresh, not send the same refresh token itself.
+      await new Promise((resolve) => setTimeout(resolve, 4500 - (Date.now() - startedAt)));
+      provider.setLatency('/token', 0);
+      await new Promise((resolve) => setTimeout(resolve, 5500 - (Date.now() - startedAt)));
+      expect([200, 503]).toContain((await b.app.inject({ url: '/api/second', headers: { cookie, 'x-csrf': '1' } })).statusCode);
+      await expect.poll(() => provider.tokenRequests.filter((r) => r.grantType === 'refresh_token').length, { timeout: 5000 }).toBeGreaterThanOrEqual(1);
+      await new Promise((resolve) => setTimeout(resolve, 7000 - (Date.now() - startedAt)));
+      for (const replica of [a, b]) {
+        expect((await replica.app.inject({ url: '/api/after', headers: { cookie, 'x-csrf': '1' } })).statusCode).toBe(200);
+      }
+      const refreshes = provider.tokenRequests.filter((r) => r.grantType === 'refresh_token');
+      expect(refreshes.map((r) => r.status)).toEqual([200]);
+    } finally {
+      for (const replica of replicas) await replica.app.close();
+      await upstream.close();
+      await provider.stop();
+      await redisServer.stop();
+    }
+  }, 30_000);
+});

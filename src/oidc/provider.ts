@@ -28,6 +28,16 @@ const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
 const JWKS_REFETCH_COOLDOWN_MS = 1000;
 
 /**
+ * How long a refresh call may run at the provider, whatever `oidc.timeoutMs` says. The
+ * browser is answered (503) at `timeoutMs`, but the call goes on: a provider that
+ * completes it late has already spent the refresh token, so its answer must be kept
+ * rather than dropped (dropping it would make the next refresh a reuse).
+ */
+export function refreshHardTimeoutMs(timeoutMs: number): number {
+  return Math.max(30_000, timeoutMs * 4);
+}
+
+/**
  * The only place that speaks to the OpenID provider, built on openid-client.
  * Discovery runs in the background with backoff, so the service starts (and answers
  * `/readyz` with "not ready") while the provider is still down.
@@ -79,14 +89,21 @@ export class OidcProvider {
   private async discover(): Promise<client.Configuration> {
     const { config } = this.options;
     const execute = config.allowInsecureIssuer ? [client.allowInsecureRequests] : [];
-    const timeout = config.timeoutMs / 1000;
-    return client.discovery(
+    const configuration = await client.discovery(
       new URL(config.issuer),
       config.clientId,
       { redirect_uris: [this.options.redirectUri], response_types: ['code'] },
       await clientAuthentication(config),
-      { execute, timeout },
+      { execute, timeout: config.timeoutMs / 1000 },
     );
+    // Calls are cut off at the hard timeout; callers wait at most timeoutMs (see deadline()).
+    configuration.timeout = refreshHardTimeoutMs(config.timeoutMs) / 1000;
+    return configuration;
+  }
+
+  /** Answers a caller within `oidc.timeoutMs`; the call itself may go on until the hard timeout. */
+  private deadline<T>(call: Promise<T>, operation: string): Promise<T> {
+    return withDeadline(call, this.options.config.timeoutMs, () => new ProviderError('transient', `${operation}: provider did not answer within ${this.options.config.timeoutMs} ms`));
   }
 
   private requireConfiguration(operation: string): client.Configuration {
@@ -118,27 +135,43 @@ export class OidcProvider {
   /** Validates the authorization response (state, iss, errors) and exchanges the code. */
   async finishLogin(callbackUrl: URL, transaction: LoginTransaction): Promise<TokenSet> {
     const configuration = this.requireConfiguration('callback');
-    try {
+    const exchange = async () => {
       const response = await client.authorizationCodeGrant(configuration, callbackUrl, {
         expectedState: transaction.state,
         expectedNonce: transaction.nonce,
         pkceCodeVerifier: transaction.codeVerifier,
         idTokenExpected: true,
       });
-      await this.verifyIdTokenSignature(response.id_token);
+      if (!(await this.verifyIdTokenSignature(response.id_token))) {
+        throw new ProviderError('transient', 'code exchange: the provider keys could not be fetched to verify the ID token');
+      }
       return tokenSetFrom(response, this.tokenSetDefaults());
+    };
+    try {
+      return await this.deadline(exchange(), 'code exchange');
     } catch (err) {
       throw classifyProviderError(err, 'code exchange');
     }
   }
 
-  /** Refresh grant; `scope` narrows the request and must never widen what was granted. */
+  /**
+   * Refresh grant; `scope` narrows the request and must never widen what was granted.
+   * No deadline here: the caller answers the browser at `timeoutMs` and keeps the late
+   * result (see TokenRefresher). A refreshed ID token whose keys cannot be fetched right
+   * now is dropped, not the refresh: its new refresh token is already the only live one.
+   */
   async refresh(refreshToken: string, scope?: string): Promise<TokenSet> {
     const configuration = this.requireConfiguration('refresh');
     try {
       const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
-      await this.verifyIdTokenSignature(response.id_token);
-      return tokenSetFrom(response, this.tokenSetDefaults());
+      const verified = await this.verifyIdTokenSignature(response.id_token);
+      const tokens = tokenSetFrom(response, this.tokenSetDefaults());
+      if (!verified) {
+        this.options.logger.warn('refreshed ID token kept out: provider keys unreachable; the previous claims stay');
+        delete tokens.idToken;
+        delete tokens.claims;
+      }
+      return tokens;
     } catch (err) {
       throw classifyProviderError(err, 'refresh');
     }
@@ -147,9 +180,9 @@ export class OidcProvider {
   async clientCredentials(scopes: readonly string[]): Promise<TokenSet> {
     const configuration = this.requireConfiguration('client credentials');
     try {
-      const response = await client.clientCredentialsGrant(
-        configuration,
-        scopes.length > 0 ? { scope: scopes.join(' ') } : undefined,
+      const response = await this.deadline(
+        client.clientCredentialsGrant(configuration, scopes.length > 0 ? { scope: scopes.join(' ') } : undefined),
+        'client credentials',
       );
       return tokenSetFrom(response, this.tokenSetDefaults());
     } catch (err) {
@@ -162,7 +195,7 @@ export class OidcProvider {
     const configuration = this.requireConfiguration('revocation');
     if (!configuration.serverMetadata().revocation_endpoint) return false;
     try {
-      await client.tokenRevocation(configuration, token, { token_type_hint: hint });
+      await this.deadline(client.tokenRevocation(configuration, token, { token_type_hint: hint }), 'revocation');
       return true;
     } catch (err) {
       throw classifyProviderError(err, 'revocation');
@@ -198,8 +231,9 @@ export class OidcProvider {
    * trusts TLS instead of the signature (OIDC Core 3.1.3.7 allows it). We check the
    * signature too: a token response that did not come from the provider's keys is refused.
    */
-  private async verifyIdTokenSignature(idToken: string | undefined): Promise<void> {
-    if (!idToken) return;
+  /** True when verified (or there is no ID token); false when the keys could not be fetched. */
+  private async verifyIdTokenSignature(idToken: string | undefined): Promise<boolean> {
+    if (!idToken) return true;
     const keys = this.signingKeys(this.requireConfiguration('ID token'), 'ID token');
     const verify = () => jwtVerify(idToken, keys, { issuer: this.options.config.issuer, audience: this.options.config.clientId, clockTolerance: 30 });
     try {
@@ -213,11 +247,13 @@ export class OidcProvider {
         await keys.reload();
         await verify();
       }
+      return true;
     } catch (err) {
       if (err instanceof joseErrors.JOSEError && !(err instanceof joseErrors.JWKSTimeout)) {
         throw new ProviderError('invalid_response', `ID token signature not verified: ${err.code}`, undefined, { cause: err });
       }
-      throw err;
+      // The keys could not be fetched (timeout, network): nothing is known about the signature.
+      return false;
     }
   }
 
@@ -269,4 +305,14 @@ function defaultAlgorithm(kty: string | undefined, crv: string | undefined): str
 
 function describeError(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/** `call`, or `onTimeout()` thrown after `ms`; the call is left to finish (its late failure is swallowed). */
+export function withDeadline<T>(call: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  call.catch(() => undefined);
+  return Promise.race([call, expired]).finally(() => clearTimeout(timer));
 }

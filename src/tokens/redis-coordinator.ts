@@ -12,14 +12,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/** Extends the lock only if we still own it. */
+const EXTEND_IF_OWNER = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`;
+
 export interface RedisRefreshCoordinatorOptions {
   redis: Redis;
   keyPrefix: string;
   sealer: Sealer;
   /** How long a refresh result stays readable by replicas that still hold the old refresh token. */
   resultTtlMs: number;
-  /** Lock expiry: a replica that dies holding the lock blocks the session at most this long. */
+  /**
+   * Lock expiry: a replica that dies holding the lock blocks the session at most this
+   * long. A live holder extends it every third of that for as long as its refresh runs,
+   * so a slow provider never lets a second replica spend the same refresh token.
+   */
   lockTtlMs: number;
+  /** The longest a waiter keeps waiting for another replica's refresh. */
+  maxWaitMs: number;
   /** How often waiters look for the result (polling: see README "Scale-out" for the measurement). */
   pollIntervalMs: number;
   now: () => number;
@@ -54,7 +66,7 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
 
   async coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
     const { redis, lockTtlMs, pollIntervalMs, now } = this.options;
-    const deadline = now() + lockTtlMs * 2;
+    const deadline = now() + Math.max(this.options.maxWaitMs, lockTtlMs * 2);
     while (now() < deadline) {
       const done = await this.remembered(key);
       if (done) return done;
@@ -74,6 +86,12 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
   }
 
   private async refreshHoldingLock(key: string, owner: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
+    const { redis, lockTtlMs } = this.options;
+    const heartbeat = setInterval(() => {
+      redis.eval(EXTEND_IF_OWNER, 1, this.lockKey(key), owner, lockTtlMs).catch(() => {
+        // Redis gone: nobody else can take the lock either.
+      });
+    }, Math.max(100, Math.floor(lockTtlMs / 3)));
     try {
       // It may have finished between our look and our lock.
       const done = await this.remembered(key);
@@ -88,6 +106,7 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
       await this.store(key, { tokens }, this.options.resultTtlMs);
       return tokens;
     } finally {
+      clearInterval(heartbeat);
       await this.options.redis.eval(RELEASE_IF_OWNER, 1, this.lockKey(key), owner).catch(() => {
         // Redis gone: the lock expires by itself after lockTtlMs.
       });

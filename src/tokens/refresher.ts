@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type { OidcProvider } from '../oidc/provider.js';
 import type { TokenSet } from '../oidc/token-set.js';
 import { ProviderError } from '../oidc/errors.js';
+import { withDeadline, type OidcProvider } from '../oidc/provider.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { SessionRecord } from '../session/record.js';
 import { BoundedTtlCache } from './bounded-cache.js';
@@ -25,6 +25,11 @@ export interface RefresherOptions {
   resultMaxEntries: number;
   /** A token due within this many ms counts as spent. */
   refreshSkewMs: number;
+  /**
+   * How long a request waits for a refresh (`oidc.timeoutMs`). The refresh itself goes on
+   * past that, and its late result is remembered for the next request.
+   */
+  waitMs: number;
   now: () => number;
   logger: FastifyBaseLogger;
   metrics?: Metrics;
@@ -61,7 +66,7 @@ export class TokenRefresher {
     const refreshToken = current.refreshToken;
     if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
     const key = refreshTokenKey(refreshToken);
-    const { value, joined } = await this.flights.run(key, async () => {
+    const flight = this.flights.run(key, async () => {
       const { coordinator } = this.options;
       const tokens = coordinator
         ? await coordinator.coordinate(key, () => this.callProvider(refreshToken, reason))
@@ -69,6 +74,13 @@ export class TokenRefresher {
       this.results.set(key, tokens);
       return tokens;
     });
+    // The browser gets its answer in time; the refresh goes on, and requests that come
+    // meanwhile join it (same key), so the refresh token is still spent only once.
+    const { value, joined } = await withDeadline(
+      flight,
+      this.options.waitMs,
+      () => new ProviderError('transient', `refresh: no answer within ${this.options.waitMs} ms; it goes on and its result will be used`),
+    );
     if (joined) this.options.metrics?.refreshJoined();
     return { record: applyTokens(current, value, this.options.now()), joined };
   }
