@@ -70,7 +70,8 @@ function stripHopByHop(headers: IncomingHttpHeaders): void {
   if (typeof connection === 'string') {
     for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
   }
-  for (const name of HOP_BY_HOP) delete headers[name];
+  // Deleting only what is there keeps the headers object in V8's fast mode.
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
 }
 
 function withoutOwnCookies(cookieHeader: string | string[], cookies: SessionCookies): string {

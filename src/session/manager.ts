@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
+import { BoundedTtlCache } from '../tokens/bounded-cache.js';
 import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
 import type { LogoutReason, Metrics } from '../ops/metrics.js';
 
@@ -131,7 +132,13 @@ function logReason(reason: SessionEndReason): LogoutReason {
   return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
 }
 
-/** A log-safe session identifier: never the id itself. */
+/** A log-safe session identifier: never the id itself. Memoised: it is logged per request. */
+const sessionHashes = new BoundedTtlCache<string>(10_000, 10 * 60_000, Date.now);
 export function sessionHash(id: string): string {
-  return createHash('sha256').update(id).digest('base64url').slice(0, 12);
+  let hash = sessionHashes.get(id);
+  if (hash === undefined) {
+    hash = createHash('sha256').update(id).digest('base64url').slice(0, 12);
+    sessionHashes.set(id, hash);
+  }
+  return hash;
 }

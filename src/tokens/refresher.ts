@@ -119,7 +119,8 @@ export class TokenRefresher {
   private followRemembered(record: SessionRecord): { record: SessionRecord; usable: boolean } {
     let current = record;
     for (let hops = 0; hops < 4 && current.refreshToken; hops++) {
-      const remembered = this.results.get(refreshTokenKey(current.refreshToken));
+      if (this.results.size === 0) break;
+      const remembered = this.results.get(recordRefreshKey(current as SessionRecord & { refreshToken: string }));
       // Nothing remembered, or already applied (e.g. a non-rotating provider's refresh token
       // maps to the very tokens this record holds): a real refresh is what is needed.
       if (!remembered || remembered.accessToken === current.accessToken) break;
@@ -136,6 +137,20 @@ export class TokenRefresher {
 /** Hash, so the cache never holds a usable refresh token as a key. */
 export function refreshTokenKey(refreshToken: string): string {
   return createHash('sha256').update(refreshToken).digest('base64url');
+}
+
+/**
+ * The key of a record's refresh token, computed once per record object: the unseal cache
+ * hands the same object to every request of a cookie, so the hot path hashes nothing.
+ */
+const recordKeys = new WeakMap<SessionRecord, string>();
+function recordRefreshKey(record: SessionRecord & { refreshToken: string }): string {
+  let key = recordKeys.get(record);
+  if (key === undefined) {
+    key = refreshTokenKey(record.refreshToken);
+    recordKeys.set(record, key);
+  }
+  return key;
 }
 
 /**
