@@ -303,6 +303,7 @@ function createPersistence(
 function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
   return reply
     .code(error.status)
+    .header('x-request-id', reply.request.id)
     .header('cache-control', 'no-store')
     .header('x-content-type-options', 'nosniff')
     .type('application/json; charset=utf-8')

@@ -8,6 +8,10 @@ export interface ReadinessCheck {
 
 /** `/healthz`: the process answers. `/readyz`: every dependency check passes, with a body naming each. */
 export async function healthRoutes(app: FastifyInstance, options: { checks: ReadinessCheck[] }): Promise<void> {
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {

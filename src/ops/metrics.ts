@@ -73,13 +73,28 @@ export class Metrics {
     }
   }
 
+  /** Labelled children, kept: resolving labels on every request is measurable on the hot path. */
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+  private readonly proxyChildren = new Map<string, { observe(value: number): void }>();
+
   /** `status` is the code sent, or `cut_off` for a response destroyed mid-stream. */
   request(group: string, status: number | 'cut_off'): void {
-    this.httpRequests.inc({ group, status: String(status) });
+    const key = `${group} ${status}`;
+    let child = this.requestChildren.get(key);
+    if (!child) {
+      child = this.httpRequests.labels({ group, status: String(status) });
+      this.requestChildren.set(key, child);
+    }
+    child.inc();
   }
 
   proxied(route: string, seconds: number): void {
-    this.proxyDuration.observe({ route }, seconds);
+    let child = this.proxyChildren.get(route);
+    if (!child) {
+      child = this.proxyDuration.labels({ route });
+      this.proxyChildren.set(route, child);
+    }
+    child.observe(seconds);
   }
 
   refreshAttempt(outcome: RefreshOutcome, seconds: number): void {

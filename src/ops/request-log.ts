@@ -28,8 +28,8 @@ export interface RequestObservationOptions {
 }
 
 /**
- * One log line and one metrics sample per request, with a request id that is echoed to
- * the browser and sent upstream. Only session-safe identifiers are logged: a hash of
+ * One log line and one metrics sample per request, with a request id (echoed to the
+ * browser by the routes themselves — no hook of its own on the hot path — and sent upstream). Only session-safe identifiers are logged: a hash of
  * the session id, and the `sub` only when `logging.includeSubject` is on.
  */
 export interface RequestObserver {
@@ -49,10 +49,6 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
     const route = request.routeOptions.config.apiRoute;
     return route ? { group: `api:${route}`, route } : { group: routePrefixes.find((p) => path.startsWith(p)) ? 'api' : 'other' };
   };
-
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-request-id', request.id);
-  });
 
   const observe = (request: FastifyRequest, reply: FastifyReply, cutOff: boolean) => {
     const { group, route } = groupOf(request);

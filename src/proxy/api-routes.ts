@@ -93,6 +93,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   });
 
   const authorize = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    reply.header('x-request-id', request.id);
     csrfCheck(request);
     const state: ProxyState = { retried: false };
     request.proxyState = state;

@@ -32,9 +32,10 @@ export interface AuthRoutesOptions {
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
   const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics } = options;
 
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', async (request, reply) => {
     reply.header('cache-control', 'no-store');
     reply.header('x-content-type-options', 'nosniff');
+    reply.header('x-request-id', request.id);
   });
 
   const perMinute = (max: number) => (options.rateLimit.enabled ? { config: { rateLimit: { max, timeWindow: 60_000 } } } : {});
