@@ -148,7 +148,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
             resultTtlMs: config.refresh.resultTtlSeconds * 1000,
             lockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
             maxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
-            pollIntervalMs: 20,
+            pollIntervalMs: 10,
             now: Date.now,
           }),
         }

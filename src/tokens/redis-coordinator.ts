@@ -12,6 +12,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/** Waiters look for another replica's result at growing intervals, up to this. */
+const MAX_POLL_INTERVAL_MS = 250;
+
 /** Extends the lock only if we still own it. */
 const EXTEND_IF_OWNER = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -57,6 +60,10 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
 
   async remembered(key: string): Promise<TokenSet | null> {
     const sealed = await storeCall('refresh result read', () => this.options.redis.get(this.resultKey(key)));
+    return this.open(sealed);
+  }
+
+  private async open(sealed: string | null): Promise<TokenSet | null> {
     if (sealed === null) return null;
     const outcome = await this.options.sealer.unseal<StoredOutcome>(sealed, Math.ceil(this.options.resultTtlMs / 1000) + 1);
     if (!outcome) return null;
@@ -74,12 +81,14 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
       const locked = await storeCall('refresh lock', () => redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX'));
       if (locked === 'OK') return this.refreshHoldingLock(key, owner, refresh);
       // Another replica is refreshing: wait for its result, or for its lock to go away.
-      while (now() < deadline) {
-        await sleep(pollIntervalMs);
-        const result = await this.remembered(key);
+      // One round trip per look, and looks grow sparser: a refresh usually lands within
+      // the first few, and a thousand sessions refreshing at once must not flood Redis.
+      for (let interval = pollIntervalMs; now() < deadline; interval = Math.min(interval * 1.5, MAX_POLL_INTERVAL_MS)) {
+        await sleep(interval);
+        const [sealed, lock] = await storeCall('refresh result read', () => redis.mget(this.resultKey(key), this.lockKey(key)));
+        const result = await this.open(sealed ?? null);
         if (result) return result;
-        const held = await storeCall('refresh lock check', () => redis.exists(this.lockKey(key)));
-        if (held === 0) break;
+        if (lock === null) break;
       }
     }
     throw new ProviderError('transient', 'timed out waiting for another replica to refresh this session');
