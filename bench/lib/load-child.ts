@@ -1,0 +1,209 @@
+/**
+ * The load generator, in a process of its own so it never shares an event loop with the
+ * servers it measures (it still shares the machine's cores: see bench/README notes).
+ *
+ * - `slice`: one autocannon run (fixed connections, fixed duration) against one target.
+ *   Latencies are taken from autocannon's per-response event (process.hrtime, sub-ms
+ *   resolution; autocannon's own histogram rounds to whole milliseconds) and pooled per target.
+ * - `burst`: N requests sent at once over pre-opened keep-alive connections (refresh storms),
+ *   each timed individually.
+ */
+import { Agent, request } from 'node:http';
+import autocannon from 'autocannon';
+import { serve } from './rpc.js';
+
+interface SliceParams {
+  target: string;
+  url: string;
+  headers: Record<string, string>;
+  connections: number;
+  durationSeconds: number;
+  /** Not recorded (JIT and connection warm-up). */
+  warmup?: boolean;
+  /** Requests per second over all connections (open-loop latency); absent: as fast as the target answers. */
+  overallRate?: number;
+}
+
+interface Pool {
+  latencies: Float64Array;
+  count: number;
+  requests: number;
+  seconds: number;
+  non2xx: number;
+  errors: number;
+  slices: Array<{ rps: number; p50: number; p99: number }>;
+}
+
+const pools = new Map<string, Pool>();
+
+function pool(target: string): Pool {
+  let p = pools.get(target);
+  if (!p) pools.set(target, (p = { latencies: new Float64Array(1 << 16), count: 0, requests: 0, seconds: 0, non2xx: 0, errors: 0, slices: [] }));
+  return p;
+}
+
+function push(p: Pool, value: number): void {
+  if (p.count === p.latencies.length) {
+    const bigger = new Float64Array(p.latencies.length * 2);
+    bigger.set(p.latencies);
+    p.latencies = bigger;
+  }
+  p.latencies[p.count++] = value;
+}
+
+export function percentile(sorted: Float64Array | number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[index]!;
+}
+
+function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const local: number[] = [];
+    let non2xxSeen = 0;
+    const instance = autocannon(
+      {
+        url: params.url,
+        headers: params.headers,
+        connections: params.connections,
+        pipelining: 1,
+        duration: params.durationSeconds,
+        timeout: 10,
+        ...(params.overallRate ? { overallRate: params.overallRate } : {}),
+      },
+      (err, result) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        const seconds = result.duration;
+        const completed = result.requests.total;
+        const sorted = Float64Array.from(local).sort();
+        const slice = { rps: completed / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
+        if (!params.warmup) {
+          const p = pool(params.target);
+          for (const value of local) push(p, value);
+          p.requests += completed;
+          p.seconds += seconds;
+          p.non2xx += result.non2xx;
+          p.errors += result.errors;
+          p.slices.push(slice);
+        }
+        resolve({ ...slice, requests: completed, seconds, non2xx: result.non2xx, errors: result.errors, non2xxSeen });
+      },
+    );
+    instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
+      if (statusCode >= 200 && statusCode < 300) local.push(responseTime);
+      else non2xxSeen++;
+    });
+  });
+}
+
+function summary(target: string) {
+  const p = pools.get(target);
+  if (!p) return null;
+  const sorted = p.latencies.slice(0, p.count).sort();
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
+  return {
+    requests: p.requests,
+    seconds: p.seconds,
+    rps: p.requests / p.seconds,
+    p50: percentile(sorted, 0.5),
+    p90: percentile(sorted, 0.9),
+    p99: percentile(sorted, 0.99),
+    max: sorted[sorted.length - 1] ?? NaN,
+    non2xx: p.non2xx,
+    errors: p.errors,
+    slices: p.slices,
+    sliceRpsMedian: median(p.slices.map((s) => s.rps)),
+    sliceP99Median: median(p.slices.map((s) => s.p99)),
+  };
+}
+
+interface BurstRequest {
+  url: string;
+  method?: string;
+  headers: Record<string, string>;
+}
+
+interface BurstResult {
+  statuses: Record<string, number>;
+  latencies: number[];
+  totalMs: number;
+  /** One per request that got no response (socket error, timeout). */
+  errors: string[];
+  /** Per request, the status (0 = no response), in request order. */
+  perRequest: number[];
+  /** One response body per failing status. */
+  failureSamples: Record<string, string>;
+}
+
+const agents = new Map<string, Agent>();
+
+function agentFor(origin: string): Agent {
+  let agent = agents.get(origin);
+  if (!agent) {
+    agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 10_000, keepAliveMsecs: 30_000 });
+    agents.set(origin, agent);
+  }
+  return agent;
+}
+
+function send(req: BurstRequest): Promise<{ status: number; ms: number; error?: string; body?: string }> {
+  const url = new URL(req.url);
+  const started = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    const outgoing = request(
+      url,
+      { method: req.method ?? 'GET', headers: req.headers, agent: agentFor(url.origin), timeout: 30_000 },
+      (res) => {
+        const status = res.statusCode ?? 0;
+        // Keep the body of failures (browser-facing error JSON) to say what went wrong.
+        let body = '';
+        if (status === 200) res.resume();
+        else res.on('data', (chunk: Buffer) => (body += chunk.toString('utf8').slice(0, 300)));
+        res.on('end', () => resolve({ status, ms: Number(process.hrtime.bigint() - started) / 1e6, ...(status === 200 ? {} : { body: body.slice(0, 300) }) }));
+        res.on('error', (err) => resolve({ status: 0, ms: Number(process.hrtime.bigint() - started) / 1e6, error: err.message }));
+      },
+    );
+    outgoing.on('timeout', () => outgoing.destroy(new Error('timeout')));
+    outgoing.on('error', (err) => resolve({ status: 0, ms: Number(process.hrtime.bigint() - started) / 1e6, error: err.message }));
+    outgoing.end();
+  });
+}
+
+/** Opens `count` keep-alive connections to each origin (by requesting `path` that many times at once). */
+async function prewarm(params: { origins: Record<string, number>; path: string }): Promise<void> {
+  await Promise.all(
+    Object.entries(params.origins).flatMap(([origin, count]) =>
+      Array.from({ length: count }, () => send({ url: `${origin}${params.path}`, headers: {} })),
+    ),
+  );
+}
+
+async function burst(params: { requests: BurstRequest[] }): Promise<BurstResult> {
+  const started = process.hrtime.bigint();
+  const results = await Promise.all(params.requests.map((r) => send(r)));
+  const totalMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const statuses: Record<string, number> = {};
+  for (const r of results) statuses[String(r.status)] = (statuses[String(r.status)] ?? 0) + 1;
+  return {
+    statuses,
+    latencies: results.map((r) => r.ms),
+    totalMs,
+    errors: results.filter((r) => r.error).map((r) => r.error!),
+    perRequest: results.map((r) => r.status),
+    failureSamples: Object.fromEntries(results.filter((r) => r.status !== 200).map((r) => [String(r.status), r.body ?? r.error ?? ''])),
+  };
+}
+
+serve({
+  slice: runSlice,
+  summary: (params: { target: string }) => summary(params.target),
+  prewarm,
+  burst,
+  closeAgents() {
+    for (const agent of agents.values()) agent.destroy();
+    agents.clear();
+  },
+});
