@@ -1,21 +1,15 @@
+import type { TokenSet } from '../oidc/token-set.js';
+
 /**
- * What token-handler keeps about one signed-in browser. It never leaves the server in
- * clear: in the `cookie` store it travels sealed; in server-side stores only a sealed
- * session id travels.
+ * What token-handler keeps about one signed-in browser: the provider's tokens (access
+ * token and its expiry, refresh token, ID token, granted scope) and the user's claims.
+ * It never leaves the server in clear: in the `cookie` store it travels sealed; in
+ * server-side stores only a sealed session id travels.
  */
-export interface SessionRecord {
+export interface SessionRecord extends Omit<TokenSet, 'claims'> {
   /** Our own random session id (≥128 bits), used for denylists, logs (hashed) and server-side stores. */
   id: string;
-  accessToken: string;
-  /** The provider's `token_type` (usually `Bearer`, possibly `DPoP`), used in the Authorization header. */
-  tokenType: string;
-  /** Epoch milliseconds at which the access token stops working. */
-  accessTokenExpiresAt: number;
-  refreshToken?: string;
-  idToken?: string;
-  /** Granted scope as the provider reported it (space-separated), when known. */
-  scope?: string;
-  /** ID-token claims of the user (signed in, validated by openid-client). */
+  /** ID-token claims of the user (signature and claims verified at login and refresh). */
   claims: Record<string, unknown>;
   /** Epoch milliseconds. */
   createdAt: number;
