@@ -22,7 +22,8 @@ export interface SealerOptions {
 export class Sealer {
   private readonly sealPassword: Record<string, string>;
   private readonly unsealPasswords: Record<string, string>;
-  private readonly unsealed: BoundedTtlCache<object> | undefined;
+  /** Keyed by the seal's MAC (short, unique per seal); the whole seal is compared on a hit. */
+  private readonly unsealed: BoundedTtlCache<{ sealed: string; data: object }> | undefined;
 
   constructor(secrets: readonly string[], options: SealerOptions = {}) {
     const [first] = secrets;
@@ -45,8 +46,8 @@ export class Sealer {
    * most of these, so an empty object means "no value".
    */
   async unseal<T extends object>(sealed: string, ttlSeconds: number): Promise<T | null> {
-    const remembered = this.unsealed?.get(sealed);
-    if (remembered) return remembered as T;
+    const remembered = this.unsealed?.get(macOf(sealed));
+    if (remembered && remembered.sealed === sealed) return remembered.data as T;
     let data: T;
     try {
       data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });
@@ -55,7 +56,7 @@ export class Sealer {
     }
     if (Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
-    this.unsealed?.set(sealed, data);
+    this.unsealed?.set(macOf(sealed), { sealed, data });
     return data;
   }
 }
@@ -63,4 +64,12 @@ export class Sealer {
 function passwordId(secret: string): string {
   // iron password ids are [A-Za-z0-9_]; a numeric id from the secret's hash keeps it stable.
   return String(createHash('sha256').update(secret).digest().readUInt32BE(0));
+}
+
+/**
+ * The last segment of an iron seal (its HMAC, and the version suffix): a short key that
+ * hashes cheaply on every request, where hashing the whole 2 KB seal was measurable.
+ */
+function macOf(sealed: string): string {
+  return sealed.slice(sealed.lastIndexOf('*') + 1);
 }
