@@ -52,7 +52,7 @@ import type { Config } from '../src/config/types.js';
 import { TestBrowser } from '../test/support/bff.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, type RedisServer } from '../test/support/redis.js';
 import type { GrantEvent, IdpInfo, IdpReport } from './lib/idp-child.js';
-import { spawnChild, type Child } from './lib/rpc.js';
+import { spawnChild, type Child } from '../bench/lib/rpc.js';
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -643,7 +643,7 @@ async function main(): Promise<number> {
   const redis = await startRedis();
   progress(`redis: ${redis.own ? 'own redis-server' : 'shared'} at ${redis.url}, key prefix ${redis.keyPrefix}`);
 
-  idp = spawnChild('./idp-child.ts');
+  idp = spawnChild(new URL('./lib/idp-child.ts', import.meta.url), { callTimeoutMs: 20_000 });
   const info = await idp.call<IdpInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: settings.accessTokenTtlSeconds }, 30_000);
   progress(`provider ${info.issuer} and upstream ${info.upstreamUrl} (child process ${idp.process.pid})`);
 

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { startProvider, type TestProvider, type TokenRequestRecord } from '../../test/support/provider.js';
 import { startUpstream, type Upstream } from '../../test/support/upstream.js';
-import { serve } from './rpc.js';
+import { serve } from '../../bench/lib/rpc.js';
 
 export interface GrantEvent {
   /** Which provider incarnation answered (0 = before the outage, 1 = after the restart). */
