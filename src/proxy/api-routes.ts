@@ -74,7 +74,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   scope.addContentTypeParser('*', (request, payload, done) => {
     const length = Number(request.headers['content-length']);
     if (Number.isSafeInteger(length) && length > options.bodyLimitBytes) {
-      done(new BrowserError('payload_too_large', `The request body is larger than ${options.bodyLimitBytes} bytes.`), undefined);
+      done(bodyTooLarge(options.bodyLimitBytes), undefined);
       return;
     }
     if (!Number.isSafeInteger(length)) {
@@ -99,11 +99,11 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     request.proxyState = state;
     if (route.token === 'user') {
       state.session = await sessionTokens.current(request, reply);
-      state.authorization = `${state.session.record.tokenType} ${state.session.record.accessToken}`;
+      state.authorization = authorizationOf(state.session.record);
     } else if (route.token === 'client') {
       const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
       state.clientToken = tokens.accessToken;
-      state.authorization = `${tokens.tokenType} ${tokens.accessToken}`;
+      state.authorization = authorizationOf(tokens);
     }
   };
 
@@ -112,11 +112,11 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     state.retried = true;
     if (route.token === 'user' && state.session) {
       state.session = await sessionTokens.refresh(request, reply, state.session, 'upstream_401');
-      state.authorization = `${state.session.record.tokenType} ${state.session.record.accessToken}`;
+      state.authorization = authorizationOf(state.session.record);
     } else if (route.token === 'client' && state.clientToken) {
       clientTokens.invalidate(route.clientScopes, state.clientToken);
       const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
-      state.authorization = `${tokens.tokenType} ${tokens.accessToken}`;
+      state.authorization = authorizationOf(tokens);
     }
     if (!isReplayable(request)) {
       throw new BrowserError(
@@ -163,7 +163,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const { code, statusCode } = error as Error & { code?: string; statusCode?: number };
         reply.log.warn({ err: { message: error.message, code } }, 'upstream request failed');
         if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
-          reply.send(new BrowserError('payload_too_large', `The request body is larger than ${options.bodyLimitBytes} bytes.`));
+          reply.send(bodyTooLarge(options.bodyLimitBytes));
           return;
         }
         reply.send(statusCode === 504 ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
@@ -222,6 +222,15 @@ class BodyLimit extends Transform {
     }
     callback(null, chunk);
   }
+}
+
+/** The Authorization header value for a token (the provider's token_type, usually Bearer). */
+function authorizationOf(token: { tokenType: string; accessToken: string }): string {
+  return `${token.tokenType} ${token.accessToken}`;
+}
+
+function bodyTooLarge(limit: number): BrowserError {
+  return new BrowserError('payload_too_large', `The request body is larger than ${limit} bytes.`);
 }
 
 function isReplayable(request: FastifyRequest): boolean {

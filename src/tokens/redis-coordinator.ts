@@ -58,7 +58,7 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
     return `${this.options.keyPrefix}refresh:lock:${key}`;
   }
 
-  async remembered(key: string): Promise<TokenSet | null> {
+  private async remembered(key: string): Promise<TokenSet | null> {
     const sealed = await storeCall('refresh result read', () => this.options.redis.get(this.resultKey(key)));
     return this.open(sealed);
   }
