@@ -15,6 +15,8 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+const COMMON_CONNECTION_VALUES = new Set(['keep-alive', 'Keep-Alive', 'close', 'Close']);
+
 export interface RequestHeaderPolicy {
   cookies: SessionCookies;
   stripCookies: StripCookies;
@@ -24,7 +26,8 @@ export interface RequestHeaderPolicy {
 /**
  * Headers sent upstream: without the browser's own `Authorization`, the CSRF header,
  * hop-by-hop headers and token-handler's cookies; with the access token and
- * X-Forwarded-*. Mutates and returns `headers` (already a per-request copy).
+ * X-Forwarded-*. A new object: copying the few headers kept is several times cheaper
+ * than deleting from the original (a delete drops V8's fast object layout).
  */
 export function upstreamRequestHeaders(
   headers: IncomingHttpHeaders,
@@ -32,21 +35,23 @@ export function upstreamRequestHeaders(
   forwarded: { ip: string; proto: string; host: string | undefined },
   authorization: string | undefined,
 ): IncomingHttpHeaders {
-  stripHopByHop(headers);
-  delete headers.authorization;
-  delete headers[policy.csrfHeader];
-  const cookie = headers.cookie;
-  if (cookie !== undefined) {
-    const kept = policy.stripCookies === 'all' ? '' : withoutOwnCookies(cookie, policy.cookies);
-    if (kept === '') delete headers.cookie;
-    else headers.cookie = kept;
+  const listed = connectionListed(headers);
+  const upstream: IncomingHttpHeaders = {};
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || name === 'authorization' || name === 'cookie' || name === policy.csrfHeader || listed?.has(name)) continue;
+    upstream[name] = headers[name];
   }
-  if (authorization !== undefined) headers.authorization = authorization;
+  const cookie = headers.cookie;
+  if (cookie !== undefined && policy.stripCookies !== 'all' && !listed?.has('cookie')) {
+    const kept = withoutOwnCookies(cookie, policy.cookies);
+    if (kept !== '') upstream.cookie = kept;
+  }
+  if (authorization !== undefined) upstream.authorization = authorization;
   const priorFor = headers['x-forwarded-for'];
-  headers['x-forwarded-for'] = typeof priorFor === 'string' && priorFor !== '' ? `${priorFor}, ${forwarded.ip}` : forwarded.ip;
-  headers['x-forwarded-proto'] = forwarded.proto;
-  if (forwarded.host !== undefined) headers['x-forwarded-host'] = forwarded.host;
-  return headers;
+  upstream['x-forwarded-for'] = typeof priorFor === 'string' && priorFor !== '' ? `${priorFor}, ${forwarded.ip}` : forwarded.ip;
+  upstream['x-forwarded-proto'] = forwarded.proto;
+  if (forwarded.host !== undefined) upstream['x-forwarded-host'] = forwarded.host;
+  return upstream;
 }
 
 /**
@@ -55,32 +60,42 @@ export function upstreamRequestHeaders(
  * pending-login cookies belong to us; an upstream may set any other cookie).
  */
 export function browserResponseHeaders(headers: IncomingHttpHeaders, cookies: SessionCookies): IncomingHttpHeaders {
-  stripHopByHop(headers);
+  const listed = connectionListed(headers);
+  const browser: IncomingHttpHeaders = {};
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || name === 'set-cookie' || listed?.has(name)) continue;
+    browser[name] = headers[name];
+  }
   const setCookie = headers['set-cookie'];
-  if (setCookie !== undefined) {
+  if (setCookie !== undefined && !listed?.has('set-cookie')) {
     const list = (Array.isArray(setCookie) ? setCookie : [String(setCookie)]).filter((c) => !cookies.isOwn(cookieNameOf(c)));
-    if (list.length === 0) delete headers['set-cookie'];
-    else headers['set-cookie'] = list;
+    if (list.length !== 0) browser['set-cookie'] = list;
   }
-  return headers;
+  return browser;
 }
 
-function stripHopByHop(headers: IncomingHttpHeaders): void {
+/** The headers a `Connection` header names are hop-by-hop too (RFC 9110 §7.6.1). */
+function connectionListed(headers: IncomingHttpHeaders): Set<string> | undefined {
   const connection = headers.connection;
-  if (typeof connection === 'string') {
-    for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
-  }
-  // Deleting only what is there keeps the headers object in V8's fast mode.
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
+  // What browsers and HTTP/1.1 clients send names no header: nothing more to drop.
+  if (typeof connection !== 'string' || COMMON_CONNECTION_VALUES.has(connection)) return undefined;
+  return new Set(connection.split(',').map((name) => name.trim().toLowerCase()));
 }
 
+/** The Cookie header without token-handler's own cookies ('' when nothing is left). */
 function withoutOwnCookies(cookieHeader: string | string[], cookies: SessionCookies): string {
   const joined = Array.isArray(cookieHeader) ? cookieHeader.join('; ') : cookieHeader;
-  return joined
-    .split(';')
-    .map((pair) => pair.trim())
-    .filter((pair) => pair !== '' && !cookies.isOwn(cookieNameOf(pair)))
-    .join('; ');
+  let kept = '';
+  // A scan rather than split/map/filter: the header is on every proxied request, and usually
+  // holds nothing but our own session cookie.
+  for (let start = 0; start < joined.length; ) {
+    let end = joined.indexOf(';', start);
+    if (end === -1) end = joined.length;
+    const pair = joined.slice(start, end).trim();
+    if (pair !== '' && !cookies.isOwn(cookieNameOf(pair))) kept = kept === '' ? pair : `${kept}; ${pair}`;
+    start = end + 1;
+  }
+  return kept;
 }
 
 /** The name in `name=value` (a Cookie pair) or `name=value; attrs` (a Set-Cookie). */

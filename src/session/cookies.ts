@@ -30,6 +30,8 @@ export interface CookieNamingOptions {
 export class SessionCookies {
   readonly sessionName: string;
   readonly pendingLoginPrefix: string;
+  /** Chunks of a large session cookie are `<sessionName>.<n>`. */
+  private readonly chunkPrefix: string;
   private readonly sessionAttributes: CookieSerializeOptions;
   private readonly pendingAttributes: CookieSerializeOptions;
 
@@ -37,6 +39,7 @@ export class SessionCookies {
     const prefix = options.secure ? '__Host-' : '';
     this.sessionName = `${prefix}${options.cookieName}`;
     this.pendingLoginPrefix = `${prefix}${options.cookieName}_login.`;
+    this.chunkPrefix = `${this.sessionName}.`;
     const base: CookieSerializeOptions = { path: '/', httpOnly: true, secure: options.secure };
     this.sessionAttributes = { ...base, sameSite: options.sameSite };
     this.pendingAttributes = { ...base, sameSite: 'lax' };
@@ -47,7 +50,7 @@ export class SessionCookies {
     return (
       name === this.sessionName ||
       name.startsWith(this.pendingLoginPrefix) ||
-      (name.startsWith(`${this.sessionName}.`) && /^\d+$/.test(name.slice(this.sessionName.length + 1)))
+      (name.startsWith(this.chunkPrefix) && /^\d+$/.test(name.slice(this.chunkPrefix.length)))
     );
   }
 
@@ -58,7 +61,7 @@ export class SessionCookies {
     if (whole !== undefined) return whole;
     let value = '';
     for (let i = 0; i < MAX_CHUNKS; i++) {
-      const chunk = cookies[`${this.sessionName}.${i}`];
+      const chunk = cookies[`${this.chunkPrefix}${i}`];
       if (chunk === undefined) break;
       value += chunk;
     }
@@ -74,7 +77,7 @@ export class SessionCookies {
       written.add(this.sessionName);
     } else {
       for (let i = 0, offset = 0; offset < value.length; i++, offset += MAX_COOKIE_VALUE_BYTES) {
-        const name = `${this.sessionName}.${i}`;
+        const name = `${this.chunkPrefix}${i}`;
         reply.setCookie(name, value.slice(offset, offset + MAX_COOKIE_VALUE_BYTES), attributes);
         written.add(name);
       }
