@@ -33,6 +33,8 @@ import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { loggableUrl, observeRequests, requestId } from './ops/request-log.js';
+import { AccessLog } from './ops/access-log.js';
+import { logDestination } from './ops/log-destination.js';
 
 export interface BuildOptions {
   /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
@@ -90,8 +92,11 @@ export const REDACTED_PATHS = [
 /** Builds the token-handler Fastify app from a validated configuration. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now ?? Date.now;
+  // One destination for the application's lines and the request lines, so they stay in order.
+  const ownDestination = options.logStream ? undefined : logDestination(1, config.logging.batchRequestLines);
+  const logStream = options.logStream ?? ownDestination!;
   const app = Fastify({
-    logger: loggerOptions(config, options.logStream),
+    logger: loggerOptions(config, logStream),
     // One line per request is logged by observeRequests, with session-safe fields only.
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: requestId,
@@ -185,7 +190,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Called directly, not registered: its hooks must apply to every route of the app.
   const requestObserver = observeRequests(app, {
     metrics,
-    accessLog: pino({ level: config.logging.level }, options.logStream ?? pino.destination({ fd: 1, sync: true })),
+    accessLog: new AccessLog(logStream, config.logging.level),
     includeSubject: config.logging.includeSubject,
     routePrefixes: config.routes.map((r) => r.prefix),
   });
@@ -260,6 +265,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
 
   app.addHook('onClose', async () => {
+    ownDestination?.close();
     provider.stop();
     await persistence.close();
     if (redis) await redis.quit().catch(() => redis.disconnect());
@@ -345,13 +351,13 @@ function answerClientError(error: Error & { code?: string }, socket: Socket): vo
   );
 }
 
-function loggerOptions(config: Config, stream: DestinationStream | undefined): FastifyServerOptions['logger'] {
+function loggerOptions(config: Config, stream: DestinationStream): FastifyServerOptions['logger'] {
   return {
     level: config.logging.level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     serializers: {
       req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: loggableUrl(req.url), reqId: req.id }),
     },
-    ...(stream ? { stream } : {}),
+    stream,
   };
 }

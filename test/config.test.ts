@@ -87,7 +87,7 @@ describe('defaults', () => {
       routes: [],
       refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },
       csrf: { header: 'x-csrf', allowedOrigins: [] },
-      logging: { level: 'info', includeSubject: false },
+      logging: { level: 'info', includeSubject: false, batchRequestLines: true },
       metrics: { enabled: true },
       limits: { bodyLimitBytes: 10485760, headerLimitBytes: 16384 },
       shutdown: { gracePeriodSeconds: 25 },

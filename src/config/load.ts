@@ -434,6 +434,7 @@ const schema: ObjectNode<Config> = {
       fields: {
         level: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
         includeSubject: { kind: 'bool', default: false },
+        batchRequestLines: { kind: 'bool', default: true },
       },
     },
     metrics: {

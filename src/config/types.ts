@@ -128,6 +128,11 @@ export interface LoggingConfig {
   level: LogLevel;
   /** Log the user's `sub` with each request (off by default: only a session hash is logged). */
   includeSubject: boolean;
+  /**
+   * Write request lines to stdout in batches (4 KiB, or a second after the first line held;
+   * before any other line; at exit) rather than one write per request. On by default.
+   */
+  batchRequestLines: boolean;
 }
 
 export interface MetricsConfig {

@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sessionHash } from '../session/manager.js';
 import type { Metrics } from './metrics.js';
-import type { Logger } from 'pino';
+import type { AccessLog } from './access-log.js';
 
 /** Request ids accepted from clients: short and plain, so they cannot forge log lines. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -16,12 +16,8 @@ export function requestId(request: IncomingMessage): string {
 
 export interface RequestObservationOptions {
   metrics: Metrics;
-  /**
-   * Where the request lines go: a logger without redaction rules, because a request
-   * line is built here from safe fields only, and redaction is the dearest part of
-   * logging on the hot path.
-   */
-  accessLog: Logger;
+  /** Where the request lines go. */
+  accessLog: AccessLog;
   includeSubject: boolean;
   /** Configured API route prefixes, longest first. */
   routePrefixes: string[];
@@ -42,35 +38,33 @@ export interface RequestObserver {
 
 export function observeRequests(app: FastifyInstance, options: RequestObservationOptions): RequestObserver {
   const { metrics, includeSubject, routePrefixes, accessLog } = options;
+  const apiGroups = new Map(routePrefixes.map((prefix) => [prefix, `api:${prefix}`]));
   const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
     const path = request.url;
     if (path.startsWith('/auth/')) return { group: 'auth' };
     if (path === '/healthz' || path === '/readyz' || path === '/metrics') return { group: 'ops' };
     const route = request.routeOptions.config.apiRoute;
-    return route ? { group: `api:${route}`, route } : { group: routePrefixes.find((p) => path.startsWith(p)) ? 'api' : 'other' };
+    return route ? { group: apiGroups.get(route) ?? `api:${route}`, route } : { group: routePrefixes.find((p) => path.startsWith(p)) ? 'api' : 'other' };
   };
 
   const observe = (request: FastifyRequest, reply: FastifyReply, cutOff: boolean) => {
     const { group, route } = groupOf(request);
-    const seconds = reply.elapsedTime / 1000;
-    const status = cutOff ? 'cut_off' : reply.statusCode;
-    metrics.request(group, status);
-    if (route) metrics.proxied(route, seconds);
+    const elapsedMs = reply.elapsedTime;
+    metrics.request(group, cutOff ? 'cut_off' : reply.statusCode);
+    if (route) metrics.proxied(route, elapsedMs / 1000);
+    if (!accessLog.enabled) return;
     const session = request.session;
-    accessLog.info(
-      {
-        reqId: request.id,
-        method: request.method,
-        url: loggableUrl(request.url),
-        status: reply.statusCode,
-        ...(cutOff ? { cutOff: true } : {}),
-        ms: Math.round(reply.elapsedTime * 10) / 10,
-        group,
-        ...(session ? { session: sessionHash(session.id) } : {}),
-        ...(session && includeSubject ? { sub: session.claims.sub } : {}),
-      },
-      'request',
-    );
+    accessLog.write({
+      reqId: request.id,
+      method: request.method,
+      url: loggableUrl(request.url),
+      status: reply.statusCode,
+      cutOff,
+      ms: Math.round(elapsedMs * 10) / 10,
+      group,
+      session: session ? sessionHash(session.id) : undefined,
+      sub: session && includeSubject ? String(session.claims.sub) : undefined,
+    });
   };
 
   // Callback style: an async hook costs a promise per request on the hot path.

@@ -1,0 +1,60 @@
+import { hostname } from 'node:os';
+import type { DestinationStream, Level } from 'pino';
+
+/** What one request line says: only session-safe fields. */
+export interface AccessLogEntry {
+  reqId: string;
+  method: string;
+  url: string;
+  status: number;
+  cutOff: boolean;
+  ms: number;
+  group: string;
+  /** A hash of the session id (never the id itself). */
+  session: string | undefined;
+  /** The user's `sub`, only when `logging.includeSubject` is on. */
+  sub: string | undefined;
+}
+
+/** pino's numeric levels: a request line is `info`. */
+const LEVEL_VALUES: Record<Level, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+/**
+ * The request lines, one JSON object per line in pino's shape (`level`, `time`, `pid`,
+ * `hostname`, the fields, `msg: "request"`), so log pipelines read them like every other
+ * line. Written by hand rather than through pino: the fields are fixed and known to be
+ * safe, and a generic logger's per-line key walk, value stringifying and redaction were a
+ * measurable share of the proxy's hot path (see bench/README.md). Strings that come from
+ * the request (URL, request id, `sub`) are JSON-escaped; the rest are our own values.
+ */
+export class AccessLog {
+  readonly enabled: boolean;
+  private readonly tail: string;
+  /** `"group":"…"` per route group, escaped once. */
+  private readonly groups = new Map<string, string>();
+
+  /** The destination's batched write where it has one (see log-destination.ts). */
+  private readonly writeLine: (line: string) => void;
+
+  constructor(destination: DestinationStream & { writeBatched?: (line: string) => void }, level: Level | 'silent') {
+    this.writeLine = destination.writeBatched ? destination.writeBatched.bind(destination) : destination.write.bind(destination);
+    this.enabled = level !== 'silent' && LEVEL_VALUES[level] <= LEVEL_VALUES.info;
+    this.tail = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"reqId":`;
+  }
+
+  write(entry: AccessLogEntry): void {
+    if (!this.enabled) return;
+    let group = this.groups.get(entry.group);
+    if (group === undefined) {
+      group = `,"group":${JSON.stringify(entry.group)}`;
+      this.groups.set(entry.group, group);
+    }
+    this.writeLine(
+      `{"level":30,"time":${Date.now()}${this.tail}${JSON.stringify(entry.reqId)},"method":${JSON.stringify(entry.method)},"url":${JSON.stringify(entry.url)},"status":${entry.status}${
+        entry.cutOff ? ',"cutOff":true' : ''
+      },"ms":${entry.ms}${group}${entry.session !== undefined ? `,"session":${JSON.stringify(entry.session)}` : ''}${
+        entry.sub !== undefined ? `,"sub":${JSON.stringify(entry.sub)}` : ''
+      },"msg":"request"}\n`,
+    );
+  }
+}
