@@ -43,7 +43,9 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
     const path = request.url;
     if (path.startsWith('/auth/')) return { group: 'auth' };
     if (path === '/healthz' || path === '/readyz' || path === '/metrics') return { group: 'ops' };
-    const route = request.routeOptions.config.apiRoute;
+    // The proxy names its route on the request; routeOptions (a getter that builds an object
+    // per call) is only the fallback for requests that failed before the proxy saw them.
+    const route = request.apiRoute ?? request.routeOptions.config.apiRoute;
     return route ? { group: apiGroups.get(route) ?? `api:${route}`, route } : { group: routePrefixes.find((p) => path.startsWith(p)) ? 'api' : 'other' };
   };
 
@@ -67,6 +69,7 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
     });
   };
 
+  app.decorateRequest('apiRoute', null);
   // Callback style: an async hook costs a promise per request on the hot path.
   app.addHook('onResponse', (request, reply, done) => {
     observe(request, reply, false);
@@ -79,6 +82,10 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The API route prefix a proxied route serves (for metrics and logs). */
     apiRoute?: string;
+  }
+  interface FastifyRequest {
+    /** The same prefix, set by the proxy once it handles the request (cheaper to read than routeOptions). */
+    apiRoute: string | null;
   }
 }
 

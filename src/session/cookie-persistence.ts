@@ -1,3 +1,4 @@
+import { andThen, type Awaitable } from '../awaitable.js';
 import type { Denylist } from './denylist.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
@@ -17,10 +18,11 @@ export class CookiePersistence implements SessionPersistence {
     private readonly denylist: Denylist,
   ) {}
 
-  async read(cookieValue: string): Promise<SessionRecord | null> {
-    const record = await this.sealer.unseal<SessionRecord>(cookieValue, this.maxTtlSeconds);
-    if (!record || !isSessionRecord(record)) return null;
-    return (await this.denylist.isDenied(record)) ? null : record;
+  read(cookieValue: string): Awaitable<SessionRecord | null> {
+    return andThen(this.sealer.unseal<SessionRecord>(cookieValue, this.maxTtlSeconds), (record) => {
+      if (!record || !isSessionRecord(record)) return null;
+      return andThen(this.denylist.isDenied(record), (denied) => (denied ? null : record));
+    });
   }
 
   write(record: SessionRecord): Promise<string> {

@@ -1,3 +1,4 @@
+import type { Awaitable } from '../awaitable.js';
 import type { Redis } from 'ioredis';
 import type { SessionRecord } from './record.js';
 import { storeCall } from './redis-client.js';
@@ -13,7 +14,8 @@ export interface Denylist {
   denyProviderSession(sid: string): Promise<void>;
   /** Every session of this user that started before `at` (epoch ms) has ended. */
   denySubject(sub: string, at: number): Promise<void>;
-  isDenied(record: SessionRecord): Promise<boolean>;
+  /** Synchronous for the in-memory list (asked on every request of the cookie store). */
+  isDenied(record: SessionRecord): Awaitable<boolean>;
   close(): Promise<void>;
 }
 
@@ -37,7 +39,7 @@ export class MemoryDenylist implements Denylist {
     this.put(`sub:${sub}`, Math.max(at, this.entries.get(`sub:${sub}`)?.value ?? 0));
   }
 
-  async isDenied(record: SessionRecord): Promise<boolean> {
+  isDenied(record: SessionRecord): boolean {
     if (this.entries.size === 0) return false;
     if (this.get(`id:${record.id}`) !== undefined) return true;
     if (typeof record.claims.sid === 'string' && this.get(`sid:${record.claims.sid}`) !== undefined) return true;

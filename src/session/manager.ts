@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
@@ -54,45 +55,50 @@ export class SessionManager {
 
   /**
    * The request's session, or null. Clears the cookie of an unusable session on the
-   * reply so the browser stops sending it.
+   * reply so the browser stops sending it. Synchronous when the store answers from memory.
    */
-  async load(request: FastifyRequest, reply: FastifyReply): Promise<LoadedSession | null> {
+  load(request: FastifyRequest, reply: FastifyReply): Awaitable<LoadedSession | null> {
     const cookieValue = this.options.cookies.readSession(request);
     if (cookieValue === null) return null;
-    const record = await this.options.persistence.read(cookieValue);
+    return andThen(this.options.persistence.read(cookieValue), (record) => this.accept(request, reply, record, cookieValue));
+  }
+
+  private accept(request: FastifyRequest, reply: FastifyReply, record: SessionRecord | null, cookieValue: string): Awaitable<LoadedSession | null> {
     if (!record) {
       request.log.debug('session cookie present but not a valid session (tampered, expired, foreign or ended)');
       this.options.cookies.clearSession(request, reply);
       return null;
     }
     const expiry = sessionExpiry(record, this.options.now(), this.options.timeouts);
-    if (expiry) {
-      await this.end(request, reply, record, expiry);
-      return null;
-    }
+    if (expiry) return this.end(request, reply, record, expiry).then(() => null);
     request.session = record;
     return { record, cookieValue };
   }
 
   /**
    * Stores the record and sends the cookie when its value changed. `lastSeenAt` slides
-   * here, at most once per touch interval, so a busy session is not re-sealed per request.
+   * here, at most once per touch interval, so a busy session is not re-sealed per request
+   * (and such a request does not wait for anything).
    */
-  async save(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, previous?: LoadedSession): Promise<SessionRecord> {
+  save(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, previous?: LoadedSession): Awaitable<SessionRecord> {
     const now = this.options.now();
     const touched = now - record.lastSeenAt >= this.touchIntervalMs ? { ...record, lastSeenAt: now } : record;
     request.session = touched;
     if (previous && touched === previous.record) return touched;
-    const ttlSeconds = this.remainingSeconds(touched, now);
-    const cookieValue = await this.options.persistence.write(touched, ttlSeconds, previous?.cookieValue);
+    return this.write(request, reply, touched, now, previous);
+  }
+
+  private async write(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, now: number, previous?: LoadedSession): Promise<SessionRecord> {
+    const ttlSeconds = this.remainingSeconds(record, now);
+    const cookieValue = await this.options.persistence.write(record, ttlSeconds, previous?.cookieValue);
     if (cookieValue !== previous?.cookieValue) {
-      this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(touched, now));
+      this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(record, now));
     }
-    return touched;
+    return record;
   }
 
   /** Slides the idle timeout of a loaded session if due; a no-op on most requests. */
-  touch(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession): Promise<SessionRecord> {
+  touch(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession): Awaitable<SessionRecord> {
     return this.save(request, reply, loaded.record, loaded);
   }
 

@@ -17,7 +17,7 @@ export class MemorySessionStore implements SessionStore {
     this.sweeper.unref();
   }
 
-  async get(id: string): Promise<SessionRecord | null> {
+  get(id: string): SessionRecord | null {
     const entry = this.records.get(id);
     if (!entry) return null;
     if (entry.expiresAt <= this.now()) {

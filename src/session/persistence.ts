@@ -1,3 +1,4 @@
+import type { Awaitable } from '../awaitable.js';
 import type { SessionRecord } from './record.js';
 
 /** What a back-channel logout names: a provider session, or (only `sub`) all of a user's sessions. */
@@ -14,8 +15,11 @@ export interface ProviderLogout {
  */
 export interface SessionPersistence {
   readonly kind: 'cookie' | 'memory' | 'redis';
-  /** The record behind a cookie value, or null when it is not (or no longer) a valid session. */
-  read(cookieValue: string): Promise<SessionRecord | null>;
+  /**
+   * The record behind a cookie value, or null when it is not (or no longer) a valid
+   * session. Synchronous when everything it needs is in memory.
+   */
+  read(cookieValue: string): Awaitable<SessionRecord | null>;
   /**
    * Stores the record and returns the cookie value to send. `currentCookie` is the value
    * this record was read from: a server-side store keeps it, so the browser's cookie

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { sealData, unsealData } from 'iron-session';
+import type { Awaitable } from '../awaitable.js';
 import { BoundedTtlCache } from '../tokens/bounded-cache.js';
 
 export interface SealerOptions {
@@ -43,11 +44,17 @@ export class Sealer {
   /**
    * The unsealed object, or null when the seal is tampered, truncated, expired or
    * made with an unknown secret. iron-session answers `{}` rather than throwing for
-   * most of these, so an empty object means "no value".
+   * most of these, so an empty object means "no value". A seal unsealed recently is
+   * answered synchronously from the cache.
    */
-  async unseal<T extends object>(sealed: string, ttlSeconds: number): Promise<T | null> {
+  unseal<T extends object>(sealed: string, ttlSeconds: number): Awaitable<T | null> {
+    // A remembered seal answers at once: the hot path stays synchronous.
     const remembered = this.unsealed?.get(macOf(sealed));
     if (remembered && remembered.sealed === sealed) return remembered.data as T;
+    return this.unsealNow<T>(sealed, ttlSeconds);
+  }
+
+  private async unsealNow<T extends object>(sealed: string, ttlSeconds: number): Promise<T | null> {
     let data: T;
     try {
       data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });

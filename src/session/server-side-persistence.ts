@@ -1,3 +1,4 @@
+import { andThen, type Awaitable } from '../awaitable.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
@@ -16,12 +17,12 @@ export class ServerSidePersistence implements SessionPersistence {
     private readonly maxTtlSeconds: number,
   ) {}
 
-  async read(cookieValue: string): Promise<SessionRecord | null> {
-    const pointer = await this.sealer.unseal<SessionPointer>(cookieValue, this.maxTtlSeconds);
-    if (!pointer || typeof pointer.sid !== 'string') return null;
-    const record = await this.store.get(pointer.sid);
-    // A record under another id would mean a corrupted store entry: not this browser's session.
-    return record && record.id === pointer.sid ? record : null;
+  read(cookieValue: string): Awaitable<SessionRecord | null> {
+    return andThen(this.sealer.unseal<SessionPointer>(cookieValue, this.maxTtlSeconds), (pointer) => {
+      if (!pointer || typeof pointer.sid !== 'string') return null;
+      // A record under another id would mean a corrupted store entry: not this browser's session.
+      return andThen(this.store.get(pointer.sid), (record) => (record && record.id === pointer.sid ? record : null));
+    });
   }
 
   async write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string> {

@@ -1,3 +1,4 @@
+import type { Awaitable } from '../awaitable.js';
 import type { SessionRecord } from './record.js';
 
 /**
@@ -5,7 +6,8 @@ import type { SessionRecord } from './record.js';
  * id; the provider's `sid` and the user's `sub` find sessions for back-channel logout.
  */
 export interface SessionStore {
-  get(id: string): Promise<SessionRecord | null>;
+  /** Synchronous when the record is in memory (the `memory` store; the `redis` store's local cache). */
+  get(id: string): Awaitable<SessionRecord | null>;
   /** Stores the record for `ttlSeconds` (sliding: each set restarts it). */
   set(record: SessionRecord, ttlSeconds: number): Promise<void>;
   delete(id: string): Promise<void>;

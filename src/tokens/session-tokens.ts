@@ -1,3 +1,4 @@
+import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BrowserError, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
@@ -22,24 +23,33 @@ export interface SessionTokensOptions {
 export class SessionTokens {
   constructor(private readonly options: SessionTokensOptions) {}
 
-  /** The session, refreshed if due. Throws `login_required` when there is none. */
-  async current(request: FastifyRequest, reply: FastifyReply): Promise<LoadedSession> {
-    const loaded = await this.options.sessions.load(request, reply);
+  /**
+   * The session, refreshed if due. Throws `login_required` when there is none.
+   * Synchronous (a value, or a throw) when nothing has to wait: the usual proxied request.
+   */
+  current(request: FastifyRequest, reply: FastifyReply): Awaitable<LoadedSession> {
+    return andThen(this.options.sessions.load(request, reply), (loaded) => this.usable(request, reply, loaded));
+  }
+
+  private usable(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession | null): Awaitable<LoadedSession> {
     if (!loaded) throw loginRequired();
-    const caughtUp = this.options.refresher.catchUp(loaded.record);
-    if (caughtUp && !isAccessTokenDue(caughtUp, this.options.now(), this.options.refreshSkewMs)) {
+    const { sessions, refresher, refreshSkewMs, now } = this.options;
+    const caughtUp = refresher.catchUp(loaded.record);
+    if (caughtUp && !isAccessTokenDue(caughtUp, now(), refreshSkewMs)) {
       // This browser still sent the cookie from before a refresh: hand out the new tokens.
-      return { record: await this.options.sessions.save(request, reply, caughtUp, loaded), cookieValue: loaded.cookieValue };
+      return andThen(sessions.save(request, reply, caughtUp, loaded), (record) => ({ record, cookieValue: loaded.cookieValue }));
     }
     const { record } = loaded;
-    if (isAccessTokenDue(record, this.options.now(), this.options.refreshSkewMs)) {
-      if (!record.refreshToken && record.accessTokenExpiresAt <= this.options.now()) {
-        await this.options.sessions.end(request, reply, record, 'invalid_grant');
-        throw loginRequired('The access token expired and the session cannot be refreshed: sign in again.');
-      }
+    if (isAccessTokenDue(record, now(), refreshSkewMs)) {
+      if (!record.refreshToken && record.accessTokenExpiresAt <= now()) return this.expiredWithoutRefresh(request, reply, record);
       if (record.refreshToken) return this.refresh(request, reply, loaded, 'proactive');
     }
-    return { record: await this.options.sessions.touch(request, reply, loaded), cookieValue: loaded.cookieValue };
+    return andThen(sessions.touch(request, reply, loaded), (touched) => (touched === record ? loaded : { record: touched, cookieValue: loaded.cookieValue }));
+  }
+
+  private async expiredWithoutRefresh(request: FastifyRequest, reply: FastifyReply, record: SessionRecord): Promise<never> {
+    await this.options.sessions.end(request, reply, record, 'invalid_grant');
+    throw loginRequired('The access token expired and the session cannot be refreshed: sign in again.');
   }
 
   /** Refreshes now (proactively, forced, or after an upstream 401) and stores the result. */
