@@ -203,8 +203,13 @@ class HotHistogram {
       this.series.set(labelValue, series);
     }
     // Per bucket, not cumulative: the exposition adds them up.
-    const bucket = this.upperBounds.findIndex((bound) => value <= bound);
-    if (bucket !== -1) series.buckets[bucket]! += 1;
+    const bounds = this.upperBounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= bounds[i]!) {
+        series.buckets[i]! += 1;
+        break;
+      }
+    }
     series.sum += value;
     series.count += 1;
   }
