@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
@@ -17,6 +17,8 @@ import { PendingLogins } from './session/pending-login.js';
 import type { SessionPersistence } from './session/persistence.js';
 import { createRedis } from './session/redis-client.js';
 import { RedisSessionStore } from './session/redis-store.js';
+import { RedisTrackedCache } from './session/redis-tracked-cache.js';
+import type { SessionRecord } from './session/record.js';
 import { Sealer } from './session/sealer.js';
 import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
 import { ServerSidePersistence } from './session/server-side-persistence.js';
@@ -58,6 +60,8 @@ declare module 'fastify' {
 
 /** Seconds a browser is told to wait after a 503. */
 const RETRY_AFTER_SECONDS = 5;
+/** Upper bound on a locally cached Redis session record's life, should an invalidation be lost. */
+const LOCAL_CACHE_TTL_MS = 30_000;
 
 /**
  * Never logged. Explicit paths, not wildcards: pino's redaction runs on every log line,
@@ -131,7 +135,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
   };
   const redis = config.session.redis ? createRedis(config.session.redis.url, app.log) : undefined;
-  const { persistence, countSessions } = createPersistence(config, sealer, now, redis);
+  const { persistence, countSessions } = createPersistence(config, sealer, now, redis, app.log);
   const metrics = new Metrics(countSessions);
   const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
@@ -282,6 +286,7 @@ function createPersistence(
   sealer: Sealer,
   now: () => number,
   redis: Redis | undefined,
+  logger: FastifyBaseLogger,
 ): { persistence: SessionPersistence; countSessions?: () => Promise<number | undefined> } {
   const maxTtl = config.session.absoluteTimeoutSeconds;
   switch (config.session.store) {
@@ -299,7 +304,10 @@ function createPersistence(
     }
     case 'redis': {
       if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
-      const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl });
+      const { keyPrefix, localCacheEntries } = config.session.redis;
+      const localCache =
+        localCacheEntries > 0 ? new RedisTrackedCache<SessionRecord>({ redis, maxEntries: localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
+      const store = new RedisSessionStore({ redis, keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl, ...(localCache ? { localCache } : {}) });
       return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
     }
   }

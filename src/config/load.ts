@@ -385,6 +385,7 @@ const schema: ObjectNode<Config> = {
             // Secret: a Redis URL often carries a password.
             url: { kind: 'url', protocols: ['redis:', 'rediss:'], secret: true, expected: 'a redis:// or rediss:// URL' },
             keyPrefix: { kind: 'string', default: 'th:', allowEmpty: true },
+            localCacheEntries: { kind: 'int', default: 10_000, min: 0, max: 1_000_000 },
           },
         },
         pendingLoginTimeoutSeconds: { kind: 'int', default: 600, min: 30, max: 3600 },

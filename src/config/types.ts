@@ -57,6 +57,11 @@ export interface OidcConfig {
 export interface RedisConfig {
   url: string;
   keyPrefix: string;
+  /**
+   * Session records kept in each replica's memory (store: redis), dropped the moment Redis
+   * reports a change through client tracking. 0 turns the cache off.
+   */
+  localCacheEntries: number;
 }
 
 export interface SessionConfig {

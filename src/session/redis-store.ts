@@ -2,6 +2,8 @@ import type { Redis } from 'ioredis';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
 import type { SessionStore } from './store.js';
+import type { RedisTrackedCache } from './redis-tracked-cache.js';
+import type { Awaitable } from '../awaitable.js';
 import { storeCall } from './redis-client.js';
 import { tokenVersion } from './memory-store.js';
 
@@ -23,6 +25,11 @@ export interface RedisSessionStoreOptions {
   sealer: Sealer;
   /** Index entries live as long as a session may. */
   absoluteTimeoutSeconds: number;
+  /**
+   * Records kept in this process, invalidated by Redis on any change (see
+   * redis-tracked-cache.ts), so a busy session's requests do not each wait for Redis.
+   */
+  localCache?: RedisTrackedCache<SessionRecord>;
 }
 
 /**
@@ -38,17 +45,28 @@ export class RedisSessionStore implements SessionStore {
     return `${this.options.keyPrefix}${kind}:${id}`;
   }
 
-  async get(id: string): Promise<SessionRecord | null> {
-    const sealed = await storeCall('get', () => this.options.redis.hget(this.key('session', id), 'd'));
+  /** Synchronous when the record is in the local cache. */
+  get(id: string): Awaitable<SessionRecord | null> {
+    const key = this.key('session', id);
+    const { localCache } = this.options;
+    return localCache ? localCache.read(key, () => this.fetch(key)) : this.fetch(key);
+  }
+
+  private async fetch(key: string): Promise<SessionRecord | null> {
+    const sealed = await storeCall('get', () => this.options.redis.hget(key, 'd'));
     if (sealed === null) return null;
     return this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds);
   }
 
   async set(record: SessionRecord, ttlSeconds: number): Promise<void> {
-    const { redis, sealer, absoluteTimeoutSeconds } = this.options;
+    const { redis, sealer, absoluteTimeoutSeconds, localCache } = this.options;
+    const key = this.key('session', record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     await storeCall('set', async () => {
-      const written = await redis.eval(SET_IF_NOT_OLDER, 1, this.key('session', record.id), tokenVersion(record), sealed, ttlSeconds * 1000);
+      // Dropped before and after: this process's next read sees the write without waiting
+      // for Redis's invalidation message (which follows, for other replicas' caches too).
+      localCache?.evict(key);
+      const written = await redis.eval(SET_IF_NOT_OLDER, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000).finally(() => localCache?.evict(key));
       if (written !== 1) return;
       const pipeline = redis.pipeline();
       for (const [kind, value] of indexEntries(record)) {
@@ -61,6 +79,7 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(id: string): Promise<void> {
     const record = await this.get(id);
+    this.options.localCache?.evict(this.key('session', id));
     await storeCall('delete', async () => {
       const pipeline = this.options.redis.pipeline().del(this.key('session', id));
       if (record) for (const [kind, value] of indexEntries(record)) pipeline.srem(this.key(kind, value), id);
@@ -90,6 +109,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async close(): Promise<void> {
+    this.options.localCache?.close();
     this.options.redis.disconnect();
   }
 }

@@ -33,8 +33,11 @@ export interface RedisServer {
   dump(prefix: string): Promise<Array<{ key: string; value: string }>>;
 }
 
-/** Its own redis-server on a free port, with an append-only file so a restart keeps the data. */
-export async function startRedisServer(): Promise<RedisServer> {
+/**
+ * Its own redis-server on a free port, with an append-only file so a restart keeps the data.
+ * `extraArgs` are passed on (e.g. `--rename-command CLIENT ""` for a Redis without CLIENT).
+ */
+export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'th-redis-'));
   let child: ChildProcess | undefined;
@@ -42,7 +45,7 @@ export async function startRedisServer(): Promise<RedisServer> {
   async function start(): Promise<void> {
     child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir],
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir, ...extraArgs],
       { stdio: 'ignore' },
     );
     const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });

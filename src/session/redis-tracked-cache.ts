@@ -1,0 +1,136 @@
+import { ReplyError, type Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Awaitable } from '../awaitable.js';
+import { BoundedTtlCache } from '../tokens/bounded-cache.js';
+
+/** Where Redis publishes the names of tracked keys that changed (RESP2 redirect mode). */
+const INVALIDATION_CHANNEL = '__redis__:invalidate';
+
+export interface RedisTrackedCacheOptions {
+  /** The connection whose reads are tracked (the one the store reads with). */
+  redis: Redis;
+  maxEntries: number;
+  /** A bound on staleness should an invalidation ever be lost: entries are re-read after this. */
+  ttlMs: number;
+  logger: FastifyBaseLogger;
+}
+
+/**
+ * Values read from Redis, kept in this process until Redis says their key changed:
+ * Redis's server-assisted client-side caching (`CLIENT TRACKING ON REDIRECT`). Redis
+ * remembers which keys the tracked connection read and, when any client (another replica
+ * included) writes, deletes or expires one, publishes its name on a second connection
+ * subscribed to `__redis__:invalidate`; the entry is dropped at once.
+ *
+ * Correctness rules (the Redis documentation's, for the two-connection mode):
+ * - nothing is cached unless tracking is confirmed on for the current pair of connections;
+ *   either connection dropping empties the cache and turns caching off until both are
+ *   back and tracking is on again (a lost subscriber means lost invalidations);
+ * - a read that overlapped an invalidation (or a tracking change) is not remembered: its
+ *   reply may predate a write whose invalidation already arrived on the other connection;
+ * - every entry also expires after `ttlMs`.
+ * A Redis that refuses CLIENT TRACKING (older than 6, or the command disabled) leaves the
+ * cache off, with one warning; every read then goes to Redis as before.
+ */
+export class RedisTrackedCache<V> {
+  private readonly entries: BoundedTtlCache<V>;
+  private readonly subscriber: Redis;
+  private tracking = false;
+  /** Bumped by every invalidation and tracking change: reads spanning one are not kept. */
+  private epoch = 0;
+  /** Bumped when either connection drops: a tracking setup begun before it is void. */
+  private connectionGeneration = 0;
+  /** The subscriber connection's client id, while it is subscribed. */
+  private subscriberClientId: number | undefined;
+  private unsupported = false;
+  private closed = false;
+
+  constructor(private readonly options: RedisTrackedCacheOptions) {
+    this.entries = new BoundedTtlCache<V>(options.maxEntries, options.ttlMs, Date.now);
+    // Subscriptions are renewed by hand (CLIENT ID must be asked before subscribing).
+    this.subscriber = options.redis.duplicate({ autoResubscribe: false, enableAutoPipelining: false });
+    this.subscriber.on('messageBuffer', (_channel: Buffer, keys: unknown) => this.invalidate(keys));
+    // The ioredis 'error' events are logged by the main connection's handler; the
+    // subscriber's own are expected while Redis is away and carry nothing new.
+    this.subscriber.on('error', () => undefined);
+    this.subscriber.on('close', () => {
+      this.subscriberClientId = undefined;
+    });
+    for (const connection of [options.redis, this.subscriber]) {
+      connection.on('close', () => {
+        this.connectionGeneration++;
+        this.stopCaching();
+      });
+      connection.on('ready', () => void this.startTracking());
+    }
+    if (options.redis.status === 'ready') void this.startTracking();
+  }
+
+  /** The cached value, or the fetched one (cached when it is safe to). */
+  read(key: string, fetch: () => Promise<V | null>): Awaitable<V | null> {
+    if (!this.tracking) return fetch();
+    const cached = this.entries.get(key);
+    if (cached !== undefined) return cached;
+    const epoch = this.epoch;
+    return fetch().then((value) => {
+      if (value !== null && this.tracking && epoch === this.epoch) this.entries.set(key, value);
+      return value;
+    });
+  }
+
+  /** Drops a key this process is about to write or delete (Redis will say so too, later). */
+  evict(key: string): void {
+    this.entries.delete(key);
+    this.epoch++;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stopCaching();
+    this.subscriber.disconnect();
+  }
+
+  private invalidate(keys: unknown): void {
+    this.epoch++;
+    // null: Redis flushed its tracking table (FLUSHALL, a full table): forget everything.
+    if (!Array.isArray(keys)) {
+      this.entries.clear();
+      return;
+    }
+    for (const key of keys) this.entries.delete(String(key));
+  }
+
+  private stopCaching(): void {
+    this.tracking = false;
+    this.epoch++;
+    this.entries.clear();
+  }
+
+  /** Subscribes and turns tracking on, once both connections are ready; re-run on every reconnect. */
+  private async startTracking(): Promise<void> {
+    const { redis, logger } = this.options;
+    if (this.unsupported || this.closed || redis.status !== 'ready' || this.subscriber.status !== 'ready') return;
+    this.stopCaching();
+    const generation = this.connectionGeneration;
+    try {
+      // A subscribed connection cannot answer CLIENT ID: ask first, then subscribe.
+      if (this.subscriberClientId === undefined) {
+        const id = Number(await this.subscriber.client('ID'));
+        await this.subscriber.subscribe(INVALIDATION_CHANNEL);
+        this.subscriberClientId = id;
+      }
+      await redis.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(this.subscriberClientId));
+      // A connection that dropped meanwhile brings us back here when it is ready again.
+      if (generation !== this.connectionGeneration || this.closed) return;
+      this.epoch++;
+      this.tracking = true;
+    } catch (err) {
+      // Redis answered with an error: it does not offer tracking (older than 6, or the
+      // command is disabled). Anything else is a dropped connection, retried on 'ready'.
+      if (err instanceof ReplyError) {
+        this.unsupported = true;
+        logger.warn({ err: (err as Error).message }, 'Redis refused CLIENT TRACKING: the local session cache is off, every request reads Redis');
+      }
+    }
+  }
+}
