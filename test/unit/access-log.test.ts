@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AccessLog, type AccessLogEntry } from '../../src/ops/access-log.js';
+import { AccessLog, jsonString, type AccessLogEntry } from '../../src/ops/access-log.js';
 import { logDestination } from '../../src/ops/log-destination.js';
 
 class Lines {
@@ -109,5 +109,20 @@ describe('the log destination', () => {
     destination.writeBatched('request 1\n');
     expect(readFileSync(file, 'utf8')).toBe('request 1\n');
     destination.close();
+  });
+});
+
+describe('jsonString', () => {
+  it('quotes plain printable ASCII as it is, exactly as JSON.stringify would', () => {
+    for (const value of ['', 'GET', '0b5c3c1e-7a0e-4c57-9a43-1f0f4e2b9d11', '/api/items?q=1&x=%22', 'AbCdEf_-12']) {
+      expect(jsonString(value)).toBe(JSON.stringify(value));
+    }
+  });
+
+  it('escapes quotes, backslashes, control characters and non-ASCII exactly as JSON.stringify does', () => {
+    for (const value of ['a"b', 'a\\b', 'line\nbreak', 'tab\t', '\u0000', 'é', '\u2028', '\ud800', '😀', '\u007f']) {
+      expect(jsonString(value)).toBe(JSON.stringify(value));
+      expect(JSON.parse(jsonString(value))).toBe(value);
+    }
   });
 });
