@@ -15,7 +15,7 @@
  * probe run in child processes of their own (bench/lib/*-child.ts). Everything listens on
  * 127.0.0.1. Results: bench/results/<date>.json, latest.json, latest.md.
  *
- * Knobs (environment): BENCH_CONNECTIONS (16), BENCH_ROUNDS (3), BENCH_SLICE_SECONDS (2),
+ * Knobs (environment): BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_SLICE_SECONDS (2),
  * BENCH_FIXED_RATE (300 req/s over 1 connection) and BENCH_FIXED_RATE_ROUNDS (2) for latency without queueing,
  * BENCH_STORM_REQUESTS (500), BENCH_STORM_SESSIONS (1000), BENCH_MEMORY_SESSIONS
  * ("10000,100000"), BENCH_REDIS_SESSIONS (1000), BENCH_SKIP ("throughput,storm,memory"),
@@ -64,7 +64,7 @@ const skip = new Set((env.BENCH_SKIP ?? '').split(',').filter(Boolean));
 
 const settings = {
   connections: num('BENCH_CONNECTIONS', 16),
-  rounds: num('BENCH_ROUNDS', 3),
+  rounds: num('BENCH_ROUNDS', 5),
   /**
    * Latency without queueing: one connection, one request at a time, at a fixed rate well
    * below every target's capacity. At full load (16 connections) latency is mostly queueing
