@@ -181,7 +181,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.decorate('metrics', metrics);
   app.decorateRequest('session', null);
 
-  await app.register(fastifyCookie);
+  // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
+  await app.register(fastifyCookie, { hook: false });
   app.setErrorHandler((error, request, reply) => {
     const browserError = toBrowserError(error);
     if (browserError.status >= 500 && !(error instanceof BrowserError)) {

@@ -54,9 +54,18 @@ export class SessionCookies {
     );
   }
 
+  /**
+   * The cookies the browser sent, parsed on first use. @fastify/cookie's parsing hook is
+   * off (registered with `hook: false`): a hook on every request of the app costs more than
+   * the few requests that read cookies need (a proxied call reads one).
+   */
+  received(request: FastifyRequest): Record<string, string | undefined> {
+    return (request.cookies ??= request.server.parseCookie(request.headers.cookie ?? ''));
+  }
+
   /** The session cookie's value, reassembled from chunks; null when absent or broken (a gap). */
   readSession(request: FastifyRequest): string | null {
-    const cookies = request.cookies;
+    const cookies = this.received(request);
     const whole = cookies[this.sessionName];
     if (whole !== undefined) return whole;
     let value = '';
@@ -91,7 +100,7 @@ export class SessionCookies {
   }
 
   private clearSessionCookies(request: FastifyRequest, reply: FastifyReply, keep: ReadonlySet<string>): void {
-    for (const name of Object.keys(request.cookies)) {
+    for (const name of Object.keys(this.received(request))) {
       if (!keep.has(name) && this.isSessionName(name)) reply.clearCookie(name, this.sessionAttributes);
     }
   }
@@ -109,7 +118,7 @@ export class SessionCookies {
    * tokens were not set by us and cannot be cleared by a Set-Cookie: they are ignored.
    */
   pendingLoginNames(request: FastifyRequest): string[] {
-    return Object.keys(request.cookies).filter((n) => n.startsWith(this.pendingLoginPrefix) && COOKIE_NAME.test(n));
+    return Object.keys(this.received(request)).filter((n) => n.startsWith(this.pendingLoginPrefix) && COOKIE_NAME.test(n));
   }
 
   writePendingLogin(reply: FastifyReply, state: string, value: string, maxAgeSeconds: number): void {

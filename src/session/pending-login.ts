@@ -42,7 +42,7 @@ export class PendingLogins {
     // A state we issued is a plain token; anything else names no cookie of ours.
     if (!isCookieNameToken(state)) return null;
     const name = cookies.pendingLoginName(state);
-    const sealed = request.cookies[name];
+    const sealed = cookies.received(request)[name];
     if (sealed === undefined) return null;
     cookies.clearPendingLogin(reply, name);
     const pending = await this.open(sealed);
@@ -60,7 +60,7 @@ export class PendingLogins {
     const { cookies, maxPerBrowser } = this.options;
     const alive: Array<{ name: string; createdAt: number }> = [];
     for (const name of cookies.pendingLoginNames(request)) {
-      const pending = await this.open(request.cookies[name] ?? '');
+      const pending = await this.open(cookies.received(request)[name] ?? '');
       if (pending) alive.push({ name, createdAt: pending.createdAt });
       else cookies.clearPendingLogin(reply, name);
     }
