@@ -62,9 +62,9 @@ export function observeRequests(app: FastifyInstance, options: RequestObservatio
       url: loggableUrl(request.url),
       status: reply.statusCode,
       cutOff,
-      ms: Math.round(elapsedMs * 10) / 10,
+      ms: elapsedMs,
       group,
-      session: session ? sessionHash(session.id) : undefined,
+      session: session ? sessionHash(session) : undefined,
       sub: session && includeSubject ? String(session.claims.sub) : undefined,
     });
   };

@@ -100,7 +100,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     if (previous) await sessions.end(request, reply, previous.record, 'user');
     await sessions.save(request, reply, record);
     metrics.login('success');
-    request.log.info({ session: sessionHash(record.id) }, 'session started');
+    request.log.info({ session: sessionHash(record) }, 'session started');
     return reply.redirect(pending.returnTo, 302);
   };
 

@@ -3,7 +3,6 @@ import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
-import { BoundedTtlCache } from '../tokens/bounded-cache.js';
 import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
 import type { LogoutReason, Metrics } from '../ops/metrics.js';
 
@@ -108,7 +107,7 @@ export class SessionManager {
     await this.options.persistence.remove(record);
     request.session = null;
     this.options.metrics?.logout(logReason(reason));
-    request.log.info({ session: sessionHash(record.id), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
+    request.log.info({ session: sessionHash(record), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
   }
 
   /** Back-channel logout: ends every session of a provider session, or all of a user's. */
@@ -138,13 +137,17 @@ function logReason(reason: SessionEndReason): LogoutReason {
   return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
 }
 
-/** A log-safe session identifier: never the id itself. Memoised: it is logged per request. */
-const sessionHashes = new BoundedTtlCache<string>(10_000, 10 * 60_000, Date.now);
-export function sessionHash(id: string): string {
-  let hash = sessionHashes.get(id);
+/**
+ * A log-safe session identifier: never the id itself. Memoised per record object (it is
+ * logged with every request, and a busy session's record is the same object from request
+ * to request: the unseal cache, the memory store and the Redis local cache hand it out).
+ */
+const sessionHashes = new WeakMap<SessionRecord, string>();
+export function sessionHash(record: SessionRecord): string {
+  let hash = sessionHashes.get(record);
   if (hash === undefined) {
-    hash = createHash('sha256').update(id).digest('base64url').slice(0, 12);
-    sessionHashes.set(id, hash);
+    hash = createHash('sha256').update(record.id).digest('base64url').slice(0, 12);
+    sessionHashes.set(record, hash);
   }
   return hash;
 }

@@ -126,3 +126,18 @@ describe('jsonString', () => {
     }
   });
 });
+
+describe('the ms field', () => {
+  it.each([
+    [1.44, 1.4],
+    [1.45, 1.5],
+    [0, 0],
+    [0.04, 0],
+    [12, 12],
+    [12345.678, 12345.7],
+  ])('%s ms is written as %s', (ms, written) => {
+    const ours = new Lines();
+    new AccessLog(ours, 'info').write({ ...entry, ms });
+    expect(JSON.parse(ours.lines[0]!).ms).toBe(written);
+  });
+});
