@@ -87,12 +87,17 @@ function withoutOwnCookies(cookieHeader: string | string[], cookies: SessionCook
   const joined = Array.isArray(cookieHeader) ? cookieHeader.join('; ') : cookieHeader;
   let kept = '';
   // A scan rather than split/map/filter: the header is on every proxied request, and usually
-  // holds nothing but our own session cookie.
+  // holds nothing but our own session cookie, whose (2 KB) value is then never copied.
   for (let start = 0; start < joined.length; ) {
     let end = joined.indexOf(';', start);
     if (end === -1) end = joined.length;
-    const pair = joined.slice(start, end).trim();
-    if (pair !== '' && !cookies.isOwn(cookieNameOf(pair))) kept = kept === '' ? pair : `${kept}; ${pair}`;
+    const eq = joined.indexOf('=', start);
+    const hasValue = eq !== -1 && eq < end;
+    const name = (hasValue ? joined.slice(start, eq) : joined.slice(start, end)).trim();
+    if ((hasValue || name !== '') && !cookies.isOwn(name)) {
+      const pair = joined.slice(start, end).trim();
+      kept = kept === '' ? pair : `${kept}; ${pair}`;
+    }
     start = end + 1;
   }
   return kept;

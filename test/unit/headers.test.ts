@@ -27,6 +27,21 @@ describe('headers sent to the upstream', () => {
     expect(headers['x-forwarded-host']).toBe('app.example.com');
   });
 
+  it('keep every other cookie pair as the browser sent it, odd ones included, and drop blank pairs', () => {
+    const headers = upstreamRequestHeaders(
+      { cookie: ' a=1; ;  =x; __Host-th_session=sealed=with=equals;flag; __Host-th_session.2=c;b=2 ' },
+      { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' },
+      forwarded,
+      undefined,
+    );
+    expect(headers.cookie).toBe('a=1; =x; flag; b=2');
+  });
+
+  it('send no Cookie header when only token-handler cookies were sent', () => {
+    const headers = upstreamRequestHeaders({ cookie: '__Host-th_session=sealed' }, { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' }, forwarded, undefined);
+    expect(headers.cookie).toBeUndefined();
+  });
+
   it('drop every cookie when the route says stripCookies: all', () => {
     const headers = upstreamRequestHeaders({ cookie: 'theme=dark' }, { cookies, stripCookies: 'all', csrfHeader: 'x-csrf' }, forwarded, undefined);
     expect(headers.cookie).toBeUndefined();
