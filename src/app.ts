@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
@@ -35,7 +35,7 @@ import { lazyChildLogger } from './ops/request-logger.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
-import { loggableUrl, observeRequests, requestId } from './ops/request-log.js';
+import { RequestLines, loggableUrl, observeRequests, requestId } from './ops/request-log.js';
 import { AccessLog } from './ops/access-log.js';
 import { logDestination } from './ops/log-destination.js';
 
@@ -100,10 +100,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // One destination for the application's lines and the request lines, so they stay in order.
   const ownDestination = options.logStream ? undefined : logDestination(1, config.logging.batchRequestLines);
   const logStream = options.logStream ?? ownDestination!;
+  const requestLines = new RequestLines();
   const app = Fastify({
     logger: loggerOptions(config, logStream),
     // One line per request is logged by observeRequests, with session-safe fields only.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: requestLines,
     genReqId: requestId,
     // Each request's logger is made when it first writes a line (most never do).
     childLoggerFactory: lazyChildLogger,
@@ -195,8 +196,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return sendError(reply, browserError);
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
-  // Called directly, not registered: its hooks must apply to every route of the app.
-  const requestObserver = observeRequests(app, {
+  // Called directly, not registered: it decorates every request of the app and feeds on Fastify's completed-request calls.
+  const requestObserver = observeRequests(app, requestLines, {
     metrics,
     accessLog: new AccessLog(logStream, config.logging.level),
     includeSubject: config.logging.includeSubject,

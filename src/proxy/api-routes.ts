@@ -25,7 +25,7 @@ export interface ApiRoutesOptions {
   /** Largest body streamed to an upstream (413 beyond). */
   bodyLimitBytes: number;
   retryAfterSeconds: number;
-  /** Told when an upstream response breaks off mid-stream (no onResponse hook runs then). */
+  /** Told when an upstream response breaks off mid-stream (Fastify then reports no completed request). */
   onCutOff: (request: FastifyRequest, reply: FastifyReply) => void;
 }
 
