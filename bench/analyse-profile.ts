@@ -151,7 +151,7 @@ export function analyse(profile: CpuProfile, topN = 15): Analysis {
   const inclusiveRules: Array<[string, (f: CallFrame) => boolean]> = [
     ['iron-session seal/unseal (iron-webcrypto, WebCrypto)', (f) => /iron-session|iron-webcrypto/.test(f.url)],
     ['session for the request (src/tokens/session-tokens.ts current: cookie, unseal cache, catch-up, touch)', (f) => /\/src\/tokens\/session-tokens/.test(f.url)],
-    ['request log line + metrics (src/ops/request-log.ts, from Fastify's requestCompleted)', (f) => /\/src\/ops\/request-log/.test(f.url)],
+    ["request log line + metrics (src/ops/request-log.ts, called from Fastify's requestCompleted)", (f) => /\/src\/ops\/request-log/.test(f.url)],
     ['header rewriting (src/proxy/headers.ts)', (f) => /\/src\/proxy\/headers/.test(f.url)],
     ['pino (any log call)', (f) => /node_modules\/pino\//.test(f.url)],
     ['prom-client', (f) => /node_modules\/prom-client\//.test(f.url)],
