@@ -197,7 +197,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
   // Called directly, not registered: it decorates every request of the app and feeds on Fastify's completed-request calls.
-  const requestObserver = observeRequests(app, requestLines, {
+  observeRequests(app, requestLines, {
     metrics,
     accessLog: new AccessLog(logStream, config.logging.level),
     includeSubject: config.logging.includeSubject,
@@ -256,7 +256,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
-    onCutOff: requestObserver.cutOff,
   });
 
   for (const plugin of options.plugins ?? []) await app.register(plugin);

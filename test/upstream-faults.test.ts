@@ -198,7 +198,30 @@ describe('upstream fails mid-response', () => {
     await expect
       .poll(() => instance.logs.some((l) => l.msg === 'request' && l.url === '/api/reset?bytes=65536'), { timeout: 1_000 })
       .toBe(true);
+    expect(instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/reset?bytes=65536')).toMatchObject([{ cutOff: true, status: 200 }]);
     expect(instance.logs.some((l) => l.level === 40 && /upstream|terminated|closed/i.test(String(l.msg)))).toBe(true);
+    const metrics = (await instance.app.inject('/metrics')).body;
+    expect(metrics).toMatch(/token_handler_http_requests_total\{group="api:\/api",status="cut_off"\} 1/);
+  });
+
+  it('logs a response the browser walked away from mid-stream once, marked cutOff, at info level (not an upstream fault)', async () => {
+    const { instance, browser } = await signedIn();
+    // The upstream sends 1 KB, then nothing for 3 s: the browser leaves after the first bytes.
+    const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
+    await new Promise<void>((resolve) => {
+      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, (res) => {
+        res.once('data', () => request.destroy());
+        res.on('error', () => undefined);
+        res.on('close', () => resolve());
+      });
+      request.on('error', () => undefined);
+    });
+    await expect
+      .poll(() => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000').length, { timeout: 4_000 })
+      .toBe(1);
+    expect(instance.logs.find((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000')).toMatchObject({ cutOff: true });
+    expect(instance.logs.some((l) => l.level === 30 && /browser went away/.test(String(l.msg)))).toBe(true);
+    expect(instance.logs.some((l) => Number(l.level) >= 40)).toBe(false);
   });
 });
 

@@ -24,38 +24,40 @@ export interface RequestObservationOptions {
 }
 
 /**
- * One log line and one metrics sample per request, with a request id (echoed to the
- * browser by the routes themselves — no hook of its own on the hot path — and sent upstream). Only session-safe identifiers are logged: a hash of
- * the session id, and the `sub` only when `logging.includeSubject` is on.
- */
-export interface RequestObserver {
-  /**
-   * For a response destroyed mid-stream (an upstream reset or stalled body): Fastify then
-   * reports no completed request, so the request line is written here, marked `cutOff`.
-   */
-  cutOff(request: FastifyRequest, reply: FastifyReply): void;
-}
-
-/**
- * Fastify's "request completed" line, replaced by ours: Fastify calls `requestCompleted` once
- * for every request whose response was sent (the documented way to customise that line).
- * Observing there rather than in an onResponse hook spares every request Fastify's hook
- * runner. Its incoming-request line stays off.
+ * Fastify's own per-request lines, replaced by ours: one request line and one metrics
+ * sample per request, with a request id (echoed to the browser by the routes themselves
+ * and sent upstream). Only session-safe identifiers are logged: a hash of the session id,
+ * and the `sub` only when `logging.includeSubject` is on.
+ *
+ * Fastify calls `requestCompleted` once for every request whose response was sent, and
+ * `streamError` when a streamed response breaks off after its headers went out (an
+ * upstream reset or stalled body, or the browser going away), for which it reports no
+ * completed request: the line is written there, marked `cutOff`. Overriding these methods is
+ * Fastify's documented way to customise those lines; it also spares every request a hook
+ * runner (onResponse) and a listener on the upstream's body. Its incoming-request line
+ * stays off.
  */
 export class RequestLines extends LogController {
   /** Set by observeRequests once the metrics and the access log exist. */
-  completed: ((request: FastifyRequest, reply: FastifyReply) => void) | undefined;
+  observe: ((request: FastifyRequest, reply: FastifyReply, cutOff: boolean) => void) | undefined;
 
   constructor() {
     super({ disableRequestLogging: true });
   }
 
   override requestCompleted(_error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    this.completed?.(request, reply);
+    this.observe?.(request, reply, false);
+  }
+
+  override streamError(error: Error & { code?: string }, request: FastifyRequest, reply: FastifyReply): void {
+    const err = { message: error.message, code: error.code };
+    if (error.code === 'ERR_STREAM_PREMATURE_CLOSE') request.log.info({ err }, 'response cut off mid-stream: the browser went away');
+    else request.log.warn({ err }, 'response cut off mid-stream: the upstream response failed');
+    this.observe?.(request, reply, true);
   }
 }
 
-export function observeRequests(app: FastifyInstance, lines: RequestLines, options: RequestObservationOptions): RequestObserver {
+export function observeRequests(app: FastifyInstance, lines: RequestLines, options: RequestObservationOptions): void {
   const { metrics, includeSubject, routePrefixes, accessLog } = options;
   const apiGroups = new Map(routePrefixes.map((prefix) => [prefix, `api:${prefix}`]));
   const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
@@ -89,8 +91,7 @@ export function observeRequests(app: FastifyInstance, lines: RequestLines, optio
   };
 
   app.decorateRequest('apiRoute', null);
-  lines.completed = (request, reply) => observe(request, reply, false);
-  return { cutOff: (request, reply) => observe(request, reply, true) };
+  lines.observe = observe;
 }
 
 declare module 'fastify' {

@@ -25,8 +25,6 @@ export interface ApiRoutesOptions {
   /** Largest body streamed to an upstream (413 beyond). */
   bodyLimitBytes: number;
   retryAfterSeconds: number;
-  /** Told when an upstream response breaks off mid-stream (Fastify then reports no completed request). */
-  onCutOff: (request: FastifyRequest, reply: FastifyReply) => void;
 }
 
 interface UpstreamResponse {
@@ -191,10 +189,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
           return;
         }
-        res.stream.once('error', (err: Error & { code?: string }) => {
-          request.log.warn({ err: { message: err.message, code: err.code } }, 'upstream response cut off mid-stream');
-          options.onCutOff(request, reply);
-        });
+        // A body that breaks off mid-stream is logged by RequestLines.streamError.
         reply.send(res.stream);
       },
     },
