@@ -18,7 +18,6 @@ import type { SessionPersistence } from './session/persistence.js';
 import { createRedis } from './session/redis-client.js';
 import { RedisSessionStore } from './session/redis-store.js';
 import { RedisTrackedCache } from './session/redis-tracked-cache.js';
-import type { SessionRecord } from './session/record.js';
 import { Sealer } from './session/sealer.js';
 import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
 import { ServerSidePersistence } from './session/server-side-persistence.js';
@@ -293,12 +292,15 @@ function createPersistence(
   logger: FastifyBaseLogger,
 ): { persistence: SessionPersistence; countSessions?: () => Promise<number | undefined> } {
   const maxTtl = config.session.absoluteTimeoutSeconds;
+  // One per replica: Redis's tracking redirect is per connection, and both users share it.
+  const localCacheEntries = config.session.redis?.localCacheEntries ?? 0;
+  const localCache = redis && localCacheEntries > 0 ? new RedisTrackedCache({ redis, maxEntries: localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
   switch (config.session.store) {
     case 'cookie': {
       // Ended sessions must stay refused for as long as a copied cookie could live.
       const denylist =
         redis && config.session.redis
-          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000)
+          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000, localCache)
           : new MemoryDenylist(maxTtl * 1000, now);
       return { persistence: new CookiePersistence(sealer, maxTtl, denylist) };
     }
@@ -308,10 +310,7 @@ function createPersistence(
     }
     case 'redis': {
       if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
-      const { keyPrefix, localCacheEntries } = config.session.redis;
-      const localCache =
-        localCacheEntries > 0 ? new RedisTrackedCache<SessionRecord>({ redis, maxEntries: localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
-      const store = new RedisSessionStore({ redis, keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl, ...(localCache ? { localCache } : {}) });
+      const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl, ...(localCache ? { localCache } : {}) });
       return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
     }
   }

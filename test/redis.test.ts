@@ -264,27 +264,27 @@ describe.runIf(hasRedis)('the local session cache of each replica (Redis client 
     await redisServer?.stop();
   });
 
-  async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number): Promise<TestBff> {
+  async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number, store: 'redis' | 'cookie' = 'redis'): Promise<TestBff> {
     return startBff({
       oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
-      session: { store: 'redis', secrets: [SECRET], redis: { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) } },
+      session: { store, secrets: [SECRET], redis: { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) } },
       routes: [{ prefix: '/api', upstream: upstream.url }],
     });
   }
 
-  /** Session reads Redis has answered so far (the store reads a record with one HGET). */
-  async function sessionReads(server: Redis = admin): Promise<number> {
-    return Number(/cmdstat_hget:calls=(\d+)/.exec(await server.info('commandstats'))?.[1] ?? 0);
+  /** Session reads Redis has answered so far (the store reads a record with one HGET; the cookie store's denylist check is one MGET). */
+  async function sessionReads(server: Redis = admin, command: 'hget' | 'mget' = 'hget'): Promise<number> {
+    return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await server.info('commandstats'))?.[1] ?? 0);
   }
 
   /** Requests until one is answered without reading Redis: the replica's cache holds the session. */
-  async function warm(browser: TestBrowser): Promise<void> {
+  async function warm(browser: TestBrowser, command: 'hget' | 'mget' = 'hget'): Promise<void> {
     await expect
       .poll(
         async () => {
-          const before = await sessionReads();
+          const before = await sessionReads(admin, command);
           expect((await browser.request('/api/warm')).statusCode).toBe(200);
-          return (await sessionReads()) - before;
+          return (await sessionReads(admin, command)) - before;
         },
         { timeout: 5000, interval: 50 },
       )
@@ -346,6 +346,23 @@ describe.runIf(hasRedis)('the local session cache of each replica (Redis client 
 
     expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
     await expectEndedOn(onB, 'after-reconnect-logout');
+  });
+
+  it('store cookie with Redis: a busy session is checked against the shared denylist from memory, and a logout on another replica refuses its cookie at once', async () => {
+    const prefix = uniquePrefix();
+    const a = await replica(prefix, redisServer.url, undefined, 'cookie');
+    const b = await replica(prefix, redisServer.url, undefined, 'cookie');
+    const onA = new TestBrowser(a.app);
+    await onA.login({ login: 'cookie-denylist-user' });
+    const onB = new TestBrowser(b.app);
+    onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
+    await warm(onB, 'mget');
+    const before = await sessionReads(admin, 'mget');
+    for (let i = 0; i < 10; i++) expect((await onB.request(`/api/checked/${i}`)).statusCode).toBe(200);
+    expect((await sessionReads(admin, 'mget')) - before).toBe(0);
+
+    expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+    await expectEndedOn(onB, 'after-cookie-logout');
   });
 
   it('with localCacheEntries 0 every API call reads Redis', async () => {

@@ -58,8 +58,9 @@ export interface RedisConfig {
   url: string;
   keyPrefix: string;
   /**
-   * Session records kept in each replica's memory (store: redis), dropped the moment Redis
-   * reports a change through client tracking. 0 turns the cache off.
+   * Entries kept in each replica's memory — session records (store: redis), denylist
+   * answers (store: cookie) — dropped the moment Redis reports a change through client
+   * tracking. 0 turns the cache off.
    */
   localCacheEntries: number;
 }

@@ -1,4 +1,5 @@
-import type { Awaitable } from '../awaitable.js';
+import { andThen, type Awaitable } from '../awaitable.js';
+import type { RedisTrackedCache } from './redis-tracked-cache.js';
 import type { Redis } from 'ioredis';
 import type { SessionRecord } from './record.js';
 import { storeCall } from './redis-client.js';
@@ -63,12 +64,17 @@ export class MemoryDenylist implements Denylist {
   }
 }
 
-/** The denylist shared by every replica through Redis: one MGET per check. */
+/**
+ * The denylist shared by every replica through Redis: one MGET per check, or none when
+ * the replica's local cache (Redis client tracking, see redis-tracked-cache.ts) holds the
+ * three answers; a deny written by any replica drops them from every cache at once.
+ */
 export class RedisDenylist implements Denylist {
   constructor(
     private readonly redis: Redis,
     private readonly keyPrefix: string,
     private readonly lifetimeMs: number,
+    private readonly localCache?: RedisTrackedCache,
   ) {}
 
   private key(kind: 'id' | 'sid' | 'sub', value: string): string {
@@ -87,20 +93,28 @@ export class RedisDenylist implements Denylist {
     return this.put(this.key('sub', sub), at);
   }
 
-  async isDenied(record: SessionRecord): Promise<boolean> {
+  /** Synchronous when the local cache holds the answers. */
+  isDenied(record: SessionRecord): Awaitable<boolean> {
     const sid = typeof record.claims.sid === 'string' ? record.claims.sid : '';
     const sub = typeof record.claims.sub === 'string' ? record.claims.sub : '';
-    const [byId, bySid, bySub] = await storeCall('denylist check', () =>
-      this.redis.mget(this.key('id', record.id), this.key('sid', sid), this.key('sub', sub)),
-    );
-    if (byId !== null) return true;
-    if (sid !== '' && bySid !== null) return true;
-    return sub !== '' && bySub !== null && record.createdAt <= Number(bySub);
+    const keys = [this.key('id', record.id), this.key('sid', sid), this.key('sub', sub)];
+    const fetch = () => storeCall('denylist check', () => this.redis.mget(keys));
+    const entries = this.localCache ? this.localCache.readMany(keys, fetch) : fetch();
+    return andThen(entries, ([byId, bySid, bySub]) => {
+      if (byId !== null && byId !== undefined) return true;
+      if (sid !== '' && bySid !== null && bySid !== undefined) return true;
+      return sub !== '' && bySub !== null && bySub !== undefined && record.createdAt <= Number(bySub);
+    });
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.localCache?.close();
+  }
 
   private async put(key: string, value: number): Promise<void> {
-    await storeCall('denylist write', () => this.redis.set(key, String(value), 'PX', this.lifetimeMs));
+    // Dropped before and after: this replica's next check sees the entry without waiting for
+    // Redis's invalidation message (which follows, for the other replicas' caches).
+    this.localCache?.evict(key);
+    await storeCall('denylist write', () => this.redis.set(key, String(value), 'PX', this.lifetimeMs)).finally(() => this.localCache?.evict(key));
   }
 }

@@ -29,7 +29,7 @@ export interface RedisSessionStoreOptions {
    * Records kept in this process, invalidated by Redis on any change (see
    * redis-tracked-cache.ts), so a busy session's requests do not each wait for Redis.
    */
-  localCache?: RedisTrackedCache<SessionRecord>;
+  localCache?: RedisTrackedCache;
 }
 
 /**

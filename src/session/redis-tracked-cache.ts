@@ -32,8 +32,9 @@ export interface RedisTrackedCacheOptions {
  * A Redis that refuses CLIENT TRACKING (older than 6, or the command disabled) leaves the
  * cache off, with one warning; every read then goes to Redis as before.
  */
-export class RedisTrackedCache<V> {
-  private readonly entries: BoundedTtlCache<V>;
+export class RedisTrackedCache {
+  /** Values as Redis returned them (null for a missing key); never undefined. */
+  private readonly entries: BoundedTtlCache<unknown>;
   private readonly subscriber: Redis;
   private tracking = false;
   /** Bumped by every invalidation and tracking change: reads spanning one are not kept. */
@@ -46,7 +47,7 @@ export class RedisTrackedCache<V> {
   private closed = false;
 
   constructor(private readonly options: RedisTrackedCacheOptions) {
-    this.entries = new BoundedTtlCache<V>(options.maxEntries, options.ttlMs, Date.now);
+    this.entries = new BoundedTtlCache<unknown>(options.maxEntries, options.ttlMs, Date.now);
     // Subscriptions are renewed by hand (CLIENT ID must be asked before subscribing).
     this.subscriber = options.redis.duplicate({ autoResubscribe: false, enableAutoPipelining: false });
     this.subscriber.on('messageBuffer', (_channel: Buffer, keys: unknown) => this.invalidate(keys));
@@ -66,15 +67,39 @@ export class RedisTrackedCache<V> {
     if (options.redis.status === 'ready') void this.startTracking();
   }
 
-  /** The cached value, or the fetched one (cached when it is safe to). */
-  read(key: string, fetch: () => Promise<V | null>): Awaitable<V | null> {
-    if (!this.tracking) return fetch();
-    const cached = this.entries.get(key);
-    if (cached !== undefined) return cached;
+  /**
+   * The cached value, or the fetched one (cached when it is safe to). A key that does not
+   * exist is cached too (as the fetch's null): Redis tracks reads of missing keys as well.
+   */
+  read<V>(key: string, fetch: () => Promise<V>): Awaitable<V> {
+    if (this.tracking) {
+      const cached = this.entries.get(key);
+      if (cached !== undefined) return cached as V;
+    }
+    return this.remembered([key], fetch().then((value) => [value]), ([value]) => value as V);
+  }
+
+  /** Several keys read in one command (MGET): answered from the cache only when all of them are in it. */
+  readMany<V>(keys: readonly string[], fetch: () => Promise<V[]>): Awaitable<V[]> {
+    if (this.tracking) {
+      const cached: V[] = [];
+      for (const key of keys) {
+        const value = this.entries.get(key);
+        if (value === undefined) break;
+        cached.push(value as V);
+      }
+      if (cached.length === keys.length) return cached;
+    }
+    return this.remembered(keys, fetch(), (values) => values);
+  }
+
+  /** Caches what a read returned, unless tracking was off or something changed while it ran. */
+  private remembered<V, R>(keys: readonly string[], values: Promise<V[]>, result: (values: V[]) => R): Promise<R> {
     const epoch = this.epoch;
-    return fetch().then((value) => {
-      if (value !== null && this.tracking && epoch === this.epoch) this.entries.set(key, value);
-      return value;
+    const tracking = this.tracking;
+    return values.then((fetched) => {
+      if (tracking && this.tracking && epoch === this.epoch) keys.forEach((key, i) => this.entries.set(key, fetched[i]));
+      return result(fetched);
     });
   }
 
