@@ -12,6 +12,30 @@ const SESSION = '__Host-th_session';
 const hasRedis = redisServerInstalled();
 if (!hasRedis) warnRedisSkipped('test/redis.test.ts');
 
+/** The upstream API, checking every token by introspection at this provider. */
+function upstreamFor(provider: TestProvider): Promise<Upstream> {
+  return startUpstream({
+    introspectionEndpoint: `${provider.issuer}/token/introspection`,
+    clientId: provider.clients.api.clientId,
+    clientSecret: provider.clients.api.clientSecret,
+  });
+}
+
+/** A replica's configuration: this provider and upstream, this store, sessions in this Redis. */
+function replicaConfig(
+  provider: TestProvider,
+  upstream: Upstream,
+  store: 'redis' | 'cookie',
+  redis: { url: string; keyPrefix: string; localCacheEntries?: number },
+  oidc: { timeoutMs?: number } = {},
+): Record<string, unknown> {
+  return {
+    oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, ...oidc },
+    session: { store, secrets: [SECRET], redis },
+    routes: [{ prefix: '/api', upstream: upstream.url }],
+  };
+}
+
 describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
   let redisServer: RedisServer;
   let provider: TestProvider;
@@ -22,11 +46,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
   beforeAll(async () => {
     redisServer = await startRedisServer();
     provider = await startProvider({ redirectUris: [REDIRECT_URI], rotateRefreshToken: true });
-    upstream = await startUpstream({
-      introspectionEndpoint: `${provider.issuer}/token/introspection`,
-      clientId: provider.clients.api.clientId,
-      clientSecret: provider.clients.api.clientSecret,
-    });
+    upstream = await upstreamFor(provider);
   });
 
   afterAll(async () => {
@@ -37,14 +57,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
   });
 
   async function replica(store: 'redis' | 'cookie', keyPrefix: string): Promise<TestBff> {
-    const instance = await startBff(
-      {
-        oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
-        session: { store, secrets: [SECRET], redis: { url: redisServer.url, keyPrefix } },
-        routes: [{ prefix: '/api', upstream: upstream.url }],
-      },
-      { now: () => time.now },
-    );
+    const instance = await startBff(replicaConfig(provider, upstream, store, { url: redisServer.url, keyPrefix }), { now: () => time.now });
     started.push(instance);
     return instance;
   }
@@ -180,32 +193,160 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     await expect.poll(async () => (await app.inject('/readyz')).statusCode, { timeout: 10_000, interval: 100 }).toBe(200);
     expect((await browser.request('/api/after')).statusCode).toBe(200);
   });
+
+  // The same Redis, provider and upstream; replicas on the real clock.
+  describe('the local session cache of each replica (Redis client tracking)', () => {
+    let admin: Redis;
+
+    beforeAll(() => {
+      admin = new Redis(redisServer.url);
+    });
+
+    afterAll(() => {
+      admin?.disconnect();
+    });
+
+    async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number, store: 'redis' | 'cookie' = 'redis'): Promise<TestBff> {
+      return startBff(replicaConfig(provider, upstream, store, { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) }));
+    }
+
+    /** Session reads Redis has answered so far (the store reads a record with one HGET; the cookie store's denylist check is one MGET). */
+    async function sessionReads(server: Redis = admin, command: 'hget' | 'mget' = 'hget'): Promise<number> {
+      return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await server.info('commandstats'))?.[1] ?? 0);
+    }
+
+    /** Requests until one is answered without reading Redis: the replica's cache holds the session. */
+    async function warm(browser: TestBrowser, command: 'hget' | 'mget' = 'hget'): Promise<void> {
+      await expect
+        .poll(
+          async () => {
+            const before = await sessionReads(admin, command);
+            expect((await browser.request('/api/warm')).statusCode).toBe(200);
+            return (await sessionReads(admin, command)) - before;
+          },
+          { timeout: 5000, interval: 50 },
+        )
+        .toBe(0);
+    }
+
+    /**
+     * The session is refused by the replica itself (401 login_required), not by the API: the
+     * upstream never sees the call, so the cached record really was dropped.
+     */
+    async function expectEndedOn(browser: TestBrowser, path: string): Promise<void> {
+      // Redis's invalidation message travels on the replica's second connection: on loopback
+      // it takes well under a millisecond; 200 ms is plenty.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const response = await browser.request(`/api/${path}`);
+      expect(response.statusCode).toBe(401);
+      expect(response.json().error).toBe('login_required');
+      expect(upstream.requests.filter((r) => r.url.includes(path))).toEqual([]);
+    }
+
+    it('answers a busy session from memory: twenty API calls, not one Redis read', async () => {
+      const { app } = await replica(uniquePrefix());
+      const browser = new TestBrowser(app);
+      await browser.login({ login: 'busy-user' });
+      await warm(browser);
+      const before = await sessionReads();
+      for (let i = 0; i < 20; i++) expect((await browser.request(`/api/busy/${i}`)).statusCode).toBe(200);
+      expect((await sessionReads()) - before).toBe(0);
+    });
+
+    it('a logout on one replica ends the session that another replica holds in its cache, at once', async () => {
+      const prefix = uniquePrefix();
+      const a = await replica(prefix);
+      const b = await replica(prefix);
+      const onA = new TestBrowser(a.app);
+      await onA.login({ login: 'two-replica-user' });
+      const onB = new TestBrowser(b.app);
+      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
+      await warm(onB);
+
+      expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+      await expectEndedOn(onB, 'after-logout');
+    });
+
+    it('keeps receiving invalidations after its subscriber connection is killed and comes back', async () => {
+      const prefix = uniquePrefix();
+      const a = await replica(prefix);
+      const b = await replica(prefix);
+      const onA = new TestBrowser(a.app);
+      await onA.login({ login: 'killed-subscriber-user' });
+      const onB = new TestBrowser(b.app);
+      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
+      await warm(onB);
+
+      // Every subscribed connection (the caches' invalidation listeners) is cut.
+      expect(Number(await admin.client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThanOrEqual(2);
+      expect((await onB.request('/api/meanwhile')).statusCode).toBe(200);
+      await warm(onB);
+
+      expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+      await expectEndedOn(onB, 'after-reconnect-logout');
+    });
+
+    it('store cookie with Redis: a busy session is checked against the shared denylist from memory, and a logout on another replica refuses its cookie at once', async () => {
+      const prefix = uniquePrefix();
+      const a = await replica(prefix, redisServer.url, undefined, 'cookie');
+      const b = await replica(prefix, redisServer.url, undefined, 'cookie');
+      const onA = new TestBrowser(a.app);
+      await onA.login({ login: 'cookie-denylist-user' });
+      const onB = new TestBrowser(b.app);
+      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
+      await warm(onB, 'mget');
+      const before = await sessionReads(admin, 'mget');
+      for (let i = 0; i < 10; i++) expect((await onB.request(`/api/checked/${i}`)).statusCode).toBe(200);
+      expect((await sessionReads(admin, 'mget')) - before).toBe(0);
+
+      expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+      await expectEndedOn(onB, 'after-cookie-logout');
+    });
+
+    it('with localCacheEntries 0 every API call reads Redis', async () => {
+      const { app } = await replica(uniquePrefix(), redisServer.url, 0);
+      const browser = new TestBrowser(app);
+      await browser.login({ login: 'uncached-user' });
+      const before = await sessionReads();
+      for (let i = 0; i < 5; i++) expect((await browser.request(`/api/uncached/${i}`)).statusCode).toBe(200);
+      expect((await sessionReads()) - before).toBe(5);
+    });
+
+    it('on a Redis that refuses CLIENT TRACKING, warns once and serves every call from Redis', async () => {
+      const noClient = await startRedisServer(['--rename-command', 'CLIENT', '']);
+      const direct = new Redis(noClient.url);
+      try {
+        const bff = await replica(uniquePrefix(), noClient.url);
+        const browser = new TestBrowser(bff.app);
+        await browser.login({ login: 'no-tracking-user' });
+        const before = await sessionReads(direct);
+        for (let i = 0; i < 5; i++) expect((await browser.request(`/api/plain/${i}`)).statusCode).toBe(200);
+        expect((await sessionReads(direct)) - before).toBe(5);
+        const warnings = bff.logs.filter((line) => String(line.msg).includes('CLIENT TRACKING'));
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]!.level).toBe(40);
+        await bff.app.close();
+      } finally {
+        direct.disconnect();
+        await noClient.stop();
+      }
+    });
+  });
 });
 
 describe.runIf(hasRedis)('a refresh slower than the lock expiry', () => {
   it('keeps the lock alive while it runs, so another replica never spends the same refresh token', async () => {
     const redisServer = await startRedisServer();
     const provider = await startProvider({ redirectUris: [REDIRECT_URI], rotateRefreshToken: true });
-    const upstream = await startUpstream({
-      introspectionEndpoint: `${provider.issuer}/token/introspection`,
-      clientId: provider.clients.api.clientId,
-      clientSecret: provider.clients.api.clientSecret,
-    });
+    const upstream = await upstreamFor(provider);
     const time = { now: Date.now() };
     const keyPrefix = uniquePrefix();
     const replicas: TestBff[] = [];
     try {
       for (let i = 0; i < 2; i++) {
         replicas.push(
-          await startBff(
-            {
-              // timeoutMs 1000 → the lock lives 5 s unless its holder extends it.
-              oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, timeoutMs: 1000 },
-              session: { store: 'redis', secrets: [SECRET], redis: { url: redisServer.url, keyPrefix } },
-              routes: [{ prefix: '/api', upstream: upstream.url }],
-            },
-            { now: () => time.now },
-          ),
+          // timeoutMs 1000 → the lock lives 5 s unless its holder extends it.
+          await startBff(replicaConfig(provider, upstream, 'redis', { url: redisServer.url, keyPrefix }, { timeoutMs: 1000 }), { now: () => time.now }),
         );
       }
       const [a, b] = replicas as [TestBff, TestBff];
@@ -238,159 +379,4 @@ describe.runIf(hasRedis)('a refresh slower than the lock expiry', () => {
       await redisServer.stop();
     }
   }, 30_000);
-});
-
-describe.runIf(hasRedis)('the local session cache of each replica (Redis client tracking)', () => {
-  let redisServer: RedisServer;
-  let admin: Redis;
-  let provider: TestProvider;
-  let upstream: Upstream;
-
-  beforeAll(async () => {
-    redisServer = await startRedisServer();
-    admin = new Redis(redisServer.url);
-    provider = await startProvider({ redirectUris: [REDIRECT_URI], rotateRefreshToken: true });
-    upstream = await startUpstream({
-      introspectionEndpoint: `${provider.issuer}/token/introspection`,
-      clientId: provider.clients.api.clientId,
-      clientSecret: provider.clients.api.clientSecret,
-    });
-  });
-
-  afterAll(async () => {
-    admin?.disconnect();
-    await upstream?.close();
-    await provider?.stop();
-    await redisServer?.stop();
-  });
-
-  async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number, store: 'redis' | 'cookie' = 'redis'): Promise<TestBff> {
-    return startBff({
-      oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
-      session: { store, secrets: [SECRET], redis: { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) } },
-      routes: [{ prefix: '/api', upstream: upstream.url }],
-    });
-  }
-
-  /** Session reads Redis has answered so far (the store reads a record with one HGET; the cookie store's denylist check is one MGET). */
-  async function sessionReads(server: Redis = admin, command: 'hget' | 'mget' = 'hget'): Promise<number> {
-    return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await server.info('commandstats'))?.[1] ?? 0);
-  }
-
-  /** Requests until one is answered without reading Redis: the replica's cache holds the session. */
-  async function warm(browser: TestBrowser, command: 'hget' | 'mget' = 'hget'): Promise<void> {
-    await expect
-      .poll(
-        async () => {
-          const before = await sessionReads(admin, command);
-          expect((await browser.request('/api/warm')).statusCode).toBe(200);
-          return (await sessionReads(admin, command)) - before;
-        },
-        { timeout: 5000, interval: 50 },
-      )
-      .toBe(0);
-  }
-
-  /**
-   * The session is refused by the replica itself (401 login_required), not by the API: the
-   * upstream never sees the call, so the cached record really was dropped.
-   */
-  async function expectEndedOn(browser: TestBrowser, path: string): Promise<void> {
-    // Redis's invalidation message travels on the replica's second connection: on loopback
-    // it takes well under a millisecond; 200 ms is plenty.
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const response = await browser.request(`/api/${path}`);
-    expect(response.statusCode).toBe(401);
-    expect(response.json().error).toBe('login_required');
-    expect(upstream.requests.filter((r) => r.url.includes(path))).toEqual([]);
-  }
-
-  it('answers a busy session from memory: twenty API calls, not one Redis read', async () => {
-    const { app } = await replica(uniquePrefix());
-    const browser = new TestBrowser(app);
-    await browser.login({ login: 'busy-user' });
-    await warm(browser);
-    const before = await sessionReads();
-    for (let i = 0; i < 20; i++) expect((await browser.request(`/api/busy/${i}`)).statusCode).toBe(200);
-    expect((await sessionReads()) - before).toBe(0);
-  });
-
-  it('a logout on one replica ends the session that another replica holds in its cache, at once', async () => {
-    const prefix = uniquePrefix();
-    const a = await replica(prefix);
-    const b = await replica(prefix);
-    const onA = new TestBrowser(a.app);
-    await onA.login({ login: 'two-replica-user' });
-    const onB = new TestBrowser(b.app);
-    onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-    await warm(onB);
-
-    expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
-    await expectEndedOn(onB, 'after-logout');
-  });
-
-  it('keeps receiving invalidations after its subscriber connection is killed and comes back', async () => {
-    const prefix = uniquePrefix();
-    const a = await replica(prefix);
-    const b = await replica(prefix);
-    const onA = new TestBrowser(a.app);
-    await onA.login({ login: 'killed-subscriber-user' });
-    const onB = new TestBrowser(b.app);
-    onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-    await warm(onB);
-
-    // Every subscribed connection (the caches' invalidation listeners) is cut.
-    expect(Number(await admin.client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThanOrEqual(2);
-    expect((await onB.request('/api/meanwhile')).statusCode).toBe(200);
-    await warm(onB);
-
-    expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
-    await expectEndedOn(onB, 'after-reconnect-logout');
-  });
-
-  it('store cookie with Redis: a busy session is checked against the shared denylist from memory, and a logout on another replica refuses its cookie at once', async () => {
-    const prefix = uniquePrefix();
-    const a = await replica(prefix, redisServer.url, undefined, 'cookie');
-    const b = await replica(prefix, redisServer.url, undefined, 'cookie');
-    const onA = new TestBrowser(a.app);
-    await onA.login({ login: 'cookie-denylist-user' });
-    const onB = new TestBrowser(b.app);
-    onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-    await warm(onB, 'mget');
-    const before = await sessionReads(admin, 'mget');
-    for (let i = 0; i < 10; i++) expect((await onB.request(`/api/checked/${i}`)).statusCode).toBe(200);
-    expect((await sessionReads(admin, 'mget')) - before).toBe(0);
-
-    expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
-    await expectEndedOn(onB, 'after-cookie-logout');
-  });
-
-  it('with localCacheEntries 0 every API call reads Redis', async () => {
-    const { app } = await replica(uniquePrefix(), redisServer.url, 0);
-    const browser = new TestBrowser(app);
-    await browser.login({ login: 'uncached-user' });
-    const before = await sessionReads();
-    for (let i = 0; i < 5; i++) expect((await browser.request(`/api/uncached/${i}`)).statusCode).toBe(200);
-    expect((await sessionReads()) - before).toBe(5);
-  });
-
-  it('on a Redis that refuses CLIENT TRACKING, warns once and serves every call from Redis', async () => {
-    const noClient = await startRedisServer(['--rename-command', 'CLIENT', '']);
-    const direct = new Redis(noClient.url);
-    try {
-      const bff = await replica(uniquePrefix(), noClient.url);
-      const browser = new TestBrowser(bff.app);
-      await browser.login({ login: 'no-tracking-user' });
-      const before = await sessionReads(direct);
-      for (let i = 0; i < 5; i++) expect((await browser.request(`/api/plain/${i}`)).statusCode).toBe(200);
-      expect((await sessionReads(direct)) - before).toBe(5);
-      const warnings = bff.logs.filter((line) => String(line.msg).includes('CLIENT TRACKING'));
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]!.level).toBe(40);
-      await bff.app.close();
-    } finally {
-      direct.disconnect();
-      await noClient.stop();
-    }
-  });
 });
