@@ -112,9 +112,7 @@ export class RedisDenylist implements Denylist {
   }
 
   private async put(key: string, value: number): Promise<void> {
-    // Dropped before and after: this replica's next check sees the entry without waiting for
-    // Redis's invalidation message (which follows, for the other replicas' caches).
-    this.localCache?.evict(key);
-    await storeCall('denylist write', () => this.redis.set(key, String(value), 'PX', this.lifetimeMs)).finally(() => this.localCache?.evict(key));
+    const write = () => this.redis.set(key, String(value), 'PX', this.lifetimeMs);
+    await storeCall('denylist write', () => (this.localCache ? this.localCache.writing(key, write) : write()));
   }
 }

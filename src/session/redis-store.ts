@@ -63,10 +63,8 @@ export class RedisSessionStore implements SessionStore {
     const key = this.key('session', record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     await storeCall('set', async () => {
-      // Dropped before and after: this process's next read sees the write without waiting
-      // for Redis's invalidation message (which follows, for other replicas' caches too).
-      localCache?.evict(key);
-      const written = await redis.eval(SET_IF_NOT_OLDER, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000).finally(() => localCache?.evict(key));
+      const write = () => redis.eval(SET_IF_NOT_OLDER, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000);
+      const written = await (localCache ? localCache.writing(key, write) : write());
       if (written !== 1) return;
       const pipeline = redis.pipeline();
       for (const [kind, value] of indexEntries(record)) {
@@ -79,11 +77,13 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(id: string): Promise<void> {
     const record = await this.get(id);
-    this.options.localCache?.evict(this.key('session', id));
+    const { redis, localCache } = this.options;
+    const key = this.key('session', id);
     await storeCall('delete', async () => {
-      const pipeline = this.options.redis.pipeline().del(this.key('session', id));
+      const pipeline = redis.pipeline().del(key);
       if (record) for (const [kind, value] of indexEntries(record)) pipeline.srem(this.key(kind, value), id);
-      await pipeline.exec();
+      const remove = () => pipeline.exec();
+      await (localCache ? localCache.writing(key, remove) : remove());
     });
   }
 

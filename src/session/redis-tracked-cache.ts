@@ -93,18 +93,29 @@ export class RedisTrackedCache {
     return this.remembered(keys, fetch(), (values) => values);
   }
 
-  /** Caches what a read returned, unless tracking was off or something changed while it ran. */
+  /**
+   * Caches what a read returned, unless tracking is off or something changed while it ran
+   * (tracking being switched on bumps the epoch too, so a read begun without it is not kept).
+   */
   private remembered<V, R>(keys: readonly string[], values: Promise<V[]>, result: (values: V[]) => R): Promise<R> {
     const epoch = this.epoch;
-    const tracking = this.tracking;
     return values.then((fetched) => {
-      if (tracking && this.tracking && epoch === this.epoch) keys.forEach((key, i) => this.entries.set(key, fetched[i]));
+      if (this.tracking && epoch === this.epoch) keys.forEach((key, i) => this.entries.set(key, fetched[i]));
       return result(fetched);
     });
   }
 
-  /** Drops a key this process is about to write or delete (Redis will say so too, later). */
-  evict(key: string): void {
+  /**
+   * Runs this process's own write (or delete) of a key, dropping the key before and after:
+   * this process's next read sees the write without waiting for Redis's invalidation
+   * message, which follows for the other replicas' caches.
+   */
+  writing<T>(key: string, write: () => Promise<T>): Promise<T> {
+    this.evict(key);
+    return write().finally(() => this.evict(key));
+  }
+
+  private evict(key: string): void {
     this.entries.delete(key);
     this.epoch++;
   }
