@@ -74,7 +74,7 @@ export class AccessLog {
  */
 function tenths(ms: number): string {
   const value = Math.round(ms * 10);
-  if (!Number.isSafeInteger(value) || value < 0) return String(Math.round(ms * 10) / 10);
+  if (!Number.isSafeInteger(value) || value < 0) return String(value / 10);
   return `${Math.trunc(value / 10)}.${value % 10}`;
 }
 
