@@ -18,7 +18,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { spawnChild } from './lib/rpc.js';
-import { API_PATH, REDIRECT_URI, benchConfig, browserHeaders, followSetCookie, login, randomPrefix, startTokenHandler, type ProviderInfo, type Store } from './lib/stack.js';
+import { API_PATH, benchConfig, browserHeaders, followSetCookie, login, plainConfig, randomPrefix, startProviderAndUpstream, startTokenHandler, type Store } from './lib/stack.js';
 
 const [dirA, dirB] = process.argv.slice(2).map((dir) => resolve(dir));
 if (!dirA || !dirB) {
@@ -33,26 +33,14 @@ const upstreamChild = spawnChild('./upstream-child.ts');
 const loads = [spawnChild('./load-child.ts'), spawnChild('./load-child.ts')];
 const servers: ChildProcess[] = [];
 try {
-  const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 3600 });
-  const upstream = await upstreamChild.call<{ url: string }>('start', {
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  const { provider, upstream } = await startProviderAndUpstream(providerChild, upstreamChild);
   // Logged in once, here; both builds accept the browser's cookie (same secret, same Redis prefix).
   const redisPrefix = randomPrefix();
   const loginSide = await startTokenHandler({ provider, upstreamUrl: upstream.url, store, redisPrefix });
   const headers = browserHeaders(await login(loginSide.app, 'compare'));
   await loginSide.close();
-  const config = benchConfig({ provider, upstreamUrl: upstream.url, store, redisPrefix });
-  const raw = {
-    publicUrl: config.publicUrl,
-    listen: { host: '127.0.0.1', port: 0 },
-    oidc: { issuer: config.oidc.issuer, clientId: config.oidc.clientId, clientSecret: config.oidc.clientSecret },
-    session: { store, secrets: config.session.secrets, ...(config.session.redis ? { redis: { url: config.session.redis.url, keyPrefix: redisPrefix } } : {}) },
-    routes: [{ prefix: '/api', upstream: upstream.url }],
-  };
-  const urls = [await start(dirA, raw), await start(dirB, raw)];
+  const config = plainConfig(benchConfig({ provider, upstreamUrl: upstream.url, store, redisPrefix }));
+  const urls = [await start(dirA, config), await start(dirB, config)];
   const slice = (driver: number, build: number, seconds: number) =>
     loads[driver]!.call<{ rps: number; non2xx: number; errors: number }>('slice', {
       target: `build-${build}-driver-${driver}`, url: urls[build]!, headers, connections: 16, durationSeconds: seconds,

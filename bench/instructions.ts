@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { spawnChild } from './lib/rpc.js';
-import { API_PATH, REDIRECT_URI, SECRET, SESSION_COOKIE, benchConfig, browserHeaders, randomPrefix, redisAnswers, startTokenHandler, login, type ProviderInfo, type Store } from './lib/stack.js';
+import { API_PATH, SECRET, SESSION_COOKIE, benchConfig, browserHeaders, plainConfig, randomPrefix, redisAnswers, startProviderAndUpstream, startTokenHandler, login, type Store } from './lib/stack.js';
 import { Sealer } from '../src/session/sealer.js';
 import type { SessionRecord } from '../src/session/record.js';
 
@@ -43,12 +43,7 @@ const providerChild = spawnChild('./provider-child.ts');
 const upstreamChild = spawnChild('./upstream-child.ts');
 const workDir = mkdtempSync(join(tmpdir(), 'th-instr-'));
 try {
-  const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 3600 });
-  const upstream = await upstreamChild.call<{ url: string }>('start', {
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  const { provider, upstream } = await startProviderAndUpstream(providerChild, upstreamChild);
   const redisUp = await redisAnswers();
   const stores: Store[] = (process.env.BENCH_INSTR_STORES?.split(',') as Store[] | undefined) ?? ['cookie', ...(redisUp ? (['redis'] as const) : [])];
   const rows: Array<{ target: string; instructions: number }> = [];
@@ -67,8 +62,8 @@ try {
       bareCookie = cookie;
       bearer = (await new Sealer([SECRET]).unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1), 28_800))!.accessToken;
     }
-    const config = { ...benchConfig({ provider, upstreamUrl: upstream.url, store, redisPrefix }) };
-    rows.push({ target: `th-${store}`, instructions: await measure(`th-${store}`, { kind: 'th', config: rawConfig(config) }, cookie) });
+    const config = benchConfig({ provider, upstreamUrl: upstream.url, store, redisPrefix });
+    rows.push({ target: `th-${store}`, instructions: await measure(`th-${store}`, { kind: 'th', config: plainConfig(config) }, cookie) });
   }
   if (bearer && process.env.BENCH_INSTR_BARE !== '0') rows.push({ target: 'bare-proxy', instructions: await measure('bare-proxy', { kind: 'bare', upstreamUrl: upstream.url, bearer }, bareCookie) });
   const bare = rows.find((r) => r.target === 'bare-proxy');
@@ -86,21 +81,6 @@ try {
   await providerChild.call('stop').catch(() => undefined);
   await upstreamChild.stop();
   await providerChild.stop();
-}
-
-/** The configuration as plain JSON for the child (parseConfig runs again there). */
-function rawConfig(config: ReturnType<typeof benchConfig>): Record<string, unknown> {
-  return {
-    publicUrl: config.publicUrl,
-    listen: { host: '127.0.0.1', port: 0 },
-    oidc: { issuer: config.oidc.issuer, clientId: config.oidc.clientId, clientSecret: config.oidc.clientSecret },
-    session: {
-      store: config.session.store,
-      secrets: config.session.secrets,
-      ...(config.session.redis ? { redis: { url: config.session.redis.url, keyPrefix: config.session.redis.keyPrefix } } : {}),
-    },
-    routes: config.routes.map((r) => ({ prefix: r.prefix, upstream: r.upstream })),
-  };
 }
 
 async function measure(label: string, spec: Record<string, unknown>, cookie: string): Promise<number> {

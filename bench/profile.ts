@@ -26,7 +26,7 @@ import type { SessionRecord } from '../src/session/record.js';
 import { analyse, formatAnalysis, type CpuProfile } from './analyse-profile.js';
 import { sealNode, unsealNode } from './lib/iron-node.js';
 import { spawnChild } from './lib/rpc.js';
-import { API_PATH, REDIRECT_URI, SECRET, SESSION_COOKIE, browserHeaders, followSetCookie, randomPrefix, redisAnswers, type ProviderInfo } from './lib/stack.js';
+import { API_PATH, SECRET, SESSION_COOKIE, browserHeaders, followSetCookie, randomPrefix, redisAnswers, startProviderAndUpstream } from './lib/stack.js';
 
 const seconds = Number(process.env.BENCH_PROFILE_SECONDS ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 16);
@@ -44,12 +44,7 @@ const redisPrefix = randomPrefix();
 const summary: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, cores: cpus().length, seconds, connections, samplingIntervalUs: intervalUs };
 
 try {
-  const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 3600 });
-  const upstream = await upstreamChild.call<{ url: string }>('start', {
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  const { provider, upstream } = await startProviderAndUpstream(providerChild, upstreamChild);
   const sealer = new Sealer([SECRET]);
   let cookieStoreCookie = '';
   let record: SessionRecord | null = null;

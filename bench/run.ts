@@ -34,7 +34,6 @@ import { RedisSessionStore } from '../src/session/redis-store.js';
 import { spawnChild, type Child } from './lib/rpc.js';
 import {
   API_PATH,
-  REDIRECT_URI,
   SECRET,
   SESSION_COOKIE,
   UPSTREAM_PATH,
@@ -47,8 +46,8 @@ import {
   warnOnce,
   DevNullLog,
   lagSummary,
+  startProviderAndUpstream,
   startTokenHandler,
-  type ProviderInfo,
   type Store,
 } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
@@ -173,12 +172,7 @@ progress('starting the provider, the upstream and the load generator (child proc
 const providerChild = child('./provider-child.ts');
 const upstreamChild = child('./upstream-child.ts');
 const load = child('./load-child.ts');
-const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: settings.accessTokenTtlSeconds });
-const upstream = await upstreamChild.call<{ url: string }>('start', {
-  introspectionEndpoint: provider.endpoints.introspection,
-  clientId: provider.clients.api.clientId,
-  clientSecret: provider.clients.api.clientSecret,
-});
+const { provider, upstream } = await startProviderAndUpstream(providerChild, upstreamChild, settings.accessTokenTtlSeconds);
 progress(`provider ${provider.issuer}, upstream ${upstream.url}`);
 
 const sealer = new Sealer([SECRET]);

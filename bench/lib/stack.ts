@@ -1,5 +1,6 @@
 /**
- * Building blocks shared by `bench/run.ts` and `bench/profile.ts`: token-handler built
+ * Building blocks shared by `bench/run.ts`, `bench/profile.ts`, `bench/instructions.ts` and
+ * `bench/compare.ts`: the provider and upstream children started for one another, token-handler built
  * from configuration exactly as the CLI does (but with a chosen log sink and clock), the
  * bare-proxy baseline, logging in through the test harness, and small helpers.
  */
@@ -15,6 +16,7 @@ import { ConfigError, parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { PUBLIC_URL, REDIRECT_URI, SECRET, TestBrowser } from '../../test/support/bff.js';
 import { completeProviderLogin } from '../../test/support/browser.js';
+import type { Child } from './rpc.js';
 
 export { PUBLIC_URL, REDIRECT_URI, SECRET };
 export const SESSION_COOKIE = '__Host-th_session';
@@ -28,6 +30,24 @@ export interface ProviderInfo {
   issuer: string;
   clients: { basic: { clientId: string; clientSecret: string }; api: { clientId: string; clientSecret: string } };
   endpoints: { introspection: string; token: string };
+}
+
+/**
+ * Starts the provider (in its child) for the bench's browser, then the upstream (in its
+ * child) checking every token by introspection at that provider.
+ */
+export async function startProviderAndUpstream(
+  providerChild: Child,
+  upstreamChild: Child,
+  accessTokenTtlSeconds = 3600,
+): Promise<{ provider: ProviderInfo; upstream: { url: string } }> {
+  const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds });
+  const upstream = await upstreamChild.call<{ url: string }>('start', {
+    introspectionEndpoint: provider.endpoints.introspection,
+    clientId: provider.clients.api.clientId,
+    clientSecret: provider.clients.api.clientSecret,
+  });
+  return { provider, upstream };
 }
 
 /**
@@ -118,6 +138,24 @@ export function benchConfig(options: TokenHandlerOptions): Config {
     }
   }
   return parseConfig(raw);
+}
+
+/**
+ * The parts of a bench configuration a token-handler started from its compiled `dist/`
+ * needs, as plain JSON (parseConfig runs again there): bench/lib/plain-server.mjs.
+ */
+export function plainConfig(config: Config): Record<string, unknown> {
+  return {
+    publicUrl: config.publicUrl,
+    listen: { host: '127.0.0.1', port: 0 },
+    oidc: { issuer: config.oidc.issuer, clientId: config.oidc.clientId, clientSecret: config.oidc.clientSecret },
+    session: {
+      store: config.session.store,
+      secrets: config.session.secrets,
+      ...(config.session.redis ? { redis: { url: config.session.redis.url, keyPrefix: config.session.redis.keyPrefix } } : {}),
+    },
+    routes: config.routes.map((r) => ({ prefix: r.prefix, upstream: r.upstream })),
+  };
 }
 
 export interface RunningTokenHandler {
