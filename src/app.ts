@@ -292,15 +292,16 @@ function createPersistence(
   logger: FastifyBaseLogger,
 ): { persistence: SessionPersistence; countSessions?: () => Promise<number | undefined> } {
   const maxTtl = config.session.absoluteTimeoutSeconds;
-  // One per replica: Redis's tracking redirect is per connection, and both users share it.
-  const localCacheEntries = config.session.redis?.localCacheEntries ?? 0;
-  const localCache = redis && localCacheEntries > 0 ? new RedisTrackedCache({ redis, maxEntries: localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
+  // At most one per replica, made only for the store that reads through it (and closes it):
+  // Redis's tracking redirect is per connection.
+  const trackedCache = (redis: Redis, entries: number) =>
+    entries > 0 ? new RedisTrackedCache({ redis, maxEntries: entries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
   switch (config.session.store) {
     case 'cookie': {
       // Ended sessions must stay refused for as long as a copied cookie could live.
       const denylist =
         redis && config.session.redis
-          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000, localCache)
+          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000, trackedCache(redis, config.session.redis.localCacheEntries))
           : new MemoryDenylist(maxTtl * 1000, now);
       return { persistence: new CookiePersistence(sealer, maxTtl, denylist) };
     }
@@ -310,6 +311,7 @@ function createPersistence(
     }
     case 'redis': {
       if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
+      const localCache = trackedCache(redis, config.session.redis.localCacheEntries);
       const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl, ...(localCache ? { localCache } : {}) });
       return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
     }

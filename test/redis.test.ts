@@ -25,7 +25,7 @@ function upstreamFor(provider: TestProvider): Promise<Upstream> {
 function replicaConfig(
   provider: TestProvider,
   upstream: Upstream,
-  store: 'redis' | 'cookie',
+  store: 'redis' | 'cookie' | 'memory',
   redis: { url: string; keyPrefix: string; localCacheEntries?: number },
   oidc: { timeoutMs?: number } = {},
 ): Record<string, unknown> {
@@ -206,7 +206,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
       admin?.disconnect();
     });
 
-    async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number, store: 'redis' | 'cookie' = 'redis'): Promise<TestBff> {
+    async function replica(keyPrefix: string, url = redisServer.url, localCacheEntries?: number, store: 'redis' | 'cookie' | 'memory' = 'redis'): Promise<TestBff> {
       return startBff(replicaConfig(provider, upstream, store, { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) }));
     }
 
@@ -301,6 +301,14 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
 
       expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
       await expectEndedOn(onB, 'after-cookie-logout');
+    });
+
+    it('store memory with Redis configured (refresh coordination only) opens no cache connection', async () => {
+      const subscribers = async () => String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub')).split('\n').filter(Boolean).length;
+      const before = await subscribers();
+      const { app } = await replica(uniquePrefix(), redisServer.url, undefined, 'memory');
+      await new TestBrowser(app).login({ login: 'memory-with-redis-user' });
+      expect(await subscribers()).toBe(before);
     });
 
     it('with localCacheEntries 0 every API call reads Redis', async () => {
