@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { spawnChild } from './lib/rpc.js';
-import { API_PATH, SECRET, SESSION_COOKIE, benchConfig, browserHeaders, plainConfig, randomPrefix, redisAnswers, startProviderAndUpstream, startTokenHandler, login, type Store } from './lib/stack.js';
+import { API_PATH, SECRET, SESSION_COOKIE, benchConfig, browserHeaders, followSetCookie, plainConfig, randomPrefix, redisAnswers, startProviderAndUpstream, startTokenHandler, login, type Store } from './lib/stack.js';
 import { Sealer } from '../src/session/sealer.js';
 import type { SessionRecord } from '../src/session/record.js';
 
@@ -94,6 +94,9 @@ async function measure(label: string, spec: Record<string, unknown>, cookie: str
     const port = await portOf(child);
     const url = `http://127.0.0.1:${port}${API_PATH}`;
     const headers = browserHeaders(cookie);
+    // The session's idle timeout may have slid since the login (valgrind starts slowly): keep
+    // the cookie it sets, as a browser would, or every request would re-seal.
+    await followSetCookie(url, headers);
     process.stdout.write(`${label}: warm-up… `);
     await fire(url, headers, warmup);
     execFileSync('callgrind_control', ['--instr=on', String(child.pid)], { stdio: 'ignore' });

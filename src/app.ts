@@ -130,8 +130,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
 
   const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
-  // Sessions unsealed once per cookie value; the Date.now clock bounds the cache (not the test clock).
-  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000, cacheTtlMs: 30_000 });
+  // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
+  // Date.now (iron checks a seal against real time, not the test clock).
+  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000 });
   const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
   const timeouts = {
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,

@@ -10,6 +10,10 @@ export interface SealerOptions {
    * rather than once per request. A seal is immutable: a changed session has a new seal.
    */
   cacheEntries?: number;
+  /**
+   * Longest a value stays remembered. Never beyond the seal's own expiry (baked into it), so
+   * the cache accepts nothing iron would refuse. Default: the seal's expiry alone.
+   */
   cacheTtlMs?: number;
   now?: () => number;
 }
@@ -25,6 +29,8 @@ export class Sealer {
   private readonly unsealPasswords: Record<string, string>;
   /** Keyed by the seal's MAC (short, unique per seal); the whole seal is compared on a hit. */
   private readonly unsealed: BoundedTtlCache<{ sealed: string; data: object }> | undefined;
+  private readonly now: () => number = Date.now;
+  private readonly cacheTtlMs: number = Number.MAX_SAFE_INTEGER;
 
   constructor(secrets: readonly string[], options: SealerOptions = {}) {
     const [first] = secrets;
@@ -32,7 +38,9 @@ export class Sealer {
     this.sealPassword = { [passwordId(first)]: first };
     this.unsealPasswords = Object.fromEntries(secrets.map((s) => [passwordId(s), s]));
     if (options.cacheEntries) {
-      this.unsealed = new BoundedTtlCache(options.cacheEntries, options.cacheTtlMs ?? 30_000, options.now ?? Date.now);
+      this.now = options.now ?? Date.now;
+      this.cacheTtlMs = options.cacheTtlMs ?? Number.MAX_SAFE_INTEGER;
+      this.unsealed = new BoundedTtlCache(options.cacheEntries, this.cacheTtlMs, this.now);
     }
   }
 
@@ -63,7 +71,10 @@ export class Sealer {
     }
     if (Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
-    this.unsealed?.set(macOf(sealed), { sealed, data });
+    if (this.unsealed) {
+      const lifeMs = Math.min(this.cacheTtlMs, sealExpiresAt(sealed) - this.now());
+      if (lifeMs > 0) this.unsealed.set(macOf(sealed), { sealed, data }, lifeMs);
+    }
     return data;
   }
 }
@@ -71,6 +82,15 @@ export class Sealer {
 function passwordId(secret: string): string {
   // iron password ids are [A-Za-z0-9_]; a numeric id from the secret's hash keeps it stable.
   return String(createHash('sha256').update(secret).digest().readUInt32BE(0));
+}
+
+/**
+ * When an iron seal stops opening: its expiration field (`Fe26.2*id*salt*iv*data*expiration*…`),
+ * epoch milliseconds; a seal without one (no ttl) never expires.
+ */
+function sealExpiresAt(sealed: string): number {
+  const field = sealed.split('*', 6)[5];
+  return field ? Number(field) : Number.MAX_SAFE_INTEGER;
 }
 
 /**

@@ -40,6 +40,19 @@ describe('the unseal cache', () => {
     expect(reopened).not.toBe(first);
   });
 
+  it('remembers a seal no longer than the seal itself lives, so an expired cookie goes back to iron', async () => {
+    let now = Date.now();
+    const sealer = new Sealer([NEW], { cacheEntries: 10, now: () => now });
+    const sealed = await sealer.seal({ a: 1 }, 60);
+    const first = await sealer.unseal(sealed, 60);
+    now += 59_000;
+    expect(sealer.unseal(sealed, 60)).toBe(first);
+    now += 2_000;
+    const reopened = sealer.unseal(sealed, 60);
+    expect(reopened).toBeInstanceOf(Promise);
+    expect(await reopened).not.toBe(first);
+  });
+
   it('never remembers a seal that failed to open', async () => {
     const sealer = new Sealer([NEW], { cacheEntries: 10 });
     const foreign = await new Sealer([OLD]).seal({ a: 1 }, 60);
