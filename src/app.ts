@@ -30,7 +30,7 @@ import { authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
-import { lazyChildLogger } from './ops/request-logger.js';
+import { makeChildLoggersLazy } from './ops/request-logger.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
@@ -105,8 +105,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // One line per request is logged by observeRequests, with session-safe fields only.
     logController: requestLines,
     genReqId: requestId,
-    // Each request's logger is made when it first writes a line (most never do).
-    childLoggerFactory: lazyChildLogger,
     requestIdHeader: false,
     bodyLimit: config.limits.bodyLimitBytes,
     http: { maxHeaderSize: config.limits.headerLimitBytes },
@@ -118,6 +116,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       sendError(reply, new BrowserError('bad_request', 'The request URL could not be understood.')),
     return503OnClosing: true,
   } as FastifyServerOptions);
+  // Each request's logger is made when it first writes a line (most never do).
+  makeChildLoggersLazy(app.log);
 
   const secure = config.publicUrl.startsWith('https:');
   if (!secure) {

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { sessionHash } from '../session/manager.js';
@@ -8,10 +8,18 @@ import type { AccessLog } from './access-log.js';
 /** Request ids accepted from clients: short and plain, so they cannot forge log lines. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Fastify's genReqId: the client's X-Request-Id when it is safe, else a new UUID. */
+/**
+ * New request ids: a random prefix per process (72 bits, so replicas and restarts never
+ * share one) and a counter. Unique like a UUID, at a fraction of the cost: a UUID per request
+ * was a measurable share of what token-handler adds to a proxied request (bench/README.md).
+ */
+const ID_PREFIX = `${randomBytes(9).toString('hex')}-`;
+let idsMade = 0;
+
+/** Fastify's genReqId: the client's X-Request-Id when it is safe, else a new id. */
 export function requestId(request: IncomingMessage): string {
   const given = request.headers['x-request-id'];
-  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : `${ID_PREFIX}${idsMade++}`;
 }
 
 export interface RequestObservationOptions {

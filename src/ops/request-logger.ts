@@ -2,18 +2,33 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Bindings, ChildLoggerOptions, LevelWithSilent, Logger } from 'pino';
 
 type WritingLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+type MakeChild = (bindings: Bindings, options?: ChildLoggerOptions) => FastifyBaseLogger;
 
 /**
- * Fastify's `childLoggerFactory`: the per-request logger (bound to the request id) is
- * made on the first line actually written through it. Fastify asks for one per request,
- * and pino's `child()` serialises the bindings and builds a logger object each time —
- * about 2 µs a request in the proxy's CPU profile — while a proxied request that goes
- * well writes nothing through it (its request line comes from the access log). Calls at
- * disabled levels cost a level check. Route-level log options get a real child at once.
+ * Makes the children of the app's root logger lazy: Fastify asks `logger.child()` for one
+ * logger per request (bound to the request id), and pino's `child()` serialises the bindings
+ * and builds a logger object each time — about 2 µs a request in the proxy's CPU profile —
+ * while a proxied request that goes well writes nothing through it (its request line comes
+ * from the access log). A child is made on the first line actually written through it;
+ * calls at disabled levels cost a level check. Children with their own level, serializers
+ * or redaction (route-level log options) are made at once.
+ *
+ * Fastify's `childLoggerFactory` option would do the same, but Fastify then checks the logger
+ * it returns on every request (seven method lookups, an array and a closure: more instructions
+ * than the lazy child saves); it skips that check for its default factory, which calls this
+ * `child`.
  */
-export function lazyChildLogger(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
-  if (options.level !== undefined || options.serializers !== undefined || options.redact !== undefined) return logger.child(bindings, options);
-  return new LazyChildLogger(logger as Logger, bindings);
+export function makeChildLoggersLazy(root: FastifyBaseLogger): void {
+  const pinoRoot = root as Logger;
+  const pinoChild = pinoRoot.child as (this: Logger, bindings: Bindings, options?: ChildLoggerOptions) => FastifyBaseLogger;
+  const makeChild: MakeChild = (bindings, options) => pinoChild.call(pinoRoot, bindings, options);
+  // pino's children inherit from their parent object, this property included: only the
+  // root's own children are lazy; a child's children are pino's.
+  pinoRoot.child = function (this: Logger, bindings: Bindings, options?: ChildLoggerOptions) {
+    const custom = options !== undefined && (options.level !== undefined || options.serializers !== undefined || options.redact !== undefined);
+    if (this !== pinoRoot || custom) return pinoChild.call(this, bindings, options);
+    return new LazyChildLogger(pinoRoot, makeChild, bindings);
+  } as Logger['child'];
 }
 
 class LazyChildLogger implements FastifyBaseLogger {
@@ -21,6 +36,7 @@ class LazyChildLogger implements FastifyBaseLogger {
 
   constructor(
     private readonly parent: Logger,
+    private readonly makeChild: MakeChild,
     private readonly bindings: Bindings,
   ) {}
 
@@ -55,7 +71,7 @@ class LazyChildLogger implements FastifyBaseLogger {
   silent(): void {}
 
   child(bindings?: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
-    this.made ??= this.parent.child(this.bindings);
+    this.made ??= this.makeChild(this.bindings);
     return bindings === undefined ? this.made : this.made.child(bindings, options);
   }
 
