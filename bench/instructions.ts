@@ -21,7 +21,7 @@
  * Then, for each token-handler target, where its instructions beyond the bare proxy's go:
  * by area and by function (callgrind's per-function counts, the JIT-compiled JavaScript
  * named through V8's perf map, `--perf-basic-prof`; bench/lib/callgrind.ts). With the same
- * flags and build, repeated runs gave totals within 0.1 %; a function's count is exact for
+ * flags and build, two runs gave totals within 1.5 %; a function's count is exact for
  * its own instructions, but V8 inlines small functions into their callers, so read a
  * caller's count as including what it inlined.
  */
