@@ -327,6 +327,27 @@ describe('session cookie', () => {
     expect((await browser.request('/auth/user', { csrf: false })).statusCode).toBe(401);
   });
 
+  it('slides the idle timeout once for a browser that keeps sending its old cookie: every answer carries the same new cookie', async () => {
+    let now = Date.now();
+    const { app } = await bff({ session: { idleTimeoutSeconds: 600, absoluteTimeoutSeconds: 3600 }, now: () => now });
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const old = sessionCookieOf(browser)!;
+    now += 120_000; // past the touch interval (60 s): the next request slides the idle timeout
+    const answers = [];
+    for (let i = 0; i < 4; i++) {
+      browser.cookies.set(SESSION, old); // as parallel requests already on their way would
+      answers.push(await browser.request('/auth/user', { csrf: false }));
+    }
+    expect(answers.map((a) => a.statusCode)).toEqual([200, 200, 200, 200]);
+    const setCookies = answers.map((a) => String(a.headers['set-cookie']));
+    expect(new Set(setCookies).size).toBe(1);
+    expect(sessionCookieOf(browser)).not.toBe(old);
+    // The new cookie carries the slide: no further one until the next interval.
+    const next = await browser.request('/auth/user', { csrf: false });
+    expect(next.headers['set-cookie']).toBeUndefined();
+  });
+
   it('ends an active session at the absolute timeout', async () => {
     let now = Date.now();
     const { app } = await bff({ session: { idleTimeoutSeconds: 600, absoluteTimeoutSeconds: 1800 }, now: () => now });

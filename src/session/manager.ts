@@ -29,6 +29,13 @@ export interface LoadedSession {
   cookieValue: string;
 }
 
+/** One idle-timeout slide: the touched record, and its cookie once written. */
+interface Slide {
+  record: SessionRecord;
+  cookieValue: Promise<string>;
+  written?: string;
+}
+
 export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 'backchannel';
 
 /**
@@ -39,6 +46,8 @@ export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 
 export class SessionManager {
   /** Sliding the idle timeout re-seals the cookie; do it at most this often. */
   private readonly touchIntervalMs: number;
+  /** Idle-timeout slides by the loaded record they started from (see touch). */
+  private readonly slides = new WeakMap<SessionRecord, Slide>();
 
   constructor(private readonly options: SessionManagerOptions) {
     this.touchIntervalMs = Math.min(60_000, (options.timeouts.idleTimeoutSeconds * 1000) / 10);
@@ -88,17 +97,54 @@ export class SessionManager {
   }
 
   private async write(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, now: number, previous?: LoadedSession): Promise<SessionRecord> {
-    const ttlSeconds = this.remainingSeconds(record, now);
-    const cookieValue = await this.options.persistence.write(record, ttlSeconds, previous?.cookieValue);
-    if (cookieValue !== previous?.cookieValue) {
-      this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(record, now));
-    }
+    this.sendCookie(request, reply, record, await this.persist(record, now, previous), now, previous);
     return record;
   }
 
-  /** Slides the idle timeout of a loaded session if due; a no-op on most requests. */
+  private persist(record: SessionRecord, now: number, previous?: LoadedSession): Promise<string> {
+    return this.options.persistence.write(record, this.remainingSeconds(record, now), previous?.cookieValue);
+  }
+
+  private sendCookie(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, cookieValue: string, now: number, previous?: LoadedSession): void {
+    if (cookieValue !== previous?.cookieValue) {
+      this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(record, now));
+    }
+  }
+
+  /**
+   * Slides the idle timeout of a loaded session if due; a no-op on most requests. The slide
+   * is written once per loaded record: until the browser has the new cookie, its requests
+   * (parallel calls already on their way; a client without a cookie jar, for good) carry the
+   * old one, and each used to write — for the cookie store, re-seal — the session again. They
+   * share the first one's write and get its cookie.
+   */
   touch(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession): Awaitable<SessionRecord> {
-    return this.save(request, reply, loaded.record, loaded);
+    const now = this.options.now();
+    if (now - loaded.record.lastSeenAt < this.touchIntervalMs) {
+      request.session = loaded.record;
+      return loaded.record;
+    }
+    let slide = this.slides.get(loaded.record);
+    if (!slide || now - slide.record.lastSeenAt >= this.touchIntervalMs) {
+      const record = { ...loaded.record, lastSeenAt: now };
+      const started: Slide = { record, cookieValue: this.persist(record, now, loaded) };
+      started.cookieValue.then(
+        (value) => (started.written = value),
+        () => this.slides.delete(loaded.record),
+      );
+      this.slides.set(loaded.record, started);
+      slide = started;
+    }
+    const { record, written } = slide;
+    request.session = record;
+    if (written === undefined) {
+      return slide.cookieValue.then((value) => {
+        this.sendCookie(request, reply, record, value, now, loaded);
+        return record;
+      });
+    }
+    this.sendCookie(request, reply, record, written, now, loaded);
+    return record;
   }
 
   /** Ends the session everywhere (record deleted or denylisted), clears the cookie, logs one line with the reason. */
