@@ -40,6 +40,8 @@ import type { SessionRecord } from '../src/session/record.js';
 const requests = Number(process.env.BENCH_INSTR_REQUESTS ?? 2000);
 const warmup = Number(process.env.BENCH_INSTR_WARMUP ?? 8000);
 const connections = 16;
+/** Requests between two takes of the session cookie during the warm-up. */
+const WARMUP_CHUNK = 4000;
 const serverScript = fileURLToPath(new URL('./lib/plain-server.mjs', import.meta.url));
 
 if (spawnSync('valgrind', ['--version'], { stdio: 'ignore' }).status !== 0) {
@@ -103,11 +105,15 @@ async function measure(label: string, spec: Record<string, unknown>, cookie: str
     const port = await portOf(child);
     const url = `http://127.0.0.1:${port}${API_PATH}`;
     const headers = browserHeaders(cookie);
-    // The session's idle timeout may have slid since the login (valgrind starts slowly): keep
-    // the cookie it sets, as a browser would, or every request would re-seal.
-    await followSetCookie(url, headers);
     process.stdout.write(`${label}: warm-up… `);
-    await fire(url, headers, warmup);
+    // In chunks, keeping each cookie the session sets (as a browser would): under valgrind a
+    // long warm-up outlives the touch interval and the access token, after which a client
+    // still sending the first cookie would have every request re-sealed.
+    for (let done = 0; done < warmup; done += WARMUP_CHUNK) {
+      await followSetCookie(url, headers);
+      await fire(url, headers, Math.min(WARMUP_CHUNK, warmup - done));
+    }
+    await followSetCookie(url, headers);
     execFileSync('callgrind_control', ['--instr=on', String(child.pid)], { stdio: 'ignore' });
     await fire(url, headers, requests);
     execFileSync('callgrind_control', ['--dump', String(child.pid)], { stdio: 'ignore' });
