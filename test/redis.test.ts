@@ -230,6 +230,23 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     }
 
     /**
+     * Two replicas sharing Redis (and a key prefix): a browser signed in on A, and the same
+     * session on B, whose cache holds it.
+     */
+    async function sessionOnTwoReplicas(login: string, store: 'redis' | 'cookie' = 'redis'): Promise<{ onA: TestBrowser; onB: TestBrowser }> {
+      const prefix = uniquePrefix();
+      const a = await replica(prefix, redisServer.url, undefined, store);
+      const b = await replica(prefix, redisServer.url, undefined, store);
+      const onA = new TestBrowser(a.app);
+      await onA.login({ login });
+      const onB = new TestBrowser(b.app);
+      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
+      // The redis store reads a record with HGET; the cookie store's denylist check is one MGET.
+      await warm(onB, store === 'cookie' ? 'mget' : 'hget');
+      return { onA, onB };
+    }
+
+    /**
      * The session is refused by the replica itself (401 login_required), not by the API: the
      * upstream never sees the call, so the cached record really was dropped.
      */
@@ -254,28 +271,14 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     });
 
     it('a logout on one replica ends the session that another replica holds in its cache, at once', async () => {
-      const prefix = uniquePrefix();
-      const a = await replica(prefix);
-      const b = await replica(prefix);
-      const onA = new TestBrowser(a.app);
-      await onA.login({ login: 'two-replica-user' });
-      const onB = new TestBrowser(b.app);
-      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-      await warm(onB);
+      const { onA, onB } = await sessionOnTwoReplicas('two-replica-user');
 
       expect((await onA.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
       await expectEndedOn(onB, 'after-logout');
     });
 
     it('keeps receiving invalidations after its subscriber connection is killed and comes back', async () => {
-      const prefix = uniquePrefix();
-      const a = await replica(prefix);
-      const b = await replica(prefix);
-      const onA = new TestBrowser(a.app);
-      await onA.login({ login: 'killed-subscriber-user' });
-      const onB = new TestBrowser(b.app);
-      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-      await warm(onB);
+      const { onA, onB } = await sessionOnTwoReplicas('killed-subscriber-user');
 
       // Every subscribed connection (the caches' invalidation listeners) is cut.
       expect(Number(await admin.client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThanOrEqual(2);
@@ -287,14 +290,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     });
 
     it('store cookie with Redis: a busy session is checked against the shared denylist from memory, and a logout on another replica refuses its cookie at once', async () => {
-      const prefix = uniquePrefix();
-      const a = await replica(prefix, redisServer.url, undefined, 'cookie');
-      const b = await replica(prefix, redisServer.url, undefined, 'cookie');
-      const onA = new TestBrowser(a.app);
-      await onA.login({ login: 'cookie-denylist-user' });
-      const onB = new TestBrowser(b.app);
-      onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
-      await warm(onB, 'mget');
+      const { onA, onB } = await sessionOnTwoReplicas('cookie-denylist-user', 'cookie');
       const before = await sessionReads(admin, 'mget');
       for (let i = 0; i < 10; i++) expect((await onB.request(`/api/checked/${i}`)).statusCode).toBe(200);
       expect((await sessionReads(admin, 'mget')) - before).toBe(0);
