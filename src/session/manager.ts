@@ -90,10 +90,15 @@ export class SessionManager {
    */
   save(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, previous?: LoadedSession): Awaitable<SessionRecord> {
     const now = this.options.now();
-    const touched = now - record.lastSeenAt >= this.touchIntervalMs ? { ...record, lastSeenAt: now } : record;
+    const touched = this.slideDue(record, now) ? { ...record, lastSeenAt: now } : record;
     request.session = touched;
     if (previous && touched === previous.record) return touched;
     return this.write(request, reply, touched, now, previous);
+  }
+
+  /** Whether the idle timeout is due to slide (at most once per touch interval). */
+  private slideDue(record: SessionRecord, now: number): boolean {
+    return now - record.lastSeenAt >= this.touchIntervalMs;
   }
 
   private async write(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, now: number, previous?: LoadedSession): Promise<SessionRecord> {
@@ -120,12 +125,12 @@ export class SessionManager {
    */
   touch(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession): Awaitable<SessionRecord> {
     const now = this.options.now();
-    if (now - loaded.record.lastSeenAt < this.touchIntervalMs) {
+    if (!this.slideDue(loaded.record, now)) {
       request.session = loaded.record;
       return loaded.record;
     }
     let slide = this.slides.get(loaded.record);
-    if (!slide || now - slide.record.lastSeenAt >= this.touchIntervalMs) {
+    if (!slide || this.slideDue(slide.record, now)) {
       const record = { ...loaded.record, lastSeenAt: now };
       const started: Slide = { record, cookieValue: this.persist(record, now, loaded) };
       started.cookieValue.then(
