@@ -256,6 +256,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
+    browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
   });
 
   for (const plugin of options.plugins ?? []) await app.register(plugin);

@@ -111,6 +111,7 @@ describe('defaults', () => {
         responseTimeoutMs: 30000,
         connections: 128,
         keepAliveTimeoutMs: 4000,
+        bufferResponseBytes: 65536,
       },
     ]);
   });
@@ -514,7 +515,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
   });
 

@@ -42,7 +42,10 @@ afterAll(async () => {
   await provider.stop();
 });
 
-/** token-handler with a healthy route, a route to a dead port and a route with a 500 ms response timeout. */
+/**
+ * token-handler with a healthy route, a route to a dead port, and two routes with a 500 ms
+ * response timeout: one with the default buffering of small responses, one streaming every response.
+ */
 async function bff(): Promise<TestBff> {
   const instance = await startBff({
     oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
@@ -51,6 +54,7 @@ async function bff(): Promise<TestBff> {
       { prefix: '/api', upstream: upstream.url },
       { prefix: '/refused', upstream: `http://127.0.0.1:${deadPort}`, connectTimeoutMs: 1000 },
       { prefix: '/impatient', upstream: upstream.url, responseTimeoutMs: 500 },
+      { prefix: '/impatient-streaming', upstream: upstream.url, responseTimeoutMs: 500, bufferResponseBytes: 0 },
     ],
   });
   started.push(instance);
@@ -207,10 +211,11 @@ describe('upstream fails mid-response', () => {
 
   it('logs a response the browser walked away from mid-stream once, marked cutOff, at info level (not an upstream fault)', async () => {
     const { instance, browser } = await signedIn();
-    // The upstream sends 1 KB, then nothing for 3 s: the browser leaves after the first bytes.
+    // The upstream announces 128 KB (more than bufferResponseBytes, so it streams), sends 64 KB,
+    // then nothing for 3 s: the browser leaves after the first bytes.
     const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
     await new Promise<void>((resolve) => {
-      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, (res) => {
+      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=65536&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, (res) => {
         res.once('data', () => request.destroy());
         res.on('error', () => undefined);
         res.on('close', () => resolve());
@@ -218,9 +223,9 @@ describe('upstream fails mid-response', () => {
       request.on('error', () => undefined);
     });
     await expect
-      .poll(() => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000').length, { timeout: 4_000 })
+      .poll(() => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=65536&ms=3000').length, { timeout: 4_000 })
       .toBe(1);
-    expect(instance.logs.find((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000')).toMatchObject({ cutOff: true });
+    expect(instance.logs.find((l) => l.msg === 'request' && l.url === '/api/stall?bytes=65536&ms=3000')).toMatchObject({ cutOff: true });
     expect(instance.logs.some((l) => l.level === 30 && /browser went away/.test(String(l.msg)))).toBe(true);
     expect(instance.logs.some((l) => Number(l.level) >= 40)).toBe(false);
   });
@@ -238,9 +243,9 @@ describe('upstream too slow', () => {
     await expectSessionWorks(browser);
   });
 
-  it("cuts the response off when the upstream's body stalls longer than responseTimeoutMs after its headers, and the session keeps working", async () => {
+  it("cuts a streamed response off when the upstream's body stalls longer than responseTimeoutMs after its headers, and the session keeps working", async () => {
     const { instance, browser } = await signedIn();
-    const response = await socketGet(instance, browser, '/impatient/stall?bytes=1024&ms=5000', { keepBody: true });
+    const response = await socketGet(instance, browser, '/impatient-streaming/stall?bytes=1024&ms=5000', { keepBody: true });
     // Headers and the first KB were passed on in time; then nothing for longer than the timeout.
     expect(response.status).toBe(200);
     expect(response.complete).toBe(false);
@@ -248,6 +253,72 @@ describe('upstream too slow', () => {
     expect(response.ms).toBeLessThan(3_000);
     expect((await instance.app.inject('/healthz')).statusCode).toBe(200);
     await expectSessionWorks(browser);
+  });
+});
+
+describe('small upstream responses (Content-Length up to routes[].bufferResponseBytes) are read whole before they are passed on', () => {
+  it("reach the browser whole, with the upstream's Content-Length", async () => {
+    const { instance, browser } = await signedIn();
+    const response = await socketGet(instance, browser, '/api/bytes?n=50000', { keepBody: true });
+    expect(response.status).toBe(200);
+    expect(response.headers['content-length']).toBe('50000');
+    expect(response.headers['transfer-encoding']).toBeUndefined();
+    expect(response.complete).toBe(true);
+    expect(response.body.equals(Buffer.alloc(50000, 'a'))).toBe(true);
+  });
+
+  it('answer 502 upstream_unavailable JSON instead of half a body when the upstream resets halfway through, and the session keeps working', async () => {
+    const { instance, browser } = await signedIn();
+    const response = await browser.request('/api/reset?bytes=1024');
+    expectJsonError(response, 502, 'upstream_unavailable');
+    expect(response.headers['content-length']).toBe(String(Buffer.byteLength(response.body)));
+    expect(instance.logs.filter((l) => l.level === 40 && l.msg === 'upstream request failed').map((l) => l.reqId)).toEqual([response.headers['x-request-id']]);
+    expect(instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/reset?bytes=1024')).toMatchObject([{ status: 502 }]);
+    await expectSessionWorks(browser);
+  });
+
+  it("answer 504 upstream_timeout JSON instead of half a body when the upstream's body stalls longer than responseTimeoutMs", async () => {
+    const { browser } = await signedIn();
+    const startedAt = Date.now();
+    const response = await browser.request('/impatient/stall?bytes=1024&ms=5000');
+    expectJsonError(response, 504, 'upstream_timeout');
+    expect(Date.now() - startedAt).toBeLessThan(3_000);
+    await expectSessionWorks(browser);
+  });
+
+  it('leave one request line, marked cutOff, and no warning when the browser leaves before the response is complete', async () => {
+    const { instance, browser } = await signedIn();
+    const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
+    // The upstream sends 1 KB of 2 KB, then nothing for 1 s; the browser gives up after 200 ms.
+    await new Promise<void>((resolve) => {
+      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=1000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, () => undefined);
+      request.on('error', () => resolve());
+      setTimeout(() => request.destroy(), 200);
+    });
+    await expect
+      .poll(() => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=1000').length, { timeout: 3_000 })
+      .toBe(1);
+    expect(instance.logs.find((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=1000')).toMatchObject({ cutOff: true, status: 200 });
+    expect(instance.logs.some((l) => l.level === 30 && /browser went away/.test(String(l.msg)))).toBe(true);
+    expect(instance.logs.some((l) => Number(l.level) >= 40)).toBe(false);
+    await expectSessionWorks(browser);
+  });
+
+  it('leave responses without a Content-Length streaming: the browser has the first line long before the upstream sends the last', async () => {
+    const { instance, browser } = await signedIn();
+    const startedAt = Date.now();
+    let firstChunkMs = -1;
+    const response = await socketGet(instance, browser, '/api/drip?chunks=3&ms=600', {
+      keepBody: true,
+      onChunk: () => {
+        if (firstChunkMs === -1) firstChunkMs = Date.now() - startedAt;
+      },
+    });
+    expect(response.status).toBe(200);
+    expect(response.body.toString()).toBe('line 1 of 3\nline 2 of 3\nline 3 of 3\n');
+    // The upstream sends the last line 1.2 s after the first.
+    expect(response.ms).toBeGreaterThanOrEqual(1_100);
+    expect(firstChunkMs).toBeLessThan(response.ms - 900);
   });
 });
 

@@ -269,6 +269,7 @@ const routeSchema: ObjectNode<Config['routes'][number]> = {
     responseTimeoutMs: { kind: 'int', default: 30_000, min: 100, max: 3_600_000 },
     connections: { kind: 'int', default: 128, min: 1, max: 10_000 },
     keepAliveTimeoutMs: { kind: 'int', default: 4000, min: 100, max: 600_000 },
+    bufferResponseBytes: { kind: 'int', default: 65_536, min: 0, max: 16_777_216 },
   },
 };
 

@@ -108,6 +108,12 @@ export interface RouteConfig {
   connections: number;
   /** How long an idle upstream connection is kept open for reuse. */
   keepAliveTimeoutMs: number;
+  /**
+   * Upstream responses that announce a Content-Length up to this are read whole before
+   * they are passed on; longer ones, and those without a length (streams, server-sent
+   * events), stream. 0 streams every response.
+   */
+  bufferResponseBytes: number;
 }
 
 export interface RefreshConfig {

@@ -63,6 +63,17 @@ export class RequestLines extends LogController {
     else request.log.warn({ err }, 'response cut off mid-stream: the upstream response failed');
     this.observe?.(request, reply, true);
   }
+
+  /**
+   * A response token-handler did not send because the browser had already gone (a small
+   * upstream response, read whole, or the error for an upstream that failed): Fastify
+   * reports nothing for it, so the line is written here, marked `cutOff` like a stream the
+   * browser walked away from.
+   */
+  browserLeft(request: FastifyRequest, reply: FastifyReply): void {
+    request.log.info('response not sent: the browser went away');
+    this.observe?.(request, reply, true);
+  }
 }
 
 export function observeRequests(app: FastifyInstance, lines: RequestLines, options: RequestObservationOptions): void {

@@ -25,12 +25,19 @@ export interface ApiRoutesOptions {
   /** Largest body streamed to an upstream (413 beyond). */
   bodyLimitBytes: number;
   retryAfterSeconds: number;
+  /** Accounts for a response that was ready but could not be sent: the browser had gone. */
+  browserLeft: (request: FastifyRequest, reply: FastifyReply) => void;
 }
 
 interface UpstreamResponse {
   statusCode: number;
   headers: Record<string, unknown>;
   stream: Readable;
+}
+
+/** undici's response body (what reply-from hands over), which can also be read whole. */
+interface WholeReadable extends Readable {
+  bytes(): Promise<Uint8Array>;
 }
 
 /** A request body small enough to be kept, so the request can be replayed after a 401. */
@@ -115,6 +122,20 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     );
   };
 
+  /** The upstream could not be reached, timed out, or its response failed before anything was passed on. */
+  const upstreamFailed = (reply: FastifyReply, error: Error & { code?: string }, timedOut: boolean): void => {
+    reply.log.warn({ err: { message: error.message, code: error.code } }, 'upstream request failed');
+    if (reply.raw.destroyed) {
+      options.browserLeft(reply.request, reply);
+      return;
+    }
+    if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
+      reply.send(bodyTooLarge(options.bodyLimitBytes));
+      return;
+    }
+    reply.send(timedOut ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
+  };
+
   /** After an upstream 401: a new token once, then the request again (or token_rejected when the body is gone). */
   const retryAfter401 = async (request: FastifyRequest, reply: FastifyReply, state: ProxyState): Promise<void> => {
     state.retried = true;
@@ -167,15 +188,8 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         return upstreamHeaders;
       },
       rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
-      onError: (reply, { error }) => {
-        const { code, statusCode } = error as Error & { code?: string; statusCode?: number };
-        reply.log.warn({ err: { message: error.message, code } }, 'upstream request failed');
-        if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
-          reply.send(bodyTooLarge(options.bodyLimitBytes));
-          return;
-        }
-        reply.send(statusCode === 504 ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
-      },
+      // reply-from's errors carry the status it would answer with: 504 for a timeout.
+      onError: (reply, { error }) => upstreamFailed(reply as FastifyReply, error, (error as { statusCode?: number }).statusCode === 504),
       onResponse: (rawRequest, rawReply, rawRes) => {
         // reply-from's typings are wider than what it passes: the request and reply are ours,
         // the response is undici's { statusCode, headers, stream }.
@@ -185,8 +199,22 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const state = request.proxyState;
         if (res.statusCode === 401 && retryOn401 && state && !state.retried && state.authorization) {
           res.stream.resume();
-          for (const name of Object.keys(res.headers)) reply.removeHeader(name);
+          dropUpstreamHeaders(reply, res.headers);
           retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
+          return;
+        }
+        if (isReadableWhole(res.stream) && fitsBuffer(request, res, route.bufferResponseBytes)) {
+          res.stream.bytes().then(
+            (body) => {
+              if (reply.raw.destroyed) options.browserLeft(request, reply);
+              else reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+            },
+            (err: Error & { code?: string }) => {
+              // Nothing has reached the browser yet: a clean error instead of half a body.
+              dropUpstreamHeaders(reply, res.headers);
+              upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
+            },
+          );
           return;
         }
         // A body that breaks off mid-stream is logged by RequestLines.streamError.
@@ -244,6 +272,29 @@ function authorizationOf(token: { tokenType: string; accessToken: string }): str
     authorizations.set(token, value);
   }
   return value;
+}
+
+function isReadableWhole(stream: Readable): stream is WholeReadable {
+  return typeof (stream as Partial<WholeReadable>).bytes === 'function';
+}
+
+/**
+ * Whether a response is read whole before it is passed on: it announces a body of at most
+ * `limit` bytes. The browser then gets it in one write, which costs the proxy less than
+ * piping a stream (no pipeline, no stream listeners, no write per chunk), and a body
+ * that fails halfway becomes a clean 502/504 instead of a cut-off 200. Responses without
+ * a length (streams, server-sent events) and longer ones stream as they come.
+ */
+function fitsBuffer(request: FastifyRequest, res: UpstreamResponse, limit: number): boolean {
+  // HEAD, 204 and 304 carry no body, whatever Content-Length says: passed on as they are.
+  if (limit === 0 || request.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) return false;
+  const length = res.headers['content-length'];
+  return typeof length === 'string' && Number(length) <= limit;
+}
+
+/** Takes the upstream's headers off the reply before token-handler answers in its place. */
+function dropUpstreamHeaders(reply: FastifyReply, headers: Record<string, unknown>): void {
+  for (const name of Object.keys(headers)) reply.removeHeader(name);
 }
 
 function bodyTooLarge(limit: number): BrowserError {

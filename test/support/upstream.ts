@@ -8,6 +8,7 @@
  *   .../status/:code      answers :code (JSON `{"status":code}`, no body for 204/304)
  *   .../slow?ms=N         waits N ms, then echoes
  *   .../bytes?n=N         streams N bytes of application/octet-stream
+ *   .../drip?chunks=N&ms=M  answers 200 without Content-Length (chunked) and sends one line every M ms, N in all
  * Faults (a real API can fail like this; the token is still verified first):
  *   .../hang-up           closes the connection without answering
  *   .../reset?bytes=N     answers 200 with Content-Length 2N, sends N bytes, then resets the connection
@@ -206,6 +207,18 @@ export async function startUpstream(opts: UpstreamOptions): Promise<Upstream> {
         res.end();
       };
       pump();
+      return;
+    }
+
+    if (/(?:^|\/)drip$/.test(url.pathname)) {
+      const chunks = Number(url.searchParams.get('chunks') ?? '3');
+      const ms = Number(url.searchParams.get('ms') ?? '200');
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      for (let i = 1; i <= chunks && !res.destroyed; i++) {
+        if (i > 1) await new Promise((resolve) => setTimeout(resolve, ms));
+        res.write(`line ${i} of ${chunks}\n`);
+      }
+      res.end();
       return;
     }
 
