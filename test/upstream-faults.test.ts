@@ -304,6 +304,17 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     await expectSessionWorks(browser);
   });
 
+  it("pass a HEAD response on as the upstream sent it: its Content-Length, and no body", async () => {
+    const { instance, browser } = await signedIn();
+    const get = await browser.request('/api/bytes?n=1000');
+    const head = await browser.request('/api/bytes?n=1000', { method: 'HEAD' });
+    expect(head.statusCode).toBe(200);
+    expect(head.headers['content-length']).toBe('1000');
+    expect(head.rawPayload.length).toBe(0);
+    expect(get.rawPayload.length).toBe(1000);
+    expect(instance.logs.some((l) => Number(l.level) >= 40)).toBe(false);
+  });
+
   it('leave responses without a Content-Length streaming: the browser has the first line long before the upstream sends the last', async () => {
     const { instance, browser } = await signedIn();
     const startedAt = Date.now();
