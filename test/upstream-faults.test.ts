@@ -43,8 +43,9 @@ afterAll(async () => {
 });
 
 /**
- * token-handler with a healthy route, a route to a dead port, and two routes with a 500 ms
- * response timeout: one with the default buffering of small responses, one streaming every response.
+ * token-handler with a healthy route, a route to a dead port, two routes with a 500 ms
+ * response timeout (one with the default buffering of small responses, one streaming every
+ * response), and a route that reads only responses up to 2 KiB whole.
  */
 async function bff(): Promise<TestBff> {
   const instance = await startBff({
@@ -55,6 +56,7 @@ async function bff(): Promise<TestBff> {
       { prefix: '/refused', upstream: `http://127.0.0.1:${deadPort}`, connectTimeoutMs: 1000 },
       { prefix: '/impatient', upstream: upstream.url, responseTimeoutMs: 500 },
       { prefix: '/impatient-streaming', upstream: upstream.url, responseTimeoutMs: 500, bufferResponseBytes: 0 },
+      { prefix: '/small-buffer', upstream: upstream.url, bufferResponseBytes: 2048 },
     ],
   });
   started.push(instance);
@@ -257,7 +259,7 @@ describe('upstream too slow', () => {
 });
 
 describe('small upstream responses (Content-Length up to routes[].bufferResponseBytes) are read whole before they are passed on', () => {
-  it("reach the browser whole, with the upstream's Content-Length", async () => {
+  it("reach the browser intact, with the upstream's Content-Length and every byte", async () => {
     const { instance, browser } = await signedIn();
     const response = await socketGet(instance, browser, '/api/bytes?n=50000', { keepBody: true });
     expect(response.status).toBe(200);
@@ -286,22 +288,44 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     await expectSessionWorks(browser);
   });
 
-  it('leave one request line, marked cutOff, and no warning when the browser leaves before the response is complete', async () => {
+  it('leave one request line, marked cutOff, no warning, and free the upstream at once when the browser leaves before the response is complete', async () => {
     const { instance, browser } = await signedIn();
     const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
-    // The upstream sends 1 KB of 2 KB, then nothing for 1 s; the browser gives up after 200 ms.
+    // The upstream sends 1 KB of 2 KB, then nothing for 3 s; the browser gives up after 200 ms.
+    const startedAt = Date.now();
     await new Promise<void>((resolve) => {
-      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=1000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, () => undefined);
-      request.on('error', () => resolve());
+      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, () => undefined);
+      request.on('error', () => undefined);
+      request.on('close', () => resolve());
       setTimeout(() => request.destroy(), 200);
     });
-    await expect
-      .poll(() => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=1000').length, { timeout: 3_000 })
-      .toBe(1);
-    expect(instance.logs.find((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=1000')).toMatchObject({ cutOff: true, status: 200 });
-    expect(instance.logs.some((l) => l.level === 30 && /browser went away/.test(String(l.msg)))).toBe(true);
+    const line = () => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000');
+    await expect.poll(() => line().length, { timeout: 2_000 }).toBe(1);
+    // Written when the browser left, not when the upstream would have finished (3 s).
+    expect(Date.now() - startedAt).toBeLessThan(2_000);
+    expect(line()[0]).toMatchObject({ cutOff: true, status: 200 });
+    expect(instance.logs.filter((l) => l.msg === 'response not sent: the browser went away')).toHaveLength(1);
     expect(instance.logs.some((l) => Number(l.level) >= 40)).toBe(false);
     await expectSessionWorks(browser);
+  });
+
+  it('read a response of exactly bufferResponseBytes whole, and stream one a byte longer', async () => {
+    const { instance, browser } = await signedIn();
+    // Content-Length 2048 (the route's limit): read whole, so its failure is a clean 502.
+    expectJsonError(await browser.request('/small-buffer/reset?bytes=1024'), 502, 'upstream_unavailable');
+    // Content-Length 2050: streamed, so the status line was passed on before the failure.
+    const streamed = await socketGet(instance, browser, '/small-buffer/reset?bytes=1025');
+    expect(streamed.status).toBe(200);
+    expect(streamed.complete).toBe(false);
+  });
+
+  it('stream a small response that has no Content-Type, so none is added', async () => {
+    const { instance, browser } = await signedIn();
+    const response = await socketGet(instance, browser, '/api/untyped?n=100', { keepBody: true });
+    expect(response.status).toBe(200);
+    expect(response.headers['content-type']).toBeUndefined();
+    expect(response.headers['content-length']).toBe('100');
+    expect(response.body.equals(Buffer.alloc(100, 'u'))).toBe(true);
   });
 
   it("pass a HEAD response on as the upstream sent it: its Content-Length, and no body", async () => {

@@ -109,9 +109,9 @@ export interface RouteConfig {
   /** How long an idle upstream connection is kept open for reuse. */
   keepAliveTimeoutMs: number;
   /**
-   * Upstream responses that announce a Content-Length up to this are read whole before
-   * they are passed on; longer ones, and those without a length (streams, server-sent
-   * events), stream. 0 streams every response.
+   * Upstream responses that announce a Content-Length up to this (and a Content-Type) are
+   * read whole before they are passed on; longer ones, and those without a length
+   * (streams, server-sent events), stream. 0 streams every response.
    */
   bufferResponseBytes: number;
 }

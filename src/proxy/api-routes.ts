@@ -124,11 +124,12 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
 
   /** The upstream could not be reached, timed out, or its response failed before anything was passed on. */
   const upstreamFailed = (reply: FastifyReply, error: Error & { code?: string }, timedOut: boolean): void => {
-    reply.log.warn({ err: { message: error.message, code: error.code } }, 'upstream request failed');
+    // Nobody to answer: the browser has gone, and its leaving is the story, not the upstream.
     if (reply.raw.destroyed) {
       options.browserLeft(reply.request, reply);
       return;
     }
+    reply.log.warn({ err: { message: error.message, code: error.code } }, 'upstream request failed');
     if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
       reply.send(bodyTooLarge(options.bodyLimitBytes));
       return;
@@ -204,17 +205,25 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           return;
         }
         if (isReadableWhole(res.stream) && fitsBuffer(request, res, route.bufferResponseBytes)) {
-          res.stream.bytes().then(
-            (body) => {
-              if (reply.raw.destroyed) options.browserLeft(request, reply);
-              else reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
-            },
-            (err: Error & { code?: string }) => {
-              // Nothing has reached the browser yet: a clean error instead of half a body.
-              dropUpstreamHeaders(reply, res.headers);
-              upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
-            },
-          );
+          const body = res.stream;
+          // A browser that leaves frees the upstream connection at once, as a piped stream would.
+          reply.raw.once('close', () => {
+            if (!reply.raw.writableFinished) body.destroy();
+          });
+          body
+            .bytes()
+            .then(
+              (bytes) => {
+                if (reply.raw.destroyed) options.browserLeft(request, reply);
+                else reply.send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+              },
+              (err: Error & { code?: string }) => {
+                // Nothing has reached the browser yet: a clean error instead of half a body.
+                dropUpstreamHeaders(reply, res.headers);
+                upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
+              },
+            )
+            .catch((err: unknown) => reply.log.error({ err }, 'passing on a buffered upstream response failed'));
           return;
         }
         // A body that breaks off mid-stream is logged by RequestLines.streamError.
@@ -288,8 +297,10 @@ function isReadableWhole(stream: Readable): stream is WholeReadable {
 function fitsBuffer(request: FastifyRequest, res: UpstreamResponse, limit: number): boolean {
   // HEAD, 204 and 304 carry no body, whatever Content-Length says: passed on as they are.
   if (limit === 0 || request.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) return false;
+  // Sent as a Buffer, a body without a type would get Fastify's application/octet-stream.
+  if (res.headers['content-type'] === undefined) return false;
   const length = res.headers['content-length'];
-  return typeof length === 'string' && Number(length) <= limit;
+  return typeof length === 'string' && /^\d+$/.test(length) && Number(length) <= limit;
 }
 
 /** Takes the upstream's headers off the reply before token-handler answers in its place. */

@@ -9,6 +9,7 @@
  *   .../slow?ms=N         waits N ms, then echoes
  *   .../bytes?n=N         streams N bytes of application/octet-stream
  *   .../drip?chunks=N&ms=M  answers 200 without Content-Length (chunked) and sends one line every M ms, N in all
+ *   .../untyped?n=N       answers 200 with N bytes and a Content-Length, but no Content-Type
  * Faults (a real API can fail like this; the token is still verified first):
  *   .../hang-up           closes the connection without answering
  *   .../reset?bytes=N     answers 200 with Content-Length 2N, sends N bytes, then resets the connection
@@ -207,6 +208,13 @@ export async function startUpstream(opts: UpstreamOptions): Promise<Upstream> {
         res.end();
       };
       pump();
+      return;
+    }
+
+    if (/(?:^|\/)untyped$/.test(url.pathname)) {
+      const n = Number(url.searchParams.get('n') ?? '0');
+      res.writeHead(200, { 'content-length': n });
+      res.end(Buffer.alloc(n, 'u'));
       return;
     }
 
