@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
@@ -207,9 +208,8 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         if (isReadableWhole(res.stream) && fitsBuffer(request, res, route.bufferResponseBytes)) {
           const body = res.stream;
           // A browser that leaves frees the upstream connection at once, as a piped stream would.
-          reply.raw.once('close', () => {
-            if (!reply.raw.writableFinished) body.destroy();
-          });
+          (reply.raw as BufferingResponse)[kBufferingBody] = body;
+          reply.raw.on('close', abandonBufferingBody);
           body
             .bytes()
             .then(
@@ -281,6 +281,17 @@ function authorizationOf(token: { tokenType: string; accessToken: string }): str
     authorizations.set(token, value);
   }
   return value;
+}
+
+const kBufferingBody = Symbol('upstream body being read whole');
+type BufferingResponse = ServerResponse & { [kBufferingBody]?: Readable };
+
+/**
+ * The browser's response closed: if before it was sent, stop reading the upstream's body.
+ * One shared function rather than a closure per request, the body found on the response.
+ */
+function abandonBufferingBody(this: BufferingResponse): void {
+  if (!this.writableFinished) this[kBufferingBody]?.destroy();
 }
 
 function isReadableWhole(stream: Readable): stream is WholeReadable {
