@@ -9,7 +9,7 @@
  * Where the browser side must see the bytes as they arrive, the test talks to token-handler
  * over a real socket (`app.listen` + `http.get`) instead of `inject`.
  */
-import { get, type IncomingHttpHeaders } from 'node:http';
+import { get, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LightMyRequestResponse } from 'fastify';
@@ -102,6 +102,17 @@ interface RawResponse {
   ms: number;
 }
 
+/** The port token-handler listens on, listening on a free one first if it is not yet. */
+async function listeningPort(instance: TestBff): Promise<number> {
+  const address = instance.app.server.address() as AddressInfo | null;
+  return address?.port ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), (instance.app.server.address() as AddressInfo).port);
+}
+
+/** A GET over a real socket (no keep-alive) with the browser's cookies and the CSRF header. */
+function browserGet(port: number, browser: TestBrowser, path: string, onResponse: (res: IncomingMessage) => void): ClientRequest {
+  return get({ host: '127.0.0.1', port, path, agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, onResponse);
+}
+
 /**
  * GET over a real socket as the browser's session, reading the body chunk by chunk. The
  * response (headers and, when kept, body) is recorded in `browser` for the leak guard.
@@ -112,8 +123,7 @@ async function socketGet(
   path: string,
   options: { keepBody?: boolean; onChunk?: (received: number, pause: (ms: number) => void) => void } = {},
 ): Promise<RawResponse> {
-  const address = instance.app.server.address() as AddressInfo | null;
-  const port = address?.port ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), (instance.app.server.address() as AddressInfo).port);
+  const port = await listeningPort(instance);
   const startedAt = Date.now();
   const result = await new Promise<RawResponse>((resolve) => {
     const chunks: Buffer[] = [];
@@ -123,7 +133,7 @@ async function socketGet(
       out.body = Buffer.concat(chunks);
       resolve(out);
     };
-    const request = get({ host: '127.0.0.1', port, path, agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, (res) => {
+    const request = browserGet(port, browser, path, (res) => {
       out.status = res.statusCode ?? 0;
       out.headers = res.headers;
       const pause = (ms: number) => {
@@ -215,9 +225,9 @@ describe('upstream fails mid-response', () => {
     const { instance, browser } = await signedIn();
     // The upstream announces 128 KB (more than bufferResponseBytes, so it streams), sends 64 KB,
     // then nothing for 3 s: the browser leaves after the first bytes.
-    const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
+    const port = await listeningPort(instance);
     await new Promise<void>((resolve) => {
-      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=65536&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, (res) => {
+      const request = browserGet(port, browser, '/api/stall?bytes=65536&ms=3000', (res) => {
         res.once('data', () => request.destroy());
         res.on('error', () => undefined);
         res.on('close', () => resolve());
@@ -290,11 +300,11 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
 
   it('leave one request line, marked cutOff, no warning, and free the upstream at once when the browser leaves before the response is complete', async () => {
     const { instance, browser } = await signedIn();
-    const { port } = (instance.app.server.address() as AddressInfo | null) ?? (await instance.app.listen({ port: 0, host: '127.0.0.1' }), instance.app.server.address() as AddressInfo);
+    const port = await listeningPort(instance);
     // The upstream sends 1 KB of 2 KB, then nothing for 3 s; the browser gives up after 200 ms.
     const startedAt = Date.now();
     await new Promise<void>((resolve) => {
-      const request = get({ host: '127.0.0.1', port, path: '/api/stall?bytes=1024&ms=3000', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, () => undefined);
+      const request = browserGet(port, browser, '/api/stall?bytes=1024&ms=3000', () => undefined);
       request.on('error', () => undefined);
       request.on('close', () => resolve());
       setTimeout(() => request.destroy(), 200);
