@@ -279,6 +279,15 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     expect(response.body.equals(Buffer.alloc(50000, 'a'))).toBe(true);
   });
 
+  it('reach the browser whole when the upstream sends them in parts with a pause between', async () => {
+    const { instance, browser } = await signedIn();
+    const response = await socketGet(instance, browser, '/api/stall?bytes=512&ms=150', { keepBody: true });
+    expect(response.status).toBe(200);
+    expect(response.headers['content-length']).toBe('1024');
+    expect(response.complete).toBe(true);
+    expect(response.body.equals(Buffer.alloc(1024, 'p'))).toBe(true);
+  });
+
   it('answer 502 upstream_unavailable JSON instead of half a body when the upstream resets halfway through, and the session keeps working', async () => {
     const { instance, browser } = await signedIn();
     const response = await browser.request('/api/reset?bytes=1024');

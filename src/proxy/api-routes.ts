@@ -36,11 +36,6 @@ interface UpstreamResponse {
   stream: Readable;
 }
 
-/** undici's response body (what reply-from hands over), which can also be read whole. */
-interface WholeReadable extends Readable {
-  bytes(): Promise<Uint8Array>;
-}
-
 /** A request body small enough to be kept, so the request can be replayed after a 401. */
 class ReplayableBody {
   constructor(readonly bytes: Buffer) {}
@@ -181,6 +176,43 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     reply.from(state.dest, state.fromOptions);
   };
 
+  /**
+   * Gathers a small upstream body, then sends it in one write (see fitsBuffer). The chunks
+   * undici hands over are kept as they are: a body that came in one read is sent as that
+   * very Buffer, without the copy into a new ArrayBuffer that reading it through
+   * `body.bytes()` made for every response.
+   */
+  const passWhole = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
+    const body = res.stream;
+    const chunks: Buffer[] = [];
+    let length = 0;
+    // A browser that leaves frees the upstream connection at once, as a piped stream would.
+    (reply.raw as BufferingResponse)[kBufferingBody] = body;
+    reply.raw.on('close', abandonBufferingBody);
+    body.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      length += chunk.length;
+    });
+    body.on('end', () => {
+      try {
+        if (reply.raw.destroyed) options.browserLeft(request, reply);
+        else reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
+      } catch (err) {
+        reply.log.error({ err }, 'passing on a buffered upstream response failed');
+      }
+    });
+    // Also what a browser that left leads to: abandonBufferingBody destroys the body.
+    body.on('error', (err: Error & { code?: string }) => {
+      try {
+        // Nothing has reached the browser yet: a clean error instead of half a body.
+        dropUpstreamHeaders(reply, res.headers);
+        upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
+      } catch (sendError) {
+        reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
+      }
+    });
+  };
+
   await scope.register(httpProxy, {
     upstream: route.upstream,
     prefix: route.prefix,
@@ -227,25 +259,8 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
           return;
         }
-        if (isReadableWhole(res.stream) && fitsBuffer(request, res, route.bufferResponseBytes)) {
-          const body = res.stream;
-          // A browser that leaves frees the upstream connection at once, as a piped stream would.
-          (reply.raw as BufferingResponse)[kBufferingBody] = body;
-          reply.raw.on('close', abandonBufferingBody);
-          body
-            .bytes()
-            .then(
-              (bytes) => {
-                if (reply.raw.destroyed) options.browserLeft(request, reply);
-                else reply.send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-              },
-              (err: Error & { code?: string }) => {
-                // Nothing has reached the browser yet: a clean error instead of half a body.
-                dropUpstreamHeaders(reply, res.headers);
-                upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
-              },
-            )
-            .catch((err: unknown) => reply.log.error({ err }, 'passing on a buffered upstream response failed'));
+        if (fitsBuffer(request, res, route.bufferResponseBytes)) {
+          passWhole(request, reply, res);
           return;
         }
         // A body that breaks off mid-stream is logged by RequestLines.streamError.
@@ -304,10 +319,6 @@ type BufferingResponse = ServerResponse & { [kBufferingBody]?: Readable };
  */
 function abandonBufferingBody(this: BufferingResponse): void {
   if (!this.writableFinished) this[kBufferingBody]?.destroy();
-}
-
-function isReadableWhole(stream: Readable): stream is WholeReadable {
-  return typeof (stream as Partial<WholeReadable>).bytes === 'function';
 }
 
 /**
