@@ -143,6 +143,11 @@ function diffStats(before: TokenStats, after: TokenStats): { refreshOk: number; 
   return { refreshOk, refreshFailed, other };
 }
 
+/** The session cookie the load generator's jar ended a slice with: the next slice starts from it, as a browser would. */
+function keepCookie(target: { headers: Record<string, string> }, cookie: string | undefined): void {
+  if (cookie) target.headers.cookie = cookie;
+}
+
 // ---------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------
@@ -218,9 +223,10 @@ try {
     progress(`throughput: ${targets.length} targets × ${settings.rounds} rounds × ${settings.sliceSeconds} s, ${settings.connections} connections (+${settings.warmupSeconds} s warm-up each)`);
     for (const target of targets) {
       if (target.name.startsWith('th-')) await followSetCookie(target.url, target.headers);
-      const warm = await load.call<{ rps: number; non2xx: number; errors: number }>('slice', {
-        target: target.name, url: target.url, headers: target.headers, connections: settings.connections, durationSeconds: settings.warmupSeconds, warmup: true,
+      const warm = await load.call<{ rps: number; non2xx: number; errors: number; cookie?: string }>('slice', {
+        target: target.name, url: target.url, headers: target.headers, connections: settings.connections, durationSeconds: settings.warmupSeconds, warmup: true, sessionCookie: SESSION_COOKIE,
       });
+      keepCookie(target, warm.cookie);
       if (warm.non2xx > 0 || warm.errors > 0) loud(`${target.name}: warm-up saw ${warm.non2xx} non-2xx and ${warm.errors} errors`);
     }
     /** CPU time of each proxy's process per target. */
@@ -236,9 +242,10 @@ try {
         if (target.name.startsWith('th-')) await followSetCookie(target.url, target.headers);
         const server = serverOf.get(target.name);
         await server?.call('cpuStart');
-        const slice = await load.call<{ rps: number; p99: number; non2xx: number; requests: number }>('slice', {
-          target: target.name, url: target.url, headers: target.headers, connections: settings.connections, durationSeconds: settings.sliceSeconds,
+        const slice = await load.call<{ rps: number; p99: number; non2xx: number; requests: number; cookie?: string }>('slice', {
+          target: target.name, url: target.url, headers: target.headers, connections: settings.connections, durationSeconds: settings.sliceSeconds, sessionCookie: SESSION_COOKIE,
         });
+        keepCookie(target, slice.cookie);
         if (server) {
           // CPU time of the proxy's own process: all its threads (the crypto thread pool too).
           const cpu = await server.call<{ userMs: number; systemMs: number }>('cpuStop');
@@ -257,10 +264,11 @@ try {
       const order = targets.map((_, i) => targets[(i + round_ + 1) % targets.length]!);
       for (const target of order) {
         if (target.name.startsWith('th-')) await followSetCookie(target.url, target.headers);
-        await load.call('slice', {
+        const slice = await load.call<{ cookie?: string }>('slice', {
           target: `${target.name}@rate`, url: target.url, headers: target.headers, connections: settings.fixedRateConnections,
-          durationSeconds: settings.sliceSeconds, overallRate: settings.fixedRate,
+          durationSeconds: settings.sliceSeconds, overallRate: settings.fixedRate, sessionCookie: SESSION_COOKIE,
         });
+        keepCookie(target, slice.cookie);
       }
     }
     const tokensAfter = await providerChild.call<TokenStats>('tokenStats');

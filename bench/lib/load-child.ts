@@ -22,6 +22,55 @@ interface SliceParams {
   warmup?: boolean;
   /** Requests per second over all connections (open-loop latency); absent: as fast as the target answers. */
   overallRate?: number;
+  /** Name of a cookie the connections keep in one shared jar (see SessionCookieJar). */
+  sessionCookie?: string;
+}
+
+/** What the bench uses of an autocannon connection. */
+interface LoadClient {
+  on(event: 'headers', listener: (info: { headers: string[] }) => void): void;
+  setHeaders(headers: Record<string, string>): void;
+}
+
+/**
+ * The connections of a slice share one cookie jar, as a browser's requests do: once a
+ * response sets the session cookie (token-handler's cookie store re-seals it when the idle
+ * timeout slides, once a minute), every connection sends the new value from its next
+ * request on. Without it, every response after the slide would carry the 2 KB Set-Cookie
+ * again until the slice ends, which no browser causes. A cleared cookie (empty value) is
+ * not taken: the bench's session must stay.
+ */
+class SessionCookieJar {
+  private readonly clients: LoadClient[] = [];
+  private headers: Record<string, string>;
+  private readonly prefix: string;
+
+  constructor(name: string, headers: Record<string, string>) {
+    this.prefix = `${name}=`;
+    this.headers = { ...headers };
+  }
+
+  get cookie(): string | undefined {
+    return this.headers.cookie;
+  }
+
+  attach = (client: LoadClient): void => {
+    this.clients.push(client);
+    client.on('headers', (info) => this.take(info.headers));
+  };
+
+  private take(raw: string[]): void {
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'set-cookie') continue;
+      const value = raw[i + 1]!;
+      if (!value.startsWith(this.prefix)) continue;
+      const end = value.indexOf(';');
+      const pair = end === -1 ? value : value.slice(0, end);
+      if (pair.length === this.prefix.length || pair === this.headers.cookie) continue;
+      this.headers = { ...this.headers, cookie: pair };
+      for (const client of this.clients) client.setHeaders(this.headers);
+    }
+  }
 }
 
 interface Pool {
@@ -61,6 +110,7 @@ function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const local: number[] = [];
     let non2xxSeen = 0;
+    const jar = params.sessionCookie ? new SessionCookieJar(params.sessionCookie, params.headers) : undefined;
     const instance = autocannon(
       {
         url: params.url,
@@ -70,6 +120,7 @@ function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
         duration: params.durationSeconds,
         timeout: 10,
         ...(params.overallRate ? { overallRate: params.overallRate } : {}),
+        ...(jar ? { setupClient: jar.attach as unknown as (client: autocannon.Client) => void } : {}),
       },
       (err, result) => {
         if (err) {
@@ -89,7 +140,7 @@ function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
           p.errors += result.errors;
           p.slices.push(slice);
         }
-        resolve({ ...slice, requests: completed, seconds, non2xx: result.non2xx, errors: result.errors, non2xxSeen });
+        resolve({ ...slice, requests: completed, seconds, non2xx: result.non2xx, errors: result.errors, non2xxSeen, ...(jar ? { cookie: jar.cookie } : {}) });
       },
     );
     instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {

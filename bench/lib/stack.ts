@@ -5,13 +5,14 @@
  * bare-proxy baseline, logging in through the test harness, and small helpers.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createConnection } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { IntervalHistogram } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
-import { buildApp } from '../../src/app.js';
-import { logDestination } from '../../src/ops/log-destination.js';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { PUBLIC_URL, REDIRECT_URI, SECRET, TestBrowser } from '../../test/support/bff.js';
@@ -19,6 +20,44 @@ import { completeProviderLogin } from '../../test/support/browser.js';
 import type { Child } from './rpc.js';
 
 export { PUBLIC_URL, REDIRECT_URI, SECRET };
+
+/**
+ * token-handler as users run it: the compiled dist/ (`npm start`, the container image), not
+ * src/ through tsx's on-the-fly transform, which is other code (esbuild's, with every named
+ * function wrapped in a `__name` defineProperty call) and was measured slower on the hot
+ * path than tsc's build. `npm run bench` builds first. The configuration is still parsed
+ * and typed by src/: it is plain data, the same for both.
+ */
+type Built = { buildApp: (typeof import('../../src/app.js'))['buildApp']; logDestination: (typeof import('../../src/ops/log-destination.js'))['logDestination'] };
+const built: Built | Error = await importBuilt();
+
+async function importBuilt(): Promise<Built | Error> {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const app = join(root, 'dist', 'app.js');
+  if (!existsSync(app)) return new Error('bench: dist/ is missing: run `npm run build` first (npm run bench and bench:instructions do)');
+  const newestSource = newestMtimeMs(join(root, 'src'));
+  if (newestSource > statSync(app).mtimeMs) return new Error('bench: dist/ is older than src/: run `npm run build` first (npm run bench and bench:instructions do)');
+  const [appModule, logModule] = await Promise.all([
+    import(new URL('../../dist/app.js', import.meta.url).href) as Promise<typeof import('../../src/app.js')>,
+    import(new URL('../../dist/ops/log-destination.js', import.meta.url).href) as Promise<typeof import('../../src/ops/log-destination.js')>,
+  ]);
+  return { buildApp: appModule.buildApp, logDestination: logModule.logDestination };
+}
+
+function newestMtimeMs(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtimeMs(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** The compiled token-handler, or the reason it cannot be used (thrown where it is needed). */
+function tokenHandlerBuild(): Built {
+  if (built instanceof Error) throw built;
+  return built;
+}
 export const SESSION_COOKIE = '__Host-th_session';
 /** Path the load uses: token-handler and the bare proxy serve it under /api, the upstream at /items. */
 export const API_PATH = '/api/items';
@@ -57,7 +96,7 @@ export async function startProviderAndUpstream(
  * measured; only the consumer of stdout is left out.
  */
 export class DevNullLog {
-  private readonly destination = logDestination('/dev/null', true);
+  private readonly destination = tokenHandlerBuild().logDestination('/dev/null', true);
   lines = 0;
   /**
    * Log messages other than the per-request line, by message (and reason or error),
@@ -168,7 +207,7 @@ export interface RunningTokenHandler {
 
 export async function startTokenHandler(options: TokenHandlerOptions): Promise<RunningTokenHandler> {
   const config = benchConfig(options);
-  const app = await buildApp(config, {
+  const app = await tokenHandlerBuild().buildApp(config, {
     ...(options.now ? { now: options.now } : {}),
     logStream: options.log ?? new DevNullLog(),
     waitForProvider: true,
