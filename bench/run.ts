@@ -48,6 +48,7 @@ import {
   lagSummary,
   startProviderAndUpstream,
   startTokenHandler,
+  tokenHandlerBuild,
   type Store,
 } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
@@ -97,6 +98,8 @@ const settings = {
 
 // token-handler's own deprecation notices would interleave with the progress lines: each kind once.
 warnOnce();
+// A missing or stale dist/ stops the run here, not in a child process after the setup.
+tokenHandlerBuild();
 
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s`;

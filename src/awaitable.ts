@@ -25,15 +25,24 @@ export function settle<T>(step: () => Awaitable<T>, callback: (err: Error | null
   try {
     result = step();
   } catch (err) {
-    callback(err as Error);
+    callback(asError(err));
     return;
   }
   if (result instanceof Promise) {
     result.then(
       (value) => callback(null, value),
-      (err: unknown) => callback(err as Error),
+      (err: unknown) => callback(asError(err)),
     );
   } else {
     callback(null, result);
   }
+}
+
+/**
+ * What was thrown, as an Error. A throw of `undefined` or a string must still read as a
+ * failure: a callback that took a missing error for success would carry on without
+ * whatever the step failed to provide (for the proxy, the access token).
+ */
+function asError(thrown: unknown): Error {
+  return thrown instanceof Error ? thrown : new Error(`failed without an Error: ${String(thrown)}`);
 }

@@ -134,6 +134,16 @@ describe('proxying an API call', () => {
     expect(upstream.requests.length).toBe(before);
   });
 
+  it('refuses a path that escapes the route with 400 bad_request before the CSRF check and the session, without calling the upstream', async () => {
+    const { app } = await bffFor(rotating, upstream);
+    const before = upstream.requests.length;
+    const response = await new TestBrowser(app).request('/api/a%2f%2e%2e%2fb', { csrf: false });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('bad_request');
+    expect(response.headers['x-request-id']).toBeDefined();
+    expect(upstream.requests.length).toBe(before);
+  });
+
   it('refuses a call from another origin even with the CSRF header, and accepts an allowed one', async () => {
     const { app } = await bffFor(rotating, upstream, { extra: { csrf: { allowedOrigins: ['https://admin.example.test'] } } });
     const browser = new TestBrowser(app);
@@ -395,6 +405,15 @@ describe('routes without a user token', () => {
     expect(lastUpstreamRequest(upstream).tokenActive).toBe(true);
     expect(lastUpstreamRequest(upstream).introspection?.client_id).toBe(rotating.clients.basic.clientId);
     expect(rotating.tokenRequests.filter((r) => r.grantType === 'client_credentials').length - before).toBe(1);
+  });
+
+  it('token: client refuses a path that escapes the route with 400 once the token is there (after the wait), without calling the upstream', async () => {
+    const { app } = await bffFor(rotating, upstream);
+    const before = upstream.requests.length;
+    const response = await new TestBrowser(app).request('/client-api/..x');
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error).toBe('bad_request');
+    expect(upstream.requests.length).toBe(before);
   });
 
   it('token: none proxies without a session and without a token', async () => {

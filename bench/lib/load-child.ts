@@ -38,7 +38,9 @@ interface LoadClient {
  * timeout slides, once a minute), every connection sends the new value from its next
  * request on. Without it, every response after the slide would carry the 2 KB Set-Cookie
  * again until the slice ends, which no browser causes. A cleared cookie (empty value) is
- * not taken: the bench's session must stay.
+ * not taken: the bench's session must stay. It keeps one unchunked cookie and sends it
+ * alone, which is what the bench's sessions are (2–3 KB, below the 3,800-byte chunk
+ * size); `setHeaders` needs pipelining 1, which every slice uses.
  */
 class SessionCookieJar {
   private readonly clients: LoadClient[] = [];

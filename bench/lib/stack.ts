@@ -53,8 +53,8 @@ function newestMtimeMs(dir: string): number {
   return newest;
 }
 
-/** The compiled token-handler, or the reason it cannot be used (thrown where it is needed). */
-function tokenHandlerBuild(): Built {
+/** The compiled token-handler, or the reason it cannot be used (thrown where it is needed; run.ts asks first, to fail fast). */
+export function tokenHandlerBuild(): Built {
   if (built instanceof Error) throw built;
   return built;
 }

@@ -96,9 +96,11 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
 
   /**
    * Checks the call and finds its token, then forwards it. Run from the route's handler
-   * rather than as a preHandler hook: the same checks in the same order, without a hook
-   * runner per request. Callback style, settled synchronously when the session answers
-   * from memory: the usual proxied request then costs no promise and no microtask hop here.
+   * rather than as a preHandler hook, which saves a hook runner per request; the handler
+   * runs after @fastify/http-proxy has checked the destination, so a path escaping the
+   * route is refused with 400 before the CSRF check and the session (no upstream is called
+   * either way). Callback style, settled synchronously when the session answers from
+   * memory: the usual proxied request then costs no promise and no microtask hop here.
    */
   const authorizeAndForward = (request: FastifyRequest, reply: FastifyReply, dest: string, fromOptions: object): void => {
     reply.header('x-request-id', request.id);
@@ -199,6 +201,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         else reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
       } catch (err) {
         reply.log.error({ err }, 'passing on a buffered upstream response failed');
+        abandonBrowser(reply);
       }
     });
     // Also what a browser that left leads to: abandonBufferingBody destroys the body.
@@ -209,6 +212,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
       } catch (sendError) {
         reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
+        abandonBrowser(reply);
       }
     });
   };
@@ -335,6 +339,11 @@ function fitsBuffer(request: FastifyRequest, res: UpstreamResponse, limit: numbe
   if (res.headers['content-type'] === undefined) return false;
   const length = res.headers['content-length'];
   return typeof length === 'string' && /^\d+$/.test(length) && Number(length) <= limit;
+}
+
+/** Nothing could be sent: close the browser's connection rather than leave it waiting for a timeout. */
+function abandonBrowser(reply: FastifyReply): void {
+  if (!reply.raw.writableFinished) reply.raw.destroy();
 }
 
 /** Takes the upstream's headers off the reply before token-handler answers in its place. */
