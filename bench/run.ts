@@ -674,7 +674,7 @@ async function memory(base: SessionRecord | undefined): Promise<Record<string, u
       const store = new RedisSessionStore({ redis, keyPrefix: prefix, sealer, absoluteTimeoutSeconds: 28_800 });
       const usedBefore = await usedMemory(redis);
       const writes: Promise<void>[] = [];
-      for (let i = 0; i < settings.redisSessions; i++) writes.push(store.set(syntheticRecord(base, i, profile, now), 1800));
+      for (let i = 0; i < settings.redisSessions; i++) writes.push(store.create(syntheticRecord(base, i, profile, now), 1800));
       await Promise.all(writes);
       const usedAfter = await usedMemory(redis);
       const usage = await keyUsage(redis, prefix);

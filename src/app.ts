@@ -6,7 +6,7 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import { pino, type DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
-import { BrowserError, sessionStoreUnavailable } from './errors.js';
+import { BrowserError, loginRequired, sessionStoreUnavailable } from './errors.js';
 import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
 import { CookiePersistence } from './session/cookie-persistence.js';
@@ -21,10 +21,11 @@ import { RedisTrackedCache } from './session/redis-tracked-cache.js';
 import { Sealer } from './session/sealer.js';
 import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
 import { ServerSidePersistence } from './session/server-side-persistence.js';
-import { SessionStoreUnavailableError } from './session/store.js';
+import { SessionEndedError, SessionStoreUnavailableError } from './session/store.js';
 import { ClientTokens } from './tokens/client-tokens.js';
 import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
 import { TokenRefresher } from './tokens/refresher.js';
+import { TokenRevoker } from './tokens/revoker.js';
 import { SessionTokens } from './tokens/session-tokens.js';
 import { authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
@@ -167,7 +168,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
       : {}),
   });
-  const sessionTokens = new SessionTokens({ sessions, refresher, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
+  const revoker = new TokenRevoker(provider, now);
+  const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
   const pendingLogins = new PendingLogins({
     cookies,
     sealer,
@@ -228,6 +230,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     provider,
     sessions,
     sessionTokens,
+    refresher,
+    revoker,
+    waitMs: config.oidc.timeoutMs,
     pendingLogins,
     timeouts,
     csrfCheck,
@@ -335,6 +340,7 @@ function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
 function toBrowserError(error: unknown): BrowserError {
   if (error instanceof BrowserError) return error;
   if (error instanceof SessionStoreUnavailableError) return sessionStoreUnavailable();
+  if (error instanceof SessionEndedError) return loginRequired('The session has ended: sign in again.');
   const status = (error as { statusCode?: unknown }).statusCode;
   if (status === 413) return new BrowserError('payload_too_large', 'The request body is too large.');
   if (status === 431) return new BrowserError('headers_too_large', 'The request headers are too large.');

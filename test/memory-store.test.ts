@@ -24,13 +24,13 @@ describe('memory store', () => {
   it('forgets a record after its time to live and sweeps it away', async () => {
     let now = 0;
     const store = new MemorySessionStore(() => now, 60_000);
-    await store.set(record('a'), 10);
-    await store.set(record('b'), 100);
+    await store.create(record('a'), 10);
+    await store.create(record('b'), 100);
     now = 9_999;
     expect(await store.get('a')).not.toBeNull();
     now = 10_000;
     expect(await store.get('a')).toBeNull();
-    await store.set(record('c'), 5);
+    await store.create(record('c'), 5);
     now = 20_000;
     expect(store.sweep()).toBe(1);
     expect(await store.count()).toBe(1);
@@ -39,8 +39,8 @@ describe('memory store', () => {
 
   it('finds sessions by provider sid and by sub', async () => {
     const store = new MemorySessionStore(() => 0);
-    await store.set(record('a'), 10);
-    await store.set(record('b', { claims: { sub: 'user-a', sid: 'sid-b' } }), 10);
+    await store.create(record('a'), 10);
+    await store.create(record('b', { claims: { sub: 'user-a', sid: 'sid-b' } }), 10);
     expect(await store.findBySid('sid-b')).toEqual(['b']);
     expect((await store.findBySub('user-a')).sort()).toEqual(['a', 'b']);
     await store.close();
@@ -48,9 +48,29 @@ describe('memory store', () => {
 
   it('never writes spent tokens back over a record refreshed meanwhile', async () => {
     const store = new MemorySessionStore(() => 0);
-    await store.set(record('a', { refreshedAt: 2_000, refreshToken: 'new' }), 10);
-    await store.set(record('a', { refreshedAt: 1_000, refreshToken: 'old' }), 10);
+    await store.create(record('a'), 10);
+    expect(await store.update(record('a', { refreshedAt: 2_000, refreshToken: 'new' }), 10)).toBe('written');
+    expect(await store.update(record('a', { refreshedAt: 1_000, refreshToken: 'old' }), 10)).toBe('stale');
     expect((await store.get('a'))?.refreshToken).toBe('new');
+    await store.close();
+  });
+
+  it('never writes a deleted session back: a late update finds it ended', async () => {
+    const store = new MemorySessionStore(() => 0);
+    await store.create(record('a'), 10);
+    expect((await store.delete('a'))?.id).toBe('a');
+    expect(await store.update(record('a', { refreshedAt: 2_000 }), 10)).toBe('ended');
+    expect(await store.get('a')).toBeNull();
+    await store.close();
+  });
+
+  it('never writes an expired session back: an idle slide after the expiry finds it ended', async () => {
+    let now = 0;
+    const store = new MemorySessionStore(() => now);
+    await store.create(record('a'), 10);
+    now = 10_000;
+    expect(await store.update(record('a', { lastSeenAt: 10_000 }), 10)).toBe('ended');
+    expect(await store.get('a')).toBeNull();
     await store.close();
   });
 });

@@ -35,7 +35,7 @@ serve({
       for (; inserted < count; inserted++) {
         const record = syntheticRecord(params.template, inserted, params.profile, now);
         if (inserted < 1000) payload += payloadBytes(record);
-        await store.set(record, params.ttlSeconds);
+        await store.create(record, params.ttlSeconds);
       }
       const insertMs = performance.now() - started;
       collect();

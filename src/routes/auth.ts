@@ -6,6 +6,8 @@ import { sessionHash, type SessionManager } from '../session/manager.js';
 import type { PendingLogins } from '../session/pending-login.js';
 import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/record.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
+import type { TokenRefresher } from '../tokens/refresher.js';
+import type { TokenRevoker } from '../tokens/revoker.js';
 import { safeReturnTo } from './return-to.js';
 import type { RequestCheck } from '../proxy/csrf.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -17,6 +19,10 @@ export interface AuthRoutesOptions {
   provider: OidcProvider;
   sessions: SessionManager;
   sessionTokens: SessionTokens;
+  refresher: TokenRefresher;
+  revoker: TokenRevoker;
+  /** How long a logout waits for a refresh of the session still running here (`oidc.timeoutMs`). */
+  waitMs: number;
   pendingLogins: PendingLogins;
   timeouts: SessionTimeouts;
   csrfCheck: RequestCheck;
@@ -139,31 +145,26 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return formPost ? reply.redirect(logoutUrl ?? '/', 303) : { logoutUrl };
   });
 
-  /** Revokes the refresh token, ends the session everywhere; the provider's logout URL, if any. */
+  /**
+   * Ends the session everywhere first — from then on no write can bring it back — then
+   * revokes its grant: the tokens this request loaded, the ones the store held last, and
+   * those a refresh racing the logout obtained. The provider's logout URL, if any.
+   */
   const logout = async (request: FastifyRequest, reply: FastifyReply): Promise<string | null> => {
     const loaded = await sessions.load(request, reply);
     if (!loaded) {
       sessions.cookies.clearSession(request, reply);
       return null;
     }
-    await revokeQuietly(request, provider, loaded.record);
-    await sessions.end(request, reply, loaded.record, 'user');
-    return provider.endSessionUrl(loaded.record.idToken);
+    const last = await sessions.end(request, reply, loaded.record, 'user');
+    const raced = await options.refresher.successors(last ?? loaded.record, options.waitMs);
+    await options.revoker.revoke([loaded.record, last, ...raced], request.log, 'logout');
+    return provider.endSessionUrl((last ?? loaded.record).idToken);
   };
 }
 
 /** Marks a parsed HTML form post (its fields are not needed). */
 const FORM_POST = Symbol('form post');
-
-/** Revocation failure never blocks the local logout (the session ends either way). */
-async function revokeQuietly(request: FastifyRequest, provider: OidcProvider, record: SessionRecord): Promise<void> {
-  if (!record.refreshToken) return;
-  try {
-    await provider.revoke(record.refreshToken, 'refresh_token');
-  } catch (err) {
-    request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'refresh token revocation failed; session ended locally');
-  }
-}
 
 /** A query parameter given exactly once; duplicated or absent → undefined. */
 function singleQueryValue(request: FastifyRequest, name: string): string | undefined {

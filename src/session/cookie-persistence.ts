@@ -3,6 +3,7 @@ import type { Denylist } from './denylist.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
+import { SessionEndedError } from './store.js';
 
 /**
  * The `cookie` store: the whole record, sealed, is the cookie. Nothing is kept on the
@@ -25,12 +26,15 @@ export class CookiePersistence implements SessionPersistence {
     });
   }
 
-  write(record: SessionRecord): Promise<string> {
+  /** An existing session is sealed again only while it is not denylisted: an ended session gets no new cookie. */
+  async write(record: SessionRecord, _ttlSeconds: number, currentCookie?: string): Promise<string> {
+    if (currentCookie !== undefined && (await this.denylist.isDenied(record))) throw new SessionEndedError(record.id);
     return this.sealer.seal(record, this.maxTtlSeconds);
   }
 
-  remove(record: SessionRecord): Promise<void> {
-    return this.denylist.denySession(record.id);
+  async remove(record: SessionRecord): Promise<null> {
+    await this.denylist.denySession(record.id);
+    return null;
   }
 
   async endMatching(match: ProviderLogout, at: number): Promise<undefined> {

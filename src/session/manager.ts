@@ -5,6 +5,7 @@ import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
 import type { LogoutReason, Metrics } from '../ops/metrics.js';
+import { SessionEndedError } from './store.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -102,8 +103,24 @@ export class SessionManager {
   }
 
   private async write(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, now: number, previous?: LoadedSession): Promise<SessionRecord> {
-    this.sendCookie(request, reply, record, await this.persist(record, now, previous), now, previous);
+    let cookieValue: string;
+    try {
+      cookieValue = await this.persist(record, now, previous);
+    } catch (err) {
+      throw this.refused(request, reply, err);
+    }
+    this.sendCookie(request, reply, record, cookieValue, now, previous);
     return record;
+  }
+
+  /** A write the store refused because the session ended meanwhile: the browser's cookie goes too. */
+  private refused(request: FastifyRequest, reply: FastifyReply, err: unknown): unknown {
+    if (err instanceof SessionEndedError) {
+      request.session = null;
+      this.options.cookies.clearSession(request, reply);
+      request.log.info({ session: sessionHashOfId(err.sessionId) }, 'session ended while this request used it: nothing written back');
+    }
+    return err;
   }
 
   private persist(record: SessionRecord, now: number, previous?: LoadedSession): Promise<string> {
@@ -143,22 +160,32 @@ export class SessionManager {
     const { record, written } = slide;
     request.session = record;
     if (written === undefined) {
-      return slide.cookieValue.then((value) => {
-        this.sendCookie(request, reply, record, value, now, loaded);
-        return record;
-      });
+      return slide.cookieValue.then(
+        (value) => {
+          this.sendCookie(request, reply, record, value, now, loaded);
+          return record;
+        },
+        (err: unknown) => {
+          throw this.refused(request, reply, err);
+        },
+      );
     }
     this.sendCookie(request, reply, record, written, now, loaded);
     return record;
   }
 
-  /** Ends the session everywhere (record deleted or denylisted), clears the cookie, logs one line with the reason. */
-  async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, reason: SessionEndReason): Promise<void> {
+  /**
+   * Ends the session everywhere (record deleted or denylisted), clears the cookie, logs one
+   * line with the reason. Returns the record the store held last (server-side stores), whose
+   * tokens may be newer than `record`'s when another request refreshed meanwhile.
+   */
+  async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, reason: SessionEndReason): Promise<SessionRecord | null> {
     this.options.cookies.clearSession(request, reply);
-    await this.options.persistence.remove(record);
+    const last = await this.options.persistence.remove(record);
     request.session = null;
     this.options.metrics?.logout(logReason(reason));
     request.log.info({ session: sessionHash(record), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
+    return last;
   }
 
   /** Back-channel logout: ends every session of a provider session, or all of a user's. */
@@ -197,8 +224,12 @@ const sessionHashes = new WeakMap<SessionRecord, string>();
 export function sessionHash(record: SessionRecord): string {
   let hash = sessionHashes.get(record);
   if (hash === undefined) {
-    hash = createHash('sha256').update(record.id).digest('base64url').slice(0, 12);
+    hash = sessionHashOfId(record.id);
     sessionHashes.set(record, hash);
   }
   return hash;
+}
+
+function sessionHashOfId(id: string): string {
+  return createHash('sha256').update(id).digest('base64url').slice(0, 12);
 }

@@ -1,5 +1,5 @@
 import type { SessionRecord } from './record.js';
-import type { SessionStore } from './store.js';
+import type { SessionStore, UpdateOutcome } from './store.js';
 
 /**
  * Sessions in this process: for a single replica. Expired records are refused on read
@@ -27,15 +27,24 @@ export class MemorySessionStore implements SessionStore {
     return entry.record;
   }
 
-  async set(record: SessionRecord, ttlSeconds: number): Promise<void> {
-    const existing = this.records.get(record.id);
-    // A request that loaded the session before a refresh must not write the spent tokens back.
-    if (existing && tokenVersion(existing.record) > tokenVersion(record)) return;
+  async create(record: SessionRecord, ttlSeconds: number): Promise<void> {
     this.records.set(record.id, { record, expiresAt: this.now() + ttlSeconds * 1000 });
   }
 
-  async delete(id: string): Promise<void> {
+  async update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome> {
+    // Synchronous from the read to the write: nothing can end the session in between.
+    if (this.get(record.id) === null) return 'ended';
+    const existing = this.records.get(record.id)!;
+    // A request that loaded the session before a refresh must not write the spent tokens back.
+    if (tokenVersion(existing.record) > tokenVersion(record)) return 'stale';
+    this.records.set(record.id, { record, expiresAt: this.now() + ttlSeconds * 1000 });
+    return 'written';
+  }
+
+  async delete(id: string): Promise<SessionRecord | null> {
+    const last = this.get(id);
     this.records.delete(id);
+    return last;
   }
 
   async findBySid(sid: string): Promise<string[]> {

@@ -22,16 +22,18 @@ export interface SessionPersistence {
   read(cookieValue: string): Awaitable<SessionRecord | null>;
   /**
    * Stores the record and returns the cookie value to send. `currentCookie` is the value
-   * this record was read from: a server-side store keeps it, so the browser's cookie
-   * does not change.
+   * this record was read from: without it the session is new; with it, it must still be
+   * live — a session that ended meanwhile is never written back (SessionEndedError). A
+   * server-side store keeps that value, so the browser's cookie does not change.
    */
   write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string>;
   /**
    * Ends the session for good: deletes the record (server-side stores) or denylists it
    * (cookie store), so a copy of the cookie never works again. The cookie itself is
-   * cleared by the caller.
+   * cleared by the caller. Returns the record the store held last, when it holds one: a
+   * refresh by another request may have replaced the caller's tokens.
    */
-  remove(record: SessionRecord): Promise<void>;
+  remove(record: SessionRecord): Promise<SessionRecord | null>;
   /**
    * Ends every session of a provider session (`sid`), or all of a user's (`sub` only)
    * that started before `at` (epoch ms). Returns how many ended, when the store knows.

@@ -1,23 +1,36 @@
 import type { Redis } from 'ioredis';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
-import type { SessionStore } from './store.js';
+import type { SessionStore, UpdateOutcome } from './store.js';
 import type { RedisTrackedCache } from './redis-tracked-cache.js';
 import type { Awaitable } from '../awaitable.js';
 import { storeCall } from './redis-client.js';
 import { tokenVersion } from './memory-store.js';
 
 /**
- * Writes the record unless the stored one is newer (a request that loaded the session
- * before a refresh must not write spent tokens back). One key, so Redis Cluster is fine.
+ * Updates a live session: nothing when the key is gone (the session ended: logout, an
+ * expiry, a back-channel logout — a late write must not bring it back), nothing when the
+ * stored record is newer (a request that loaded the session before a refresh must not
+ * write spent tokens back). Atomic, and one key, so Redis Cluster is fine.
+ * Answers 1 written, 0 stale, -1 ended.
  */
-const SET_IF_NOT_OLDER = `
+const UPDATE_IF_LIVE = `
 local current = redis.call('HGET', KEYS[1], 'v')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+if not current then return -1 end
+if tonumber(current) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `;
+
+/** Deletes a session and answers the record it held last, in one step. */
+const TAKE = `
+local sealed = redis.call('HGET', KEYS[1], 'd')
+redis.call('DEL', KEYS[1])
+return sealed
+`;
+
+const UPDATE_OUTCOMES: Record<number, UpdateOutcome> = { 1: 'written', 0: 'stale', [-1]: 'ended' };
 
 export interface RedisSessionStoreOptions {
   redis: Redis;
@@ -58,33 +71,56 @@ export class RedisSessionStore implements SessionStore {
     return this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds);
   }
 
-  async set(record: SessionRecord, ttlSeconds: number): Promise<void> {
-    const { redis, sealer, absoluteTimeoutSeconds, localCache } = this.options;
+  async create(record: SessionRecord, ttlSeconds: number): Promise<void> {
+    const { redis, sealer, absoluteTimeoutSeconds } = this.options;
     const key = this.key('session', record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
-    await storeCall('set', async () => {
-      const write = () => redis.eval(SET_IF_NOT_OLDER, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000);
-      const written = await (localCache ? localCache.writing(key, write) : write());
-      if (written !== 1) return;
-      const pipeline = redis.pipeline();
-      for (const [kind, value] of indexEntries(record)) {
-        pipeline.sadd(this.key(kind, value), record.id);
-        pipeline.pexpire(this.key(kind, value), absoluteTimeoutSeconds * 1000);
-      }
-      await pipeline.exec();
+    await storeCall('create', async () => {
+      const pipeline = redis.pipeline().hset(key, 'v', tokenVersion(record), 'd', sealed).pexpire(key, ttlSeconds * 1000);
+      await this.written(key, () => this.index(pipeline, record).exec());
     });
   }
 
-  async delete(id: string): Promise<void> {
-    const record = await this.get(id);
-    const { redis, localCache } = this.options;
-    const key = this.key('session', id);
-    await storeCall('delete', async () => {
-      const pipeline = redis.pipeline().del(key);
-      if (record) for (const [kind, value] of indexEntries(record)) pipeline.srem(this.key(kind, value), id);
-      const remove = () => pipeline.exec();
-      await (localCache ? localCache.writing(key, remove) : remove());
+  async update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome> {
+    const { redis, sealer, absoluteTimeoutSeconds } = this.options;
+    const key = this.key('session', record.id);
+    const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
+    return storeCall('update', async () => {
+      const answer = await this.written(key, () => redis.eval(UPDATE_IF_LIVE, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000));
+      const outcome = UPDATE_OUTCOMES[Number(answer)] ?? 'ended';
+      // The claims (sid, sub) may have changed with a refreshed ID token.
+      if (outcome === 'written') await this.index(redis.pipeline(), record).exec();
+      return outcome;
     });
+  }
+
+  async delete(id: string): Promise<SessionRecord | null> {
+    const { redis, sealer, absoluteTimeoutSeconds } = this.options;
+    const key = this.key('session', id);
+    const sealed = await storeCall('delete', () => this.written(key, () => redis.eval(TAKE, 1, key) as Promise<string | null>));
+    const record = sealed === null ? null : await sealer.unseal<SessionRecord>(sealed, absoluteTimeoutSeconds);
+    if (record) {
+      const pipeline = redis.pipeline();
+      for (const [kind, value] of indexEntries(record)) pipeline.srem(this.key(kind, value), id);
+      await storeCall('delete', () => pipeline.exec());
+    }
+    return record;
+  }
+
+  /** A write to a session key, through the local cache when there is one (it drops its copy first). */
+  private written<T>(key: string, write: () => Promise<T>): Promise<T> {
+    const { localCache } = this.options;
+    return localCache ? localCache.writing(key, write) : write();
+  }
+
+  /** Adds the back-channel logout index entries of a record to a pipeline. */
+  private index(pipeline: ReturnType<Redis['pipeline']>, record: SessionRecord): ReturnType<Redis['pipeline']> {
+    const ttl = this.options.absoluteTimeoutSeconds * 1000;
+    for (const [kind, value] of indexEntries(record)) {
+      pipeline.sadd(this.key(kind, value), record.id);
+      pipeline.pexpire(this.key(kind, value), ttl);
+    }
+    return pipeline;
   }
 
   findBySid(sid: string): Promise<string[]> {

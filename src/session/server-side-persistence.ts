@@ -2,7 +2,7 @@ import { andThen, type Awaitable } from '../awaitable.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import type { SessionRecord } from './record.js';
 import type { Sealer } from './sealer.js';
-import type { SessionStore } from './store.js';
+import { SessionEndedError, type SessionStore } from './store.js';
 
 interface SessionPointer {
   sid: string;
@@ -26,18 +26,24 @@ export class ServerSidePersistence implements SessionPersistence {
   }
 
   async write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string> {
-    await this.store.set(record, ttlSeconds);
-    return currentCookie ?? this.sealer.seal({ sid: record.id } satisfies SessionPointer, this.maxTtlSeconds);
+    if (currentCookie === undefined) {
+      await this.store.create(record, ttlSeconds);
+      return this.sealer.seal({ sid: record.id } satisfies SessionPointer, this.maxTtlSeconds);
+    }
+    if ((await this.store.update(record, ttlSeconds)) === 'ended') throw new SessionEndedError(record.id);
+    return currentCookie;
   }
 
-  remove(record: SessionRecord): Promise<void> {
+  remove(record: SessionRecord): Promise<SessionRecord | null> {
     return this.store.delete(record.id);
   }
 
   async endMatching(match: ProviderLogout): Promise<number> {
     const ids = match.sid ? await this.store.findBySid(match.sid) : match.sub ? await this.store.findBySub(match.sub) : [];
-    for (const id of ids) await this.store.delete(id);
-    return ids.length;
+    let ended = 0;
+    // The index may still name a session that expired or ended meanwhile.
+    for (const id of ids) if (await this.store.delete(id)) ended++;
+    return ended;
   }
 
   close(): Promise<void> {

@@ -2,15 +2,30 @@ import type { Awaitable } from '../awaitable.js';
 import type { SessionRecord } from './record.js';
 
 /**
+ * What an update of a stored session did:
+ * - `written`: the record is stored;
+ * - `stale`: a newer record (a later refresh) is stored and was kept;
+ * - `ended`: the session no longer exists (logged out, ended by back-channel logout or an
+ *   operator, expired): nothing was written, and the session stays ended.
+ */
+export type UpdateOutcome = 'written' | 'stale' | 'ended';
+
+/**
  * A server-side session store (`memory`, `redis`). Records are keyed by our session
  * id; the provider's `sid` and the user's `sub` find sessions for back-channel logout.
+ * Only `create` brings a session into existence: every later write is an `update` that
+ * the store itself refuses, atomically, once the session has ended, so a request that
+ * loaded the session before its end can never write it back.
  */
 export interface SessionStore {
   /** Synchronous when the record is in memory (the `memory` store; the `redis` store's local cache). */
   get(id: string): Awaitable<SessionRecord | null>;
-  /** Stores the record for `ttlSeconds` (sliding: each set restarts it). */
-  set(record: SessionRecord, ttlSeconds: number): Promise<void>;
-  delete(id: string): Promise<void>;
+  /** Stores a new session for `ttlSeconds`. */
+  create(record: SessionRecord, ttlSeconds: number): Promise<void>;
+  /** Replaces a live session's record and restarts its `ttlSeconds` (sliding). */
+  update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome>;
+  /** Ends the session; returns the record it held last (it may be newer than the caller's). */
+  delete(id: string): Promise<SessionRecord | null>;
   findBySid(sid: string): Promise<string[]>;
   findBySub(sub: string): Promise<string[]>;
   /** Number of live sessions, where the store can count them cheaply. */
@@ -25,5 +40,17 @@ export class SessionStoreUnavailableError extends Error {
   constructor(operation: string, options?: { cause?: unknown }) {
     super(`session store unavailable during ${operation}`, options);
     this.name = 'SessionStoreUnavailableError';
+  }
+}
+
+/**
+ * A write was refused because the session ended meanwhile (logout, back-channel logout,
+ * idle or absolute timeout, an operator): the browser gets 401 login_required, and tokens
+ * the request obtained for it are revoked rather than kept.
+ */
+export class SessionEndedError extends Error {
+  constructor(readonly sessionId: string) {
+    super('the session ended while this request was using it');
+    this.name = 'SessionEndedError';
   }
 }

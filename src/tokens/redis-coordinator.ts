@@ -58,7 +58,8 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
     return `${this.options.keyPrefix}refresh:lock:${key}`;
   }
 
-  private async remembered(key: string): Promise<TokenSet | null> {
+  /** The tokens a finished refresh of this key obtained, while its result is kept (throws ProviderError when it was refused). */
+  async remembered(key: string): Promise<TokenSet | null> {
     const sealed = await storeCall('refresh result read', () => this.options.redis.get(this.resultKey(key)));
     return this.open(sealed);
   }

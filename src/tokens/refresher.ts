@@ -15,6 +15,8 @@ import { SingleFlight } from './single-flight.js';
 export interface RefreshCoordinator {
   /** Runs `refresh` at most once across replicas for this key; everyone gets its result. */
   coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet>;
+  /** What a finished refresh of this key obtained, while it is remembered across replicas. */
+  remembered(key: string): Promise<TokenSet | null>;
 }
 
 export interface RefresherOptions {
@@ -97,6 +99,31 @@ export class TokenRefresher {
       this.options.metrics?.refreshAttempt(outcome, (performance.now() - started) / 1000);
       throw err;
     }
+  }
+
+  /**
+   * The tokens that refreshes of this record's refresh token obtained, or are obtaining:
+   * remembered here or (Redis) by another replica, or still running here (waited for up to
+   * `waitMs`). What a logout revokes besides the record's own, so a refresh that raced the
+   * logout leaves no live grant behind.
+   */
+  async successors(record: SessionRecord, waitMs: number): Promise<TokenSet[]> {
+    const found: TokenSet[] = [];
+    let refreshToken = record.refreshToken;
+    for (let hops = 0; hops < 4 && refreshToken; hops++) {
+      const key = refreshTokenKey(refreshToken);
+      const running = this.flights.current(key);
+      const next =
+        this.results.get(key) ??
+        (running ? await withDeadline(running, waitMs, () => new Error('still running')).catch(() => undefined) : undefined) ??
+        (await this.options.coordinator?.remembered(key).catch(() => null)) ??
+        undefined;
+      if (!next) break;
+      found.push(next);
+      if (next.refreshToken === undefined || next.refreshToken === refreshToken) break;
+      refreshToken = next.refreshToken;
+    }
+    return found;
   }
 
   /**

@@ -5,10 +5,14 @@ import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
 import type { SessionRecord } from '../session/record.js';
 import { isAccessTokenDue, type RefreshReason, type TokenRefresher } from './refresher.js';
+import type { TokenRevoker } from './revoker.js';
+import { SessionEndedError } from '../session/store.js';
 
 export interface SessionTokensOptions {
   sessions: SessionManager;
   refresher: TokenRefresher;
+  /** Revokes tokens a refresh obtained for a session that ended while it ran. */
+  revoker: TokenRevoker;
   refreshSkewMs: number;
   now: () => number;
   /** Seconds a browser should wait after idp_unavailable. */
@@ -61,8 +65,14 @@ export class SessionTokens {
     } catch (err) {
       throw await this.failure(request, reply, loaded.record, err);
     }
-    const saved = await sessions.save(request, reply, record, loaded);
-    return { record: saved, cookieValue: loaded.cookieValue };
+    try {
+      const saved = await sessions.save(request, reply, record, loaded);
+      return { record: saved, cookieValue: loaded.cookieValue };
+    } catch (err) {
+      // The session ended while the provider answered: its new tokens must not live on.
+      if (err instanceof SessionEndedError) await this.options.revoker.revoke([record], request.log, 'refreshed after the session ended');
+      throw err;
+    }
   }
 
   private async failure(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, err: unknown): Promise<BrowserError> {

@@ -14,6 +14,11 @@ export class SingleFlight<T> {
     return { value: await promise, joined: false };
   }
 
+  /** The call running for this key, if any. */
+  current(key: string): Promise<T> | undefined {
+    return this.running.get(key);
+  }
+
   get size(): number {
     return this.running.size;
   }
