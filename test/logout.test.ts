@@ -1,18 +1,17 @@
 import { randomUUID, generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importJWK, SignJWT, type JWK } from 'jose';
 import type { FastifyInstance } from 'fastify';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { CookieJar, completeProviderLogin, completeProviderLogout } from './support/browser.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 import { freePort } from './support/ports.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
+import { BACKCHANNEL_EVENT, postLogoutToken, signLogoutToken as signLogoutToken_ } from './support/logout-token.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 import { Sealer } from '../src/session/sealer.js';
 import type { SessionRecord } from '../src/session/record.js';
 
 const SESSION = '__Host-th_session';
-const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 const hasRedis = redisServerInstalled();
 if (!hasRedis) warnRedisSkipped('test/logout.test.ts (Redis cases)');
 
@@ -82,29 +81,8 @@ async function refreshTokenOf(browser: TestBrowser): Promise<string> {
   return record!.refreshToken!;
 }
 
-async function signLogoutToken(claims: Record<string, unknown>, options: { jwk?: Record<string, unknown>; typ?: string } = {}): Promise<string> {
-  const jwk = (options.jwk ?? provider.state.signingJwk) as JWK;
-  const key = await importJWK(jwk, String(jwk.alg ?? 'RS256'));
-  const defaults = {
-    iss: provider.issuer,
-    aud: provider.clients.basic.clientId,
-    iat: Math.floor(Date.now() / 1000),
-    jti: randomUUID(),
-    events: { [BACKCHANNEL_EVENT]: {} },
-  };
-  return new SignJWT({ ...defaults, ...claims })
-    .setProtectedHeader({ alg: String(jwk.alg ?? 'RS256'), kid: String(jwk.kid), typ: options.typ ?? 'logout+jwt' })
-    .sign(key);
-}
-
-function postLogoutToken(app: FastifyInstance, token: string) {
-  return app.inject({
-    method: 'POST',
-    url: '/auth/backchannel-logout',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    payload: new URLSearchParams({ logout_token: token }).toString(),
-  });
-}
+const signLogoutToken = (claims: Record<string, unknown>, options: { jwk?: Record<string, unknown>; typ?: string } = {}) =>
+  signLogoutToken_(provider, claims, options);
 
 const stores: Store[] = hasRedis ? ['cookie', 'memory', 'redis'] : ['cookie', 'memory'];
 
@@ -286,6 +264,8 @@ describe('invalid logout tokens', () => {
   it.each<[string, () => Promise<string>]>([
     ['signed with another key', () => signLogoutToken({ sub: 'victim' }, { jwk: { ...otherKey, kid: String(provider.state.signingJwk.kid) } })],
     ['issued an hour ago', () => signLogoutToken({ sub: 'victim', iat: Math.floor(Date.now() / 1000) - 3600 })],
+    ['without exp (the specification requires it)', () => signLogoutToken({ sub: 'victim', exp: undefined })],
+    ['that has expired', () => signLogoutToken({ sub: 'victim', exp: Math.floor(Date.now() / 1000) - 120 })],
     ['for another audience', () => signLogoutToken({ sub: 'victim', aud: 'someone-else' })],
     ['carrying a nonce', () => signLogoutToken({ sub: 'victim', nonce: 'n' })],
     ['without the logout event', () => signLogoutToken({ sub: 'victim', events: {} })],

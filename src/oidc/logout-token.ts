@@ -39,6 +39,8 @@ export async function validateLogoutToken(token: string, checks: LogoutTokenChec
       audience: checks.clientId,
       currentDate: new Date(checks.now),
       maxTokenAge: checks.maxAgeSeconds,
+      // Back-Channel Logout 1.0 §2.4: iat, exp and jti are REQUIRED.
+      requiredClaims: ['iat', 'exp', 'jti'],
       clockTolerance: 30,
     });
   } catch (err) {

@@ -123,7 +123,13 @@ export class SessionManager {
     return err;
   }
 
+  /**
+   * A loaded session is written back only while it has not timed out: a refresh that
+   * outlived the idle or absolute timeout must not slide a session nobody used meanwhile
+   * (the store refuses sessions that ended any other way).
+   */
   private persist(record: SessionRecord, now: number, previous?: LoadedSession): Promise<string> {
+    if (previous && sessionExpiry(previous.record, now, this.options.timeouts)) return Promise.reject(new SessionEndedError(record.id));
     return this.options.persistence.write(record, this.remainingSeconds(record, now), previous?.cookieValue);
   }
 

@@ -66,7 +66,13 @@ export interface TokenRequestRecord {
   /** OAuth error code when the request failed (e.g. 'invalid_grant'). */
   error?: string;
   errorDescription?: string;
+  /** Tokens the answer carried, by parameter name (access_token, refresh_token, id_token). */
+  issued?: Record<string, string>;
+  /** Date.now() when the answer left the provider (after any hold-back, see setAnswerDelay). */
+  answeredAt?: number;
 }
+
+const kTokenRecord = Symbol('token request record');
 
 export interface ProviderRequestRecord {
   method: string;
@@ -199,6 +205,12 @@ export interface TestProvider {
   revokeAccessTokensOf(accountId: string): Promise<number>;
   /** Delay every request to this path (e.g. '/token') by `ms` before the provider sees it; 0 removes it. */
   setLatency(path: string, ms: number): void;
+  /**
+   * Hold back the provider's answers on this path: it has done the work (a refresh token is
+   * spent, new tokens are issued) but its answer leaves `ms` later — a number, or a function
+   * called per request (random hold-backs); 0 removes it.
+   */
+  setAnswerDelay(path: string, ms: number | (() => number)): void;
   /**
    * Answer every request to this path (e.g. '/token') with `fault` instead of the provider (after
    * any latency set for it); `null` removes it. For what the real provider cannot produce by itself:
@@ -498,6 +510,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   let app: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void) | undefined;
   // Fault injection the real provider cannot do by itself: extra latency and faults per path.
   const latency = new Map<string, number>();
+  const answerDelays = new Map<string, number | (() => number)>();
   const faults = new Map<string, ProviderFault>();
   const faultedRequests: ProviderRequestRecord[] = [];
   let answerFault: ((req: IncomingMessage, res: ServerResponse, fault: ProviderFault) => Promise<void>) | undefined;
@@ -516,6 +529,20 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         res.end();
       }
     };
+    const answerDelay = answerDelays.get(path);
+    const holdBack = typeof answerDelay === 'function' ? answerDelay() : (answerDelay ?? 0);
+    // The provider's answer is complete when it calls end(); only its delivery may wait.
+    const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+    res.end = ((...args: unknown[]) => {
+      const deliver = () => {
+        const record = (res as { [kTokenRecord]?: TokenRequestRecord })[kTokenRecord];
+        if (record) record.answeredAt = Date.now();
+        end(...args);
+      };
+      if (holdBack > 0) setTimeout(deliver, holdBack);
+      else deliver();
+      return res;
+    }) as typeof res.end;
     const delay = latency.get(path) ?? 0;
     if (delay > 0) setTimeout(handle, delay);
     else handle();
@@ -691,10 +718,15 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
           if (typeof body.error_description === 'string') record.errorDescription = body.error_description;
         }
         tokenRequests.push(record);
+        (ctx.res as { [kTokenRecord]?: TokenRequestRecord })[kTokenRecord] = record;
         if (ctx.status === 200 && body && typeof body === 'object') {
+          record.issued = {};
           for (const name of ['access_token', 'refresh_token', 'id_token']) {
             const value = body[name];
-            if (typeof value === 'string') issued.push(value);
+            if (typeof value === 'string') {
+              issued.push(value);
+              record.issued[name] = value;
+            }
           }
         }
       }
@@ -869,6 +901,10 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     setLatency: (path, ms) => {
       if (ms > 0) latency.set(path, ms);
       else latency.delete(path);
+    },
+    setAnswerDelay: (path, ms) => {
+      if (typeof ms === 'function' || ms > 0) answerDelays.set(path, ms);
+      else answerDelays.delete(path);
     },
     setFault: (path, fault) => {
       if (fault) faults.set(path, fault);
