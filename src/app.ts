@@ -235,6 +235,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     waitMs: config.oidc.timeoutMs,
     pendingLogins,
     timeouts,
+    omitClaims: config.session.omitClaims,
     csrfCheck,
     originCheck,
     publicUrl: config.publicUrl,

@@ -83,6 +83,7 @@ describe('defaults', () => {
         absoluteTimeoutSeconds: 28800,
         pendingLoginTimeoutSeconds: 600,
         maxPendingLogins: 5,
+      omitClaims: ['nonce', 'at_hash', 'c_hash', 's_hash'],
       },
       routes: [],
       refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },

@@ -63,6 +63,23 @@ describe('login', () => {
     expect(user.json().claims.sub).toBe('alice');
   });
 
+  it('shows the user their claims without the ID token protocol fields (nonce, at_hash)', async () => {
+    const { app } = await bff();
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const claims = (await browser.request('/auth/user', { csrf: false })).json<{ claims: Record<string, unknown> }>().claims;
+    expect(claims.sub).toBe('alice');
+    for (const protocolField of ['nonce', 'at_hash', 'c_hash', 's_hash']) expect(claims).not.toHaveProperty(protocolField);
+  });
+
+  it('shows the protocol fields the operator chose to keep (session.omitClaims: [])', async () => {
+    const { app } = await bff({ session: { omitClaims: [] } });
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const claims = (await browser.request('/auth/user', { csrf: false })).json<{ claims: Record<string, unknown> }>().claims;
+    expect(claims.nonce).toBeTypeOf('string');
+  });
+
   it('starts the code flow with PKCE S256, state and nonce', async () => {
     const { app } = await bff();
     const location = new URL(await new TestBrowser(app).startLogin('/'));

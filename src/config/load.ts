@@ -391,6 +391,11 @@ const schema: ObjectNode<Config> = {
         },
         pendingLoginTimeoutSeconds: { kind: 'int', default: 600, min: 30, max: 3600 },
         maxPendingLogins: { kind: 'int', default: 5, min: 1, max: 20 },
+        omitClaims: {
+          kind: 'stringList',
+          default: ['nonce', 'at_hash', 'c_hash', 's_hash'],
+          item: { expected: 'a claim name, e.g. nonce' },
+        },
       },
     },
     routes: { kind: 'list', item: routeSchema, expected: 'a list of routes (objects with prefix and upstream)' },

@@ -80,6 +80,8 @@ export interface SessionConfig {
   pendingLoginTimeoutSeconds: number;
   /** At most this many pending logins per browser; the oldest is dropped. */
   maxPendingLogins: number;
+  /** ID-token claims that `/auth/user` leaves out: protocol fields, not facts about the user. */
+  omitClaims: string[];
 }
 
 export interface RouteConfig {

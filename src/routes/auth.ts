@@ -25,6 +25,8 @@ export interface AuthRoutesOptions {
   waitMs: number;
   pendingLogins: PendingLogins;
   timeouts: SessionTimeouts;
+  /** ID-token claims `/auth/user` leaves out (`session.omitClaims`). */
+  omitClaims: readonly string[];
   csrfCheck: RequestCheck;
   /** For reading endpoints: only our own (or an allowed) origin may ask. */
   originCheck: RequestCheck;
@@ -37,6 +39,7 @@ export interface AuthRoutesOptions {
 /** The `/auth/*` endpoints of DESIGN.md. */
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
   const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics } = options;
+  const omitClaims = new Set(options.omitClaims);
 
   app.addHook('onSend', async (request, reply) => {
     reply.header('cache-control', 'no-store');
@@ -115,7 +118,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const loaded = await sessions.load(request, reply);
     if (!loaded) throw loginRequired();
     const record = await sessions.touch(request, reply, loaded);
-    return viewOf(record, timeouts);
+    return viewOf(record, timeouts, omitClaims);
   });
 
   app.post('/auth/refresh', async (request, reply) => {
@@ -123,7 +126,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const loaded = await sessions.load(request, reply);
     if (!loaded) throw loginRequired();
     const refreshed = await sessionTokens.refresh(request, reply, loaded, 'forced');
-    return viewOf(refreshed.record, timeouts);
+    return viewOf(refreshed.record, timeouts, omitClaims);
   });
 
   // A plain HTML <form method="post" action="/auth/logout"> cannot send the CSRF header:

@@ -46,12 +46,16 @@ export function sessionExpiry(record: SessionRecord, now: number, timeouts: Sess
   return null;
 }
 
-export function viewOf(record: SessionRecord, timeouts: SessionTimeouts): SessionView {
+/**
+ * What the browser may see of a session. `omitClaims` are ID-token protocol fields
+ * (nonce, at_hash, …) that say nothing about the user and are left out.
+ */
+export function viewOf(record: SessionRecord, timeouts: SessionTimeouts, omitClaims: ReadonlySet<string> = new Set()): SessionView {
   const iso = (ms: number) => new Date(ms).toISOString();
   const absolute = record.createdAt + timeouts.absoluteTimeoutSeconds * 1000;
   const idle = Math.min(record.lastSeenAt + timeouts.idleTimeoutSeconds * 1000, absolute);
   return {
-    claims: record.claims,
+    claims: omitClaims.size === 0 ? record.claims : Object.fromEntries(Object.entries(record.claims).filter(([name]) => !omitClaims.has(name))),
     session: {
       createdAt: iso(record.createdAt),
       lastSeenAt: iso(record.lastSeenAt),
