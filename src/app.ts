@@ -124,6 +124,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (!secure) {
     app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
   }
+  if (config.session.store === 'cookie' && !config.session.redis) {
+    app.log.warn(
+      'session.store "cookie" without session.redis: logouts are remembered by this process only — a back-channel logout or a logout is forgotten on restart and never reaches another replica. Configure session.redis (or use store: redis) for more than one replica or for logouts that survive a restart',
+    );
+  }
   for (const route of config.routes) {
     if (!route.tlsRejectUnauthorized) {
       app.log.warn({ route: route.prefix, upstream: route.upstream }, 'TLS certificate verification is OFF for this upstream (routes[].tlsRejectUnauthorized: false)');

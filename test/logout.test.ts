@@ -238,6 +238,34 @@ describe('back-channel logout from the provider', () => {
     },
   );
 
+  it.runIf(hasRedis).each(['back-channel logout', 'logout'] as const)(
+    'store cookie with Redis: a %s is still in force after the replica restarts, and the old cookie is never refreshed',
+    async (ending) => {
+      const keyPrefix = uniquePrefix();
+      const before = await bff('cookie', { keyPrefix });
+      const browser = new TestBrowser(before.app);
+      await browser.login({ login: `restart-${ending.replace(/ /g, '-')}` });
+      const captured = browser.cookieHeader();
+      const claims = (await browser.request('/auth/user', { csrf: false })).json<{ claims: { sub: string } }>().claims;
+      if (ending === 'logout') expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBe(200);
+      else expect((await postLogoutToken(before.app, await signLogoutToken({ sub: claims.sub }))).statusCode).toBe(200);
+      await before.app.close();
+      started.splice(started.indexOf(before), 1);
+
+      const refreshesBefore = provider.tokenRequests.filter((r) => r.grantType === 'refresh_token').length;
+      const after = await bff('cookie', { keyPrefix });
+      const replay = new TestBrowser(after.app);
+      expect((await replay.request('/api/x', { headers: { cookie: captured } })).statusCode).toBe(401);
+      expect((await replay.request('/auth/refresh', { method: 'POST', headers: { cookie: captured } })).statusCode).toBe(401);
+      expect(provider.tokenRequests.filter((r) => r.grantType === 'refresh_token')).toHaveLength(refreshesBefore);
+    },
+  );
+
+  it('store cookie without Redis: warns at startup that logouts live in this process only', async () => {
+    const instance = await bff('cookie');
+    expect(instance.logs.some((line) => line.level === 40 && String(line.msg).includes('without session.redis'))).toBe(true);
+  });
+
   it.each(stores)('store %s: a logout token naming only sub ends every session of that user', async (store) => {
     const { app } = await bff(store);
     const first = new TestBrowser(app);
