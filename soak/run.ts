@@ -53,6 +53,7 @@ import { TestBrowser } from '../test/support/bff.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, type RedisServer } from '../test/support/redis.js';
 import type { GrantEvent, IdpInfo, IdpReport } from './lib/idp-child.js';
 import { spawnChild, type Child } from '../bench/lib/rpc.js';
+import { logoutDuringRefresh } from './lib/logout-phase.js';
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -736,8 +737,16 @@ async function main(): Promise<number> {
   const finalFailures = sessions.filter((s) => s.final?.some((f) => f.status !== 200));
   progress(`final verification: ${sessions.length - finalFailures.length}/${sessions.length} sessions answered 200 on both instances`);
 
+  // ---- logout during refresh: an ended session stays ended -------------------------------
+  progress('logout-during-refresh phase: 10 fresh sessions log out while their refresh waits on the provider');
+  const logoutPhase = await logoutDuringRefresh(instances, idp, 10, (index) => `soak-logout-${String(index + 1).padStart(3, '0')}`);
+  progress(`logout-during-refresh phase: ${logoutPhase.logoutsDuringRefresh}/${logoutPhase.sessions} logouts landed during a refresh, sessions resurrected ${logoutPhase.resurrected}`);
+
   // ---- collect --------------------------------------------------------------------------
   report = await idp.call<IdpReport>('report');
+  // Logouts revoke grants on purpose; only a revocation of a load-phase session is a loss.
+  const loggedOut = new Set(logoutPhase.accounts);
+  report.revocations = report.revocations.filter((r) => r.accountId === undefined || !loggedOut.has(r.accountId));
   const metricsText = await Promise.all(instances.map(async (i) => (await i.app.inject({ method: 'GET', url: '/metrics' })).body));
 
   const refreshEvents = report.grantEvents.filter((e) => e.grantType === 'refresh_token');
@@ -831,7 +840,7 @@ async function main(): Promise<number> {
     .flatMap((instance) => instance.logs.kept.filter((line) => (line.level ?? 0) >= 40).map((line) => logLine(instance, line)))
     .sort((x, y) => x.at - y.at);
 
-  const passed = lost.length === 0 && unexpectedTotal === 0 && invalidGrants.length === 0 && report.revocations.length === 0 && unverified.length === 0 && notRefreshedSinceRestart.length === 0;
+  const passed = logoutPhase.resurrected === 0 && lost.length === 0 && unexpectedTotal === 0 && invalidGrants.length === 0 && report.revocations.length === 0 && unverified.length === 0 && notRefreshedSinceRestart.length === 0;
 
   const results = {
     passed,
@@ -869,6 +878,12 @@ async function main(): Promise<number> {
       finalFailures: finalFailures.map((s) => ({ session: s.login, final: s.final })),
       notRefreshedSinceRestart,
       cookieChanges: sessions.reduce((sum, s) => sum + s.cookieChanges, 0),
+    },
+    logoutDuringRefresh: {
+      sessions: logoutPhase.sessions,
+      logoutsDuringRefresh: logoutPhase.logoutsDuringRefresh,
+      servedAfterLogout: logoutPhase.servedAfterLogout,
+      resurrected: logoutPhase.resurrected,
     },
     refreshes: {
       atProvider: {
@@ -926,6 +941,9 @@ function printSummary(r: Record<string, any>, file: string): void {
         ['  LOST', r.sessions.lost],
         ['  verified on A and B at the end', r.sessions.verifiedOnBothInstances],
         ['  not refreshed since the restart', r.sessions.notRefreshedSinceRestart.length],
+        ['logout during refresh: sessions', r.logoutDuringRefresh.sessions],
+        ['  logouts landed during a refresh', r.logoutDuringRefresh.logoutsDuringRefresh],
+        ['  RESURRECTED', r.logoutDuringRefresh.resurrected],
         ['refresh grants ok at the provider', r.refreshes.atProvider.refreshGrantsOk],
         ['  per session mean/min/max', `${r.refreshes.atProvider.perSession.mean}/${r.refreshes.atProvider.perSession.min}/${r.refreshes.atProvider.perSession.max}`],
         ['  invalid_grant at the provider', r.refreshes.atProvider.invalidGrant],

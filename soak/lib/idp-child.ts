@@ -182,6 +182,15 @@ serve({
     const p = await startIncarnation(provider.port);
     return { at: Date.now(), issuer: p.issuer };
   },
+  /**
+   * Holds back the provider's token answers (it has issued the tokens; the answer leaves
+   * later) by a random time in [minMs, maxMs]; null ends it. For the logout-during-refresh phase.
+   */
+  holdBackTokenAnswers(range: { minMs: number; maxMs: number } | null) {
+    if (!provider) throw new Error('provider not started');
+    const tokenPath = new URL(provider.endpoints.token).pathname;
+    provider.setAnswerDelay(tokenPath, range ? () => range.minMs + Math.random() * (range.maxMs - range.minMs) : 0);
+  },
   report(): IdpReport {
     const used = process.cpuUsage(cpu);
     return {
