@@ -13,7 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { startProvider, type TestProvider } from './support/provider.js';
+import { isTokenActive, startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
@@ -115,15 +115,6 @@ class Tabs {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const random = (min: number, max: number) => min + Math.random() * (max - min);
 
-async function introspect(token: string): Promise<boolean> {
-  const { clientId, clientSecret } = provider.clients.api;
-  const response = await fetch(provider.endpoints.introspection, {
-    method: 'POST',
-    headers: { authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ token }),
-  });
-  return ((await response.json()) as { active: boolean }).active;
-}
 
 interface RoundResult {
   /** Calls sent after the end that were served as signed in (a session written back to life). */
@@ -212,7 +203,7 @@ async function round(apps: FastifyInstance[], ending: Ending, login: string): Pr
     refreshTokens.push(...(loginAnswer?.issued?.refresh_token ?? []));
   }
   let liveRefreshTokens = 0;
-  for (const token of refreshTokens) if (await introspect(token)) liveRefreshTokens++;
+  for (const token of refreshTokens) if (await isTokenActive(provider, token)) liveRefreshTokens++;
   return { servedAfterEnd, acceptedCookies, liveRefreshTokens, refreshesDuringRound: refreshes.length };
 }
 

@@ -15,6 +15,8 @@ export interface TestBff {
   config: Config;
   /** Every log line the app wrote, as parsed JSON. */
   logs: Array<Record<string, unknown>>;
+  /** The log lines written after start-up (start-up warnings about the configuration left out). */
+  logsAfterStart: Array<Record<string, unknown>>;
   /** The raw log text, for leak scans. */
   logText(): string;
 }
@@ -36,11 +38,16 @@ export async function startBff(raw: Record<string, unknown>, options: Omit<Build
   });
   const app = await buildApp(config, { ...options, logStream, waitForProvider: options.waitForProvider ?? true });
   await app.ready();
+  const parse = (text: string) => text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  const startupChunks = chunks.length;
   const bff: TestBff = {
     app,
     config,
     get logs() {
-      return chunks.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+      return parse(chunks.join(''));
+    },
+    get logsAfterStart() {
+      return parse(chunks.slice(startupChunks).join(''));
     },
     logText: () => chunks.join(''),
   };

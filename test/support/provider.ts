@@ -939,3 +939,14 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   startedProviders.push(testProvider);
   return testProvider;
 }
+
+/** Whether the provider still accepts a token (RFC 7662 introspection, as the API client). */
+export async function isTokenActive(provider: TestProvider, token: string): Promise<boolean> {
+  const { clientId, clientSecret } = provider.clients.api;
+  const response = await fetch(provider.endpoints.introspection, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }),
+  });
+  return ((await response.json()) as { active: boolean }).active;
+}
