@@ -306,3 +306,230 @@ describe.each(profiles)('$name', (profile) => {
     expect(bff.logs.slice(logsBefore).filter((l) => Number(l.level) >= 40)).toEqual([]);
   });
 });
+
+/**
+ * Single behaviours of real providers, each on its own: one provider (oidc-provider defaults, PAR
+ * off) and a token-handler per test where its configuration differs.
+ */
+describe('what real providers answer, one behaviour at a time', () => {
+  let provider: TestProvider;
+  let upstream: Upstream;
+  let setupDone: Promise<void> | undefined;
+
+  const setup = () =>
+    (setupDone ??= (async () => {
+      provider = await startProvider({ redirectUris: [REDIRECT_URI], postLogoutRedirectUris: [POST_LOGOUT] });
+      cleanups.push(() => provider.stop());
+      upstream = await startUpstream({
+        introspectionEndpoint: provider.endpoints.introspection,
+        clientId: provider.clients.api.clientId,
+        clientSecret: provider.clients.api.clientSecret,
+      });
+      cleanups.push(() => upstream.close());
+    })());
+
+  const bffWith = async (oidc: Record<string, unknown> = {}, options: { waitForProvider?: boolean; routes?: unknown[] } = {}) => {
+    await setup();
+    const time = { now: Date.now(), advance(seconds: number) { this.now += seconds * 1000; } };
+    const bff = await startBff(
+      {
+        oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, ...oidc },
+        session: { secrets: [SECRET] },
+        routes: options.routes ?? [{ prefix: '/api', upstream: upstream.url }],
+      },
+      { now: () => time.now, ...(options.waitForProvider === false ? { waitForProvider: false } : {}) },
+    );
+    cleanups.push(() => bff.app.close());
+    return { bff, time };
+  };
+
+  /** A signed-in browser whose access token token-handler's clock considers due. */
+  const dueSession = async (oidc: Record<string, unknown> = {}) => {
+    const { bff, time } = await bffWith(oidc);
+    const browser = new TestBrowser(bff.app);
+    expect((await browser.login()).statusCode).toBe(302);
+    time.advance(45);
+    return { bff, browser };
+  };
+
+  const logged = (bff: TestBff, msg: RegExp) => bff.logs.filter((l) => msg.test(String(l.msg)));
+
+  it('passes on the provider\'s own Retry-After when a refresh is answered 429, and keeps the session', async () => {
+    // Injected in front of the provider: oidc-provider does not rate-limit.
+    const { bff, browser } = await dueSession();
+    provider.setFault('/token', { status: 429, body: { error: 'slow_down' }, headers: { 'retry-after': '17' } });
+    try {
+      const response = await browser.request('/api/orders');
+      expect(response.statusCode).toBe(503);
+      expect(response.json().error).toBe('idp_unavailable');
+      expect(response.headers['retry-after']).toBe('17');
+      expect(browser.cookies.get(SESSION)).toBeDefined();
+      expect(logged(bff, /refresh failed: provider unavailable/)[0]).toMatchObject({ retryAfterSeconds: 17, provider: { status: 429 } });
+    } finally {
+      provider.setFault('/token', null);
+    }
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+  });
+
+  it('keeps the session (503) and logs a configuration fault naming the keys when a refresh is answered 401 without a body', async () => {
+    // Injected: oidc-provider answers a refused client with a JSON body.
+    const { bff, browser } = await dueSession();
+    provider.setFault('/token', { status: 401, body: '' });
+    try {
+      const response = await browser.request('/api/orders');
+      expect(response.statusCode).toBe(503);
+      expect(browser.cookies.get(SESSION)).toBeDefined();
+      const fault = logged(bff, /configuration fault/)[0];
+      expect(fault).toMatchObject({ level: 50, provider: { status: 401, bodyBytes: 0 }, check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+    } finally {
+      provider.setFault('/token', null);
+    }
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+  });
+
+  it('keeps the session (503) when the provider no longer accepts our client secret, and logs invalid_client with the keys to check', async () => {
+    // Real provider: the client is registered again with another secret.
+    const { bff, browser } = await dueSession();
+    const { clientId, clientSecret } = provider.clients.basic;
+    await provider.addClient({ client_id: clientId, client_secret: `${clientSecret}-rotated`, token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI] });
+    try {
+      const response = await browser.request('/api/orders');
+      expect(response.statusCode).toBe(503);
+      expect(browser.cookies.get(SESSION)).toBeDefined();
+      const fault = logged(bff, /configuration fault/)[0];
+      expect(fault).toMatchObject({ level: 50, oauthError: 'invalid_client', check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+    } finally {
+      await provider.updateBffClients({});
+    }
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+  });
+
+  it('logs in with a client secret containing + / : % and - under the default RFC 6749 encoding', async () => {
+    await setup();
+    const clientSecret = 'sec+ret/with:colon%and-dash_0123456789';
+    await provider.addClient({ client_id: 'bff-special', client_secret: clientSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI] });
+    const { bff } = await bffWith({ clientId: 'bff-special', clientSecret });
+    const browser = new TestBrowser(bff.app);
+    expect((await browser.login()).statusCode).toBe(302);
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+  });
+
+  it('with oidc.clientSecretBasicEncoding: plain, a provider that form-decodes refuses such a secret, and the error log names the switch', async () => {
+    // Real provider: oidc-provider form-decodes Basic credentials (RFC 6749), so the plain "+" arrives
+    // as a space and the secret does not match (a "%" would make it answer 400 invalid_request instead).
+    await setup();
+    const clientSecret = 'sec+ret/with:colon-and-dash_0123456789';
+    await provider.addClient({ client_id: 'bff-special-plain', client_secret: clientSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI] });
+    const { bff } = await bffWith({ clientId: 'bff-special-plain', clientSecret, clientSecretBasicEncoding: 'plain' });
+    const browser = new TestBrowser(bff.app);
+    const callback = await browser.login();
+    expect(callback.statusCode).toBe(400);
+    expect(callback.json().error_description).toMatch(/refused this application \(invalid_client\)/);
+    const refusal = logged(bff, /sign-in failed: the provider refused this client/)[0];
+    expect(refusal).toMatchObject({ level: 50, oauthError: 'invalid_client', check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+    expect(String(refusal?.hint)).toMatch(/clientSecretBasicEncoding is plain.*try rfc6749/);
+    expect(bff.logText()).not.toContain(clientSecret);
+  });
+
+  it('with a wrong client secret, sign-in fails with a clear 400 and an error log naming the keys and the encoding switch', async () => {
+    // Real provider: the code exchange is refused with invalid_client.
+    const { bff } = await bffWith({ clientSecret: 'wrong-secret-wrong-secret' });
+    const browser = new TestBrowser(bff.app);
+    const callback = await browser.login();
+    expect(callback.statusCode).toBe(400);
+    expect(callback.json().error).toBe('bad_request');
+    const refusal = logged(bff, /sign-in failed: the provider refused this client/)[0];
+    expect(refusal).toMatchObject({ level: 50, oauthError: 'invalid_client', check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+    expect(String(refusal?.hint)).toMatch(/oidc\.clientSecretBasicEncoding: plain/);
+  });
+
+  it('with oidc.pushedAuthorizationRequests: always and a provider without PAR, login answers 503 and the log names the key', async () => {
+    const { bff } = await bffWith({ pushedAuthorizationRequests: 'always' });
+    expect(logged(bff, /pushedAuthorizationRequests is always/)[0]).toMatchObject({ level: 50 });
+    const response = await new TestBrowser(bff.app).request('/auth/login', { csrf: false });
+    expect(response.statusCode).toBe(503);
+    expect(response.json().error).toBe('idp_unavailable');
+  });
+
+  it('accepts a refreshed ID token whose aud is an array and that carries no nonce', async () => {
+    // Synthesized token response (test/support/provider.ts): oidc-provider's own ID tokens have a string aud.
+    const { browser } = await dueSession();
+    provider.setFault('/token', { tokenResponse: { idToken: { claims: { aud: [provider.clients.basic.clientId, 'https://api.example.test'], azp: provider.clients.basic.clientId, name: 'Alice Refreshed' } } } });
+    try {
+      const response = await browser.request('/auth/refresh', { method: 'POST' });
+      expect(response.statusCode).toBe(200);
+      expect(response.json().claims.name).toBe('Alice Refreshed');
+    } finally {
+      provider.setFault('/token', null);
+    }
+  });
+
+  it('refuses a DPoP-bound token at sign-in with a log that says to turn DPoP binding off', async () => {
+    // Rewriting layer: oidc-provider only issues DPoP tokens to requests with a DPoP proof.
+    const { bff } = await bffWith();
+    provider.setRewrite('/token', rewriteJson((json) => ({ ...json, token_type: 'DPoP' })));
+    try {
+      const callback = await new TestBrowser(bff.app).login();
+      expect(callback.statusCode).toBe(400);
+      expect(String(logged(bff, /sign-in failed/)[0]?.err)).toMatch(/DPoP.*turn DPoP binding off/);
+    } finally {
+      provider.setRewrite('/token', null);
+    }
+  });
+
+  it('answers 503 (never 500) on a client-credentials route when the provider refuses the scope', async () => {
+    // Injected: a 400 invalid_scope for the client-credentials grant.
+    const { bff } = await bffWith({}, { routes: [{ prefix: '/api', upstream: upstream.url, token: 'client', clientScopes: ['reports'] }] });
+    provider.setFault('/token', { status: 400, body: { error: 'invalid_scope' } });
+    try {
+      const response = await new TestBrowser(bff.app).request('/api/orders');
+      expect(response.statusCode).toBe(503);
+      expect(response.json().error).toBe('idp_unavailable');
+      expect(logged(bff, /client credentials token unavailable/)[0]).toMatchObject({ level: 50, oauthError: 'invalid_scope', check: ['oidc.scopes', 'oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+    } finally {
+      provider.setFault('/token', null);
+    }
+  });
+});
+
+describe('setup mistakes are logged as configuration errors naming what to fix', () => {
+  const discoveryFailures = (bff: TestBff) => bff.logs.filter((l) => l.msg === 'provider discovery failed');
+
+  const failingBff = async (issuer: string) => {
+    const bff = await startBff({ oidc: { issuer, clientId: 'bff', clientSecret: 'secret' }, session: { secrets: [SECRET] } }, { waitForProvider: false });
+    cleanups.push(() => bff.app.close());
+    await expect.poll(() => discoveryFailures(bff).length, { timeout: 5_000, interval: 20 }).toBeGreaterThan(0);
+    return discoveryFailures(bff)[0]!;
+  };
+
+  it('a wrong issuer path: the discovery URL and its HTTP status, at error level, with oidc.issuer to check', async () => {
+    const p = await startProvider({ redirectUris: [REDIRECT_URI], mountPath: '/realms/x' });
+    cleanups.push(() => p.stop());
+    const wrong = p.issuer.replace('/realms/x', '/realms/y');
+    const line = await failingBff(wrong);
+    expect(line).toMatchObject({ level: 50, fault: 'configuration', url: `${wrong}/.well-known/openid-configuration`, status: 404, check: ['oidc.issuer'] });
+  });
+
+  it('an issuer that differs from the one the provider reports (trailing slash after a path): both issuers, at error level', async () => {
+    const p = await startProvider({ redirectUris: [REDIRECT_URI], mountPath: '/realms/x' });
+    cleanups.push(() => p.stop());
+    const line = await failingBff(`${p.issuer}/`);
+    expect(line).toMatchObject({ level: 50, fault: 'configuration', configuredIssuer: `${p.issuer}/`, reportedIssuer: p.issuer, check: ['oidc.issuer'] });
+  });
+
+  it('localhost instead of 127.0.0.1: both issuers, at error level', async () => {
+    const p = await startProvider({ redirectUris: [REDIRECT_URI] });
+    cleanups.push(() => p.stop());
+    const localhost = p.issuer.replace('127.0.0.1', 'localhost');
+    const line = await failingBff(localhost);
+    expect(line).toMatchObject({ level: 50, configuredIssuer: localhost, reportedIssuer: p.issuer });
+  });
+
+  it('a provider that is down: the network cause (ECONNREFUSED), as an outage at warn level', async () => {
+    const p = await startProvider({ redirectUris: [REDIRECT_URI] });
+    await p.stop();
+    const line = await failingBff(p.issuer);
+    expect(line).toMatchObject({ level: 40, fault: 'outage' });
+    expect(String(line.cause)).toMatch(/^ECONNREFUSED/);
+  });
+});

@@ -267,8 +267,11 @@ export class OidcProvider {
   /** True when verified (or there is no ID token); false when the keys could not be fetched. */
   private async verifyIdTokenSignature(idToken: string | undefined): Promise<boolean> {
     if (!idToken) return true;
-    const keys = this.signingKeys(this.requireConfiguration('ID token'), 'ID token');
-    const verify = () => jwtVerify(idToken, keys, { issuer: this.options.config.issuer, audience: this.options.config.clientId, clockTolerance: 30 });
+    const configuration = this.requireConfiguration('ID token');
+    const keys = this.signingKeys(configuration, 'ID token');
+    // The issuer discovery confirmed (equal to oidc.issuer up to URL normalisation, e.g. a bare origin's trailing slash).
+    const issuer = configuration.serverMetadata().issuer;
+    const verify = () => jwtVerify(idToken, keys, { issuer, audience: this.options.config.clientId, clockTolerance: 30 });
     try {
       try {
         await verify();
@@ -292,10 +295,11 @@ export class OidcProvider {
 
   /** Validates a back-channel logout token against the provider's keys. */
   async validateLogoutToken(token: string): Promise<LogoutTokenClaims> {
-    const keys = this.signingKeys(this.requireConfiguration('back-channel logout'), 'back-channel logout');
+    const configuration = this.requireConfiguration('back-channel logout');
+    const keys = this.signingKeys(configuration, 'back-channel logout');
     try {
       return await validateLogoutToken(token, {
-        issuer: this.options.config.issuer,
+        issuer: configuration.serverMetadata().issuer,
         clientId: this.options.config.clientId,
         keys,
         now: this.options.now(),
