@@ -190,7 +190,8 @@ export function retryAfterOf(response: Response, now = Date.now()): number | und
   let seconds: number;
   if (/^\d+$/.test(value)) seconds = Number(value);
   else {
-    const at = Date.parse(value);
+    // An HTTP date always names its day or month; anything else (e.g. "-5") is no Retry-After.
+    const at = /[a-z]/i.test(value) ? Date.parse(value) : Number.NaN;
     if (Number.isNaN(at)) return undefined;
     seconds = Math.ceil((at - now) / 1000);
   }
