@@ -451,6 +451,48 @@ describe('what real providers answer, one behaviour at a time', () => {
     expect(response.json().error).toBe('idp_unavailable');
   });
 
+  it('with oidc.pushedAuthorizationRequests: never and a provider that requires PAR, the log says logins will fail and which key to set', async () => {
+    const p = await startProvider({ redirectUris: [REDIRECT_URI], pushedAuthorizationRequests: 'required' });
+    cleanups.push(() => p.stop());
+    const bff = await startBff({ oidc: { issuer: p.issuer, clientId: p.clients.basic.clientId, clientSecret: p.clients.basic.clientSecret, pushedAuthorizationRequests: 'never' }, session: { secrets: [SECRET] } });
+    cleanups.push(() => bff.app.close());
+    expect(logged(bff, /requires pushed authorization requests/)[0]).toMatchObject({ level: 50, check: ['oidc.pushedAuthorizationRequests'] });
+  });
+
+  it('ends the session with 401 login_required, without calling the provider, when the access token expires and the provider issued no refresh token', async () => {
+    // Rewriting layer: the login answer loses its refresh token, as with Google without prompt=consent.
+    const { bff, time } = await bffWith();
+    provider.setRewrite('/token', rewriteJson(({ refresh_token: _dropped, ...json }) => json));
+    const browser = new TestBrowser(bff.app);
+    try {
+      expect((await browser.login()).statusCode).toBe(302);
+    } finally {
+      provider.setRewrite('/token', null);
+    }
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+    const tokenCalls = provider.tokenRequests.length;
+    time.advance(61);
+    const response = await browser.request('/api/orders');
+    expect(response.statusCode).toBe(401);
+    expect(response.json().error).toBe('login_required');
+    expect(browser.cookies.get(SESSION)).toBeUndefined();
+    expect(provider.tokenRequests.length).toBe(tokenCalls);
+  });
+
+  it('when the provider sends the browser back with unauthorized_client, sign-in fails with 400 and an error log naming the client keys', async () => {
+    // The authorization response is changed before the browser delivers it: oidc-provider refuses
+    // such a client with other errors (it will not register a code-flow client without the grant).
+    const { bff } = await bffWith();
+    const browser = new TestBrowser(bff.app);
+    const redirect = new URL(await completeProviderLogin(await browser.startLogin()));
+    const back = new URL(redirect.pathname, redirect);
+    back.search = new URLSearchParams({ error: 'unauthorized_client', error_description: 'client not allowed', state: redirect.searchParams.get('state')!, iss: provider.issuer }).toString();
+    const callback = await browser.callback(back.href);
+    expect(callback.statusCode).toBe(400);
+    expect(callback.json().error_description).toMatch(/refused this application \(unauthorized_client\)/);
+    expect(logged(bff, /sign-in failed: the provider refused this client/)[0]).toMatchObject({ level: 50, oauthError: 'unauthorized_client', check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
+  });
+
   it('accepts a refreshed ID token whose aud is an array and that carries no nonce', async () => {
     // Synthesized token response (test/support/provider.ts): oidc-provider's own ID tokens have a string aud.
     const { browser } = await dueSession();
