@@ -221,8 +221,9 @@ function timeoutOf(err: unknown): string | undefined {
  */
 export function networkCauseOf(err: unknown): string | undefined {
   if (!(err instanceof TypeError) || err.message !== 'fetch failed') {
+    // Wrapped (e.g. by openid-client): look at the cause.
     const cause = (err as { cause?: unknown } | null)?.cause;
-    return cause instanceof Error && cause !== err && !(err instanceof client.ClientError && cause instanceof Response) ? networkCauseOf(cause) : undefined;
+    return cause instanceof Error && cause !== err ? networkCauseOf(cause) : undefined;
   }
   const cause = err.cause;
   if (!(cause instanceof Error)) return 'fetch failed';
