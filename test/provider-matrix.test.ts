@@ -493,6 +493,14 @@ describe('what real providers answer, one behaviour at a time', () => {
     expect(logged(bff, /sign-in failed: the provider refused this client/)[0]).toMatchObject({ level: 50, oauthError: 'unauthorized_client', check: ['oidc.clientId', 'oidc.clientSecret', 'oidc.clientAuth'] });
   });
 
+  it('logs in when oidc.issuer is the bare origin written with a trailing slash (the same URL as the reported issuer)', async () => {
+    await setup();
+    const { bff } = await bffWith({ issuer: `${provider.issuer}/` });
+    const browser = new TestBrowser(bff.app);
+    expect((await browser.login()).statusCode).toBe(302);
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+  });
+
   it('accepts a refreshed ID token whose aud is an array and that carries no nonce', async () => {
     // Synthesized token response (test/support/provider.ts): oidc-provider's own ID tokens have a string aud.
     const { browser } = await dueSession();
