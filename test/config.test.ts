@@ -65,6 +65,8 @@ describe('defaults', () => {
         clientId: 'bff',
         clientSecret: 'client-secret',
         clientAuth: 'client_secret_basic',
+        clientSecretBasicEncoding: 'rfc6749',
+        pushedAuthorizationRequests: 'auto',
         scopes: ['openid', 'profile', 'email', 'offline_access'],
         refreshSkewSeconds: 30,
         timeoutMs: 5000,

@@ -322,6 +322,8 @@ const schema: ObjectNode<Config> = {
           values: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
           default: 'client_secret_basic',
         },
+        clientSecretBasicEncoding: { kind: 'enum', values: ['rfc6749', 'plain'], default: 'rfc6749' },
+        pushedAuthorizationRequests: { kind: 'enum', values: ['auto', 'always', 'never'], default: 'auto' },
         scopes: {
           kind: 'stringList',
           default: ['openid', 'profile', 'email', 'offline_access'],

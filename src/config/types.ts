@@ -5,6 +5,10 @@
  */
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+/** How client_secret_basic builds its credentials: RFC 6749 §2.3.1 form-encodes id and secret first; `plain` does not. */
+export type ClientSecretBasicEncoding = 'rfc6749' | 'plain';
+/** RFC 9126: `auto` pushes when the provider advertises a PAR endpoint, `always` requires one, `never` does not push. */
+export type PushedAuthorizationRequests = 'auto' | 'always' | 'never';
 export type SessionStoreKind = 'cookie' | 'memory' | 'redis';
 export type RouteTokenMode = 'user' | 'client' | 'none';
 export type SameSite = 'strict' | 'lax';
@@ -30,6 +34,10 @@ export interface OidcConfig {
   /** Private JWK (object) for private_key_jwt; must carry `kty` and private parts. */
   privateKeyJwk?: Record<string, unknown>;
   clientAuth: ClientAuthMethod;
+  /** client_secret_basic only: `plain` for providers that do not form-decode the Basic credentials. */
+  clientSecretBasicEncoding: ClientSecretBasicEncoding;
+  /** Whether the authorization request is pushed to the provider first (RFC 9126). */
+  pushedAuthorizationRequests: PushedAuthorizationRequests;
   scopes: string[];
   /** Refresh proactively when the access token expires within this many seconds. */
   refreshSkewSeconds: number;

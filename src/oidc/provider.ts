@@ -2,7 +2,7 @@ import * as client from 'openid-client';
 import { createRemoteJWKSet, errors as joseErrors, importJWK, jwtVerify } from 'jose';
 import type { FastifyBaseLogger } from 'fastify';
 import type { OidcConfig } from '../config/types.js';
-import { classifyProviderError, ProviderError } from './errors.js';
+import { classifyProviderError, discoveryFailure, ProviderError, type ClassifyOptions } from './errors.js';
 import { tokenSetFrom, type TokenSet } from './token-set.js';
 import { LogoutTokenError, validateLogoutToken, type LogoutTokenClaims } from './logout-token.js';
 
@@ -73,11 +73,21 @@ export class OidcProvider {
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
         this.configuration = await this.discover();
-        logger.info({ issuer: config.issuer }, 'provider metadata loaded');
+        const metadata = this.configuration.serverMetadata();
+        logger.info({ issuer: config.issuer, pushedAuthorizationRequests: this.usesPar(metadata) }, 'provider metadata loaded');
+        if (config.pushedAuthorizationRequests === 'always' && !metadata.pushed_authorization_request_endpoint) {
+          logger.error({ check: ['oidc.pushedAuthorizationRequests'] }, PAR_MISSING);
+        }
+        if (config.pushedAuthorizationRequests === 'never' && metadata.require_pushed_authorization_requests) {
+          logger.error({ check: ['oidc.pushedAuthorizationRequests'] }, 'the provider requires pushed authorization requests but oidc.pushedAuthorizationRequests is never: logins will fail; set it to auto');
+        }
         return;
       } catch (err) {
         const delay = DISCOVERY_BACKOFF_MS[Math.min(attempt, DISCOVERY_BACKOFF_MS.length - 1)] ?? 30000;
-        logger.warn({ issuer: config.issuer, err: describeError(err), retryInMs: delay }, 'provider discovery failed');
+        // A wrong issuer or path is an error to fix, not an outage; retrying still lets a fix at the provider take effect.
+        const failure = discoveryFailure(err, config.issuer);
+        const fields = { issuer: config.issuer, fault: failure.configError ? 'configuration' : 'outage', reason: failure.reason, ...failure.fields, retryInMs: delay };
+        (failure.configError ? logger.error : logger.warn).call(logger, fields, 'provider discovery failed');
         await new Promise<void>((resolve) => {
           this.wakeRetry = resolve;
           this.retryTimer = setTimeout(resolve, delay);
@@ -113,6 +123,18 @@ export class OidcProvider {
     return this.configuration;
   }
 
+  /** Whether logins push the authorization request first (RFC 9126), per oidc.pushedAuthorizationRequests. */
+  private usesPar(metadata: client.ServerMetadata): boolean {
+    switch (this.options.config.pushedAuthorizationRequests) {
+      case 'never':
+        return false;
+      case 'always':
+        return true;
+      case 'auto':
+        return typeof metadata.pushed_authorization_request_endpoint === 'string';
+    }
+  }
+
   async startLogin(): Promise<{ url: string; transaction: LoginTransaction }> {
     const configuration = this.requireConfiguration('login');
     const transaction: LoginTransaction = {
@@ -120,7 +142,12 @@ export class OidcProvider {
       nonce: client.randomNonce(),
       codeVerifier: client.randomPKCECodeVerifier(),
     };
-    const url = client.buildAuthorizationUrl(configuration, {
+    const metadata = configuration.serverMetadata();
+    const par = this.usesPar(metadata);
+    if (par && !metadata.pushed_authorization_request_endpoint) {
+      throw new ProviderError('config_fault', PAR_MISSING, { configKeys: ['oidc.pushedAuthorizationRequests'] });
+    }
+    const parameters = {
       ...this.options.config.authorizationParams,
       redirect_uri: this.options.redirectUri,
       scope: this.options.config.scopes.join(' '),
@@ -128,8 +155,14 @@ export class OidcProvider {
       nonce: transaction.nonce,
       code_challenge: await client.calculatePKCECodeChallenge(transaction.codeVerifier),
       code_challenge_method: 'S256',
-    });
-    return { url: url.href, transaction };
+    };
+    if (!par) return { url: client.buildAuthorizationUrl(configuration, parameters).href, transaction };
+    try {
+      const url = await this.deadline(client.buildAuthorizationUrlWithPAR(configuration, parameters), 'pushed authorization request');
+      return { url: url.href, transaction };
+    } catch (err) {
+      throw await this.classify(err, 'pushed authorization request');
+    }
   }
 
   /** Validates the authorization response (state, iss, errors) and exchanges the code. */
@@ -150,7 +183,7 @@ export class OidcProvider {
     try {
       return await this.deadline(exchange(), 'code exchange');
     } catch (err) {
-      throw classifyProviderError(err, 'code exchange');
+      throw await this.classify(err, 'code exchange', true);
     }
   }
 
@@ -173,7 +206,7 @@ export class OidcProvider {
       }
       return tokens;
     } catch (err) {
-      throw classifyProviderError(err, 'refresh');
+      throw await this.classify(err, 'refresh', true);
     }
   }
 
@@ -186,7 +219,7 @@ export class OidcProvider {
       );
       return tokenSetFrom(response, this.tokenSetDefaults());
     } catch (err) {
-      throw classifyProviderError(err, 'client credentials');
+      throw await this.classify(err, 'client credentials');
     }
   }
 
@@ -198,7 +231,7 @@ export class OidcProvider {
       await this.deadline(client.tokenRevocation(configuration, token, { token_type_hint: hint }), 'revocation');
       return true;
     } catch (err) {
-      throw classifyProviderError(err, 'revocation');
+      throw await this.classify(err, 'revocation');
     }
   }
 
@@ -234,8 +267,11 @@ export class OidcProvider {
   /** True when verified (or there is no ID token); false when the keys could not be fetched. */
   private async verifyIdTokenSignature(idToken: string | undefined): Promise<boolean> {
     if (!idToken) return true;
-    const keys = this.signingKeys(this.requireConfiguration('ID token'), 'ID token');
-    const verify = () => jwtVerify(idToken, keys, { issuer: this.options.config.issuer, audience: this.options.config.clientId, clockTolerance: 30 });
+    const configuration = this.requireConfiguration('ID token');
+    const keys = this.signingKeys(configuration, 'ID token');
+    // The issuer discovery confirmed (equal to oidc.issuer up to URL normalisation, e.g. a bare origin's trailing slash).
+    const issuer = configuration.serverMetadata().issuer;
+    const verify = () => jwtVerify(idToken, keys, { issuer, audience: this.options.config.clientId, clockTolerance: 30 });
     try {
       try {
         await verify();
@@ -250,7 +286,7 @@ export class OidcProvider {
       return true;
     } catch (err) {
       if (err instanceof joseErrors.JOSEError && !(err instanceof joseErrors.JWKSTimeout)) {
-        throw new ProviderError('invalid_response', `ID token signature not verified: ${err.code}`, undefined, { cause: err });
+        throw new ProviderError('invalid_response', `ID token signature not verified: ${err.code}`, { cause: err });
       }
       // The keys could not be fetched (timeout, network): nothing is known about the signature.
       return false;
@@ -259,10 +295,11 @@ export class OidcProvider {
 
   /** Validates a back-channel logout token against the provider's keys. */
   async validateLogoutToken(token: string): Promise<LogoutTokenClaims> {
-    const keys = this.signingKeys(this.requireConfiguration('back-channel logout'), 'back-channel logout');
+    const configuration = this.requireConfiguration('back-channel logout');
+    const keys = this.signingKeys(configuration, 'back-channel logout');
     try {
       return await validateLogoutToken(token, {
-        issuer: this.options.config.issuer,
+        issuer: configuration.serverMetadata().issuer,
         clientId: this.options.config.clientId,
         keys,
         now: this.options.now(),
@@ -270,8 +307,16 @@ export class OidcProvider {
       });
     } catch (err) {
       if (err instanceof LogoutTokenError) throw err;
-      throw classifyProviderError(err, 'back-channel logout keys');
+      throw await this.classify(err, 'back-channel logout keys');
     }
+  }
+
+  /** classifyProviderError with what only this class knows: which encoding switch to suggest. */
+  private classify(err: unknown, operation: string, grant = false): Promise<ProviderError> {
+    const options: ClassifyOptions = { grant };
+    const hint = clientRefusedHint(this.options.config);
+    if (hint) options.clientRefusedHint = hint;
+    return classifyProviderError(err, operation, options);
   }
 
   private tokenSetDefaults() {
@@ -282,7 +327,7 @@ export class OidcProvider {
 async function clientAuthentication(config: OidcConfig): Promise<client.ClientAuth> {
   switch (config.clientAuth) {
     case 'client_secret_basic':
-      return client.ClientSecretBasic(config.clientSecret);
+      return config.clientSecretBasicEncoding === 'plain' ? plainClientSecretBasic(config.clientSecret) : client.ClientSecretBasic(config.clientSecret);
     case 'client_secret_post':
       return client.ClientSecretPost(config.clientSecret);
     case 'private_key_jwt': {
@@ -297,14 +342,37 @@ async function clientAuthentication(config: OidcConfig): Promise<client.ClientAu
   }
 }
 
+/**
+ * client_secret_basic without RFC 6749's form-encoding of id and secret: what providers that
+ * do not form-decode the credentials expect (oidc.clientSecretBasicEncoding: plain).
+ */
+function plainClientSecretBasic(clientSecret: string | undefined): client.ClientAuth {
+  if (!clientSecret) throw new Error('oidc.clientSecret is required for client_secret_basic');
+  return (_as, metadata, _body, headers) => {
+    headers.set('authorization', `Basic ${Buffer.from(`${metadata.client_id}:${clientSecret}`, 'utf8').toString('base64')}`);
+  };
+}
+
+/**
+ * When our client is refused: under client_secret_basic with RFC 6749 encoding, credentials
+ * with characters form-encoding changes (anything but letters and digits) are the usual cause.
+ */
+function clientRefusedHint(config: OidcConfig): string | undefined {
+  if (config.clientAuth !== 'client_secret_basic') return undefined;
+  const changed = /[^A-Za-z0-9]/.test(`${config.clientId}${config.clientSecret ?? ''}`);
+  if (!changed) return undefined;
+  return config.clientSecretBasicEncoding === 'rfc6749'
+    ? 'the client id or secret contains characters that RFC 6749 form-encoding changes (e.g. - + / : %); many providers do not decode them: try oidc.clientSecretBasicEncoding: plain (or oidc.clientAuth: client_secret_post)'
+    : 'oidc.clientSecretBasicEncoding is plain; if the provider form-decodes the credentials (RFC 6749), try rfc6749 (or oidc.clientAuth: client_secret_post)';
+}
+
+const PAR_MISSING =
+  'oidc.pushedAuthorizationRequests is always but the provider advertises no pushed_authorization_request_endpoint: logins cannot start; set it to auto, or enable PAR at the provider';
+
 function defaultAlgorithm(kty: string | undefined, crv: string | undefined): string {
   if (kty === 'EC') return crv === 'P-384' ? 'ES384' : crv === 'P-521' ? 'ES512' : 'ES256';
   if (kty === 'OKP') return 'EdDSA';
   return 'RS256';
-}
-
-function describeError(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
 /** `call`, or `onTimeout()` thrown after `ms`; the call is left to finish (its late failure is swallowed). */

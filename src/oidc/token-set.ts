@@ -18,8 +18,16 @@ export interface TokenSet {
 type TokenEndpointResult = client.TokenEndpointResponse & client.TokenEndpointResponseHelpers;
 
 /**
- * Expiry comes from `expires_in`; when absent, from the access token's own `exp` if it
- * is a JWT; else from the configured default (DESIGN.md: expires_in may be absent).
+ * Longest access-token life believed: a provider's `expires_in` of days or years only means
+ * an earlier refresh than needed, never a token kept past what the provider may revoke.
+ */
+export const MAX_ACCESS_TOKEN_SECONDS = 86_400;
+
+/**
+ * Expiry comes from `expires_in` (openid-client already accepts it as a string, e.g.
+ * "3600"), capped at MAX_ACCESS_TOKEN_SECONDS; when absent or 0 (some providers send 0 for
+ * "unknown"), from the access token's own `exp` if it is a JWT; else from the configured
+ * default (DESIGN.md: expires_in may be absent).
  */
 export function tokenSetFrom(
   response: TokenEndpointResult,
@@ -28,9 +36,14 @@ export function tokenSetFrom(
   if (typeof response.access_token !== 'string' || response.access_token === '') {
     throw new ProviderError('invalid_response', 'token response carries no access_token');
   }
+  const tokenType = normaliseTokenType(response.token_type);
+  if (tokenType === 'DPoP') {
+    // openid-client accepts it, but such a token is useless without a proof we never make.
+    throw new ProviderError('invalid_response', 'token response carries a DPoP-bound token (token_type DPoP), but token-handler sent no DPoP proof: turn DPoP binding off for this client at the provider');
+  }
   const set: TokenSet = {
     accessToken: response.access_token,
-    tokenType: normaliseTokenType(response.token_type),
+    tokenType,
     accessTokenExpiresAt: expiryOf(response, defaults),
   };
   if (response.refresh_token) set.refreshToken = response.refresh_token;
@@ -42,12 +55,13 @@ export function tokenSetFrom(
 }
 
 function expiryOf(response: TokenEndpointResult, defaults: { now: number; defaultAccessTokenSeconds: number }): number {
+  const cap = defaults.now + MAX_ACCESS_TOKEN_SECONDS * 1000;
   const expiresIn = response.expires_in;
-  if (typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn >= 0) {
-    return defaults.now + expiresIn * 1000;
+  if (typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn > 0) {
+    return Math.min(defaults.now + expiresIn * 1000, cap);
   }
   const exp = jwtExpiry(response.access_token);
-  if (exp !== undefined) return exp;
+  if (exp !== undefined && exp > defaults.now) return Math.min(exp, cap);
   return defaults.now + defaults.defaultAccessTokenSeconds * 1000;
 }
 

@@ -365,7 +365,7 @@ async function clientTokenOrThrow(clientTokens: ClientTokens, route: RouteConfig
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
     const log = err.kind === 'transient' ? request.log.warn.bind(request.log) : request.log.error.bind(request.log);
-    log({ err: err.message, route: route.prefix }, 'client credentials token unavailable');
-    throw idpUnavailable(retryAfterSeconds);
+    log({ ...err.logFields(), route: route.prefix }, 'client credentials token unavailable');
+    throw idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
   }
 }

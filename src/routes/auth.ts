@@ -82,9 +82,13 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending);
     } catch (err) {
       if (err instanceof ProviderError && err.kind === 'transient') throw providerUnavailable(request, err, options.retryAfterSeconds);
+      if (err instanceof ProviderError && err.kind === 'config_fault') {
+        request.log.error(err.logFields(), 'sign-in failed: the provider refused this client; check the configuration keys named');
+        throw badRequest(`Sign-in failed: the identity provider refused this application${err.oauthError ? ` (${err.oauthError})` : ''}.`);
+      }
       if (err instanceof ProviderError) {
-        request.log.warn({ err: err.message, oauthError: err.oauthError }, 'sign-in failed');
-        throw badRequest(`Sign-in failed: ${err.oauthError ?? 'the provider response was not valid'}.`);
+        request.log.warn(err.logFields(), 'sign-in failed');
+        throw badRequest(`Sign-in failed: ${err.oauthError ?? (err.kind === 'invalid_grant' ? 'the sign-in response was refused by the provider, start again' : 'the provider response was not valid')}.`);
       }
       throw err;
     }
@@ -175,7 +179,13 @@ function singleQueryValue(request: FastifyRequest, name: string): string | undef
   return typeof value === 'string' ? value : undefined;
 }
 
+/** 503 idp_unavailable (the provider's Retry-After when it sent one); configuration faults logged as errors. */
 function providerUnavailable(request: FastifyRequest, err: unknown, retryAfterSeconds: number): BrowserError {
-  request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'provider unavailable');
-  return idpUnavailable(retryAfterSeconds);
+  if (!(err instanceof ProviderError)) {
+    request.log.error({ err: err instanceof Error ? err.message : String(err) }, 'provider call failed');
+    return idpUnavailable(retryAfterSeconds);
+  }
+  if (err.kind === 'transient') request.log.warn(err.logFields(), 'provider unavailable');
+  else request.log.error(err.logFields(), 'provider call failed: configuration or provider fault');
+  return idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
 }

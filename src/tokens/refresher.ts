@@ -5,6 +5,7 @@ import { ProviderError } from '../oidc/errors.js';
 import { withDeadline, type OidcProvider } from '../oidc/provider.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { SessionRecord } from '../session/record.js';
+import { sessionHash } from '../session/manager.js';
 import { BoundedTtlCache } from './bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
 
@@ -68,11 +69,12 @@ export class TokenRefresher {
     const refreshToken = current.refreshToken;
     if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
     const key = refreshTokenKey(refreshToken);
+    const session = sessionHash(record);
     const flight = this.flights.run(key, async () => {
       const { coordinator } = this.options;
       const tokens = coordinator
-        ? await coordinator.coordinate(key, () => this.callProvider(refreshToken, reason))
-        : await this.callProvider(refreshToken, reason);
+        ? await coordinator.coordinate(key, () => this.callProvider(refreshToken, reason, session))
+        : await this.callProvider(refreshToken, reason, session);
       this.results.set(key, tokens);
       return tokens;
     });
@@ -87,16 +89,19 @@ export class TokenRefresher {
     return { record: applyTokens(current, value, this.options.now()), joined };
   }
 
-  private async callProvider(refreshToken: string, reason: RefreshReason): Promise<TokenSet> {
+  /** One token-endpoint call, logged at info (session hash, outcome, duration; never a token). */
+  private async callProvider(refreshToken: string, reason: RefreshReason, session: string): Promise<TokenSet> {
     const started = performance.now();
+    const durationMs = () => Math.round(performance.now() - started);
     try {
       const tokens = await this.options.provider.refresh(refreshToken);
       this.options.metrics?.refreshAttempt('success', (performance.now() - started) / 1000);
-      this.options.logger.debug({ reason, rotated: !!tokens.refreshToken }, 'tokens refreshed');
+      this.options.logger.info({ session, reason, outcome: 'success', rotated: !!tokens.refreshToken, durationMs: durationMs() }, 'refresh');
       return tokens;
     } catch (err) {
       const outcome = err instanceof ProviderError ? err.kind : 'transient';
       this.options.metrics?.refreshAttempt(outcome, (performance.now() - started) / 1000);
+      this.options.logger.info({ session, reason, outcome, durationMs: durationMs() }, 'refresh');
       throw err;
     }
   }

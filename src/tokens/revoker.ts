@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
+import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
 import { BoundedTtlCache } from './bounded-cache.js';
 import { refreshTokenKey } from './refresher.js';
@@ -47,7 +48,8 @@ export class TokenRevoker {
       const done = await this.provider.revoke(token, hint);
       log.info({ hint, why, revoked: done }, done ? 'token revoked at the provider' : 'token not revoked: the provider has no revocation endpoint');
     } catch (err) {
-      log.warn({ hint, why, err: err instanceof Error ? err.message : String(err) }, 'token revocation failed; the session is ended locally all the same');
+      const fields = err instanceof ProviderError ? err.logFields() : { err: err instanceof Error ? err.message : String(err) };
+      log.warn({ ...fields, hint, why }, 'token revocation failed; the session is ended locally all the same');
     }
   }
 }

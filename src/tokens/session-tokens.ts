@@ -77,19 +77,22 @@ export class SessionTokens {
 
   private async failure(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, err: unknown): Promise<BrowserError> {
     if (!(err instanceof ProviderError)) throw err;
+    // The provider's own Retry-After when it sent one (429, 503), else ours.
+    const unavailable = () => idpUnavailable(err.retryAfterSeconds ?? this.options.retryAfterSeconds);
     switch (err.kind) {
       case 'invalid_grant':
+        request.log.info(err.logFields(), 'refresh refused: the grant is unusable; session ended');
         await this.options.sessions.end(request, reply, record, 'invalid_grant');
         return loginRequired('The session has ended at the identity provider: sign in again.');
       case 'transient':
-        request.log.warn({ err: err.message }, 'refresh failed: provider unavailable; session kept');
-        return idpUnavailable(this.options.retryAfterSeconds);
+        request.log.warn(err.logFields(), 'refresh failed: provider unavailable; session kept');
+        return unavailable();
       case 'config_fault':
-        request.log.error({ err: err.message, oauthError: err.oauthError }, 'refresh failed: client configuration fault at the provider');
-        return idpUnavailable(this.options.retryAfterSeconds);
+        request.log.error(err.logFields(), 'refresh failed: client configuration fault at the provider; session kept');
+        return unavailable();
       case 'invalid_response':
-        request.log.error({ err: err.message }, 'refresh failed: provider response rejected; session kept');
-        return idpUnavailable(this.options.retryAfterSeconds);
+        request.log.error(err.logFields(), 'refresh failed: provider response rejected; session kept');
+        return unavailable();
     }
   }
 }

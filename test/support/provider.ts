@@ -52,6 +52,28 @@ export interface TestProviderOptions {
   backchannelLogoutUri?: string;
   /** Listen on this port (e.g. to restart on the same issuer). Default: a free port. */
   port?: number;
+  /**
+   * Mount the provider under this path (e.g. '/realms/x'): the issuer becomes
+   * `http://127.0.0.1:PORT/realms/x` and every endpoint lives under it, as with Keycloak realms.
+   */
+  mountPath?: string;
+  /**
+   * Pushed Authorization Requests (RFC 9126): 'on' (oidc-provider's own default), 'required', or
+   * 'off' (not in discovery). Default 'off' here, so that token-handler (oidc.pushedAuthorizationRequests:
+   * auto) puts the authorization parameters in the URL that tests inspect.
+   */
+  pushedAuthorizationRequests?: 'on' | 'required' | 'off';
+  /** Default true; false: no revocation endpoint (nor `revocation_endpoint` in discovery). */
+  revocation?: boolean;
+  /** Default true; false: no RP-initiated logout (no `end_session_endpoint` in discovery). */
+  endSession?: boolean;
+  /** Default true; false: no userinfo endpoint (no `userinfo_endpoint` in discovery). */
+  userinfo?: boolean;
+  /**
+   * Access token format for login and refresh: 'opaque' (default; the upstream introspects) or
+   * 'jwt' (signed by the provider, audience RESOURCE_SERVER, via oidc-provider's resourceIndicators).
+   */
+  accessTokenFormat?: 'opaque' | 'jwt';
   /** State of a previous instance (`provider.state`) to continue with: same store, keys and clients. */
   state?: TestProviderState;
 }
@@ -114,6 +136,26 @@ export interface SyntheticTokenResponse {
    */
   idToken?: false | { claims?: Record<string, unknown>; key?: 'provider' | 'foreign' };
 }
+
+/** One HTTP answer of the real provider, as the rewriting layer sees and changes it. */
+export interface ProviderHttpAnswer {
+  status: number;
+  /** Lower-case names; content-length is recomputed after the rewrite. */
+  headers: Record<string, string>;
+  body: string;
+}
+export type AnswerRewrite = (answer: ProviderHttpAnswer) => ProviderHttpAnswer;
+
+/** A rewrite of a JSON answer's members (only for 200 answers; others pass unchanged). */
+export function rewriteJson(change: (json: Record<string, unknown>) => Record<string, unknown>): AnswerRewrite {
+  return (answer) => {
+    if (answer.status !== 200) return answer;
+    return { ...answer, body: JSON.stringify(change(JSON.parse(answer.body) as Record<string, unknown>)) };
+  };
+}
+
+/** The audience of JWT access tokens (accessTokenFormat: 'jwt'). */
+export const RESOURCE_SERVER = 'https://api.example.test';
 
 export interface BackchannelLogoutRecord {
   clientId: string;
@@ -217,6 +259,12 @@ export interface TestProvider {
    * a 5xx page, a malformed body, a synthesized token response with a bad ID token, a reset.
    */
   setFault(path: string, fault: ProviderFault | null): void;
+  /**
+   * A transparent rewriting layer in front of one path (e.g. endpoints paths): the real provider
+   * answers, then `rewrite` changes that answer before it is sent (empty bodies, HTML, lower-case
+   * token types, missing fields). For what oidc-provider cannot be configured to produce; `null` removes it.
+   */
+  setRewrite(path: string, rewrite: AnswerRewrite | null): void;
   /** Every request a fault answered (the provider never saw them; not in `requests`/`tokenRequests`). */
   faultedRequests: ProviderRequestRecord[];
   /** Simulate an outage: close the listener and every open connection (connections are refused). */
@@ -431,6 +479,35 @@ function foreignSigningJwk(): Record<string, unknown> {
   return foreignJwk;
 }
 
+/**
+ * The rewriting layer: holds back what the provider writes to `res`, then sends `rewrite`'s
+ * version of that answer instead (status, headers, body; content-length recomputed).
+ */
+function interceptAnswer(res: ServerResponse, rewrite: AnswerRewrite): void {
+  const chunks: Buffer[] = [];
+  const originalEnd = res.end.bind(res);
+  const collect = (chunk: unknown) => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  };
+  res.write = ((chunk: unknown) => {
+    collect(chunk);
+    return true;
+  }) as ServerResponse['write'];
+  res.end = ((chunk?: unknown) => {
+    collect(chunk);
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(res.getHeaders())) if (value !== undefined) headers[name] = String(value);
+    delete headers['content-length'];
+    const answer = rewrite({ status: res.statusCode, headers, body: Buffer.concat(chunks).toString('utf8') });
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+    res.statusCode = answer.status;
+    for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
+    res.setHeader('content-length', Buffer.byteLength(answer.body));
+    return originalEnd(answer.body);
+  }) as ServerResponse['end'];
+}
+
 function readRequestBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -513,12 +590,21 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   const answerDelays = new Map<string, number | (() => number)>();
   const faults = new Map<string, ProviderFault>();
   const faultedRequests: ProviderRequestRecord[] = [];
+  const rewrites = new Map<string, AnswerRewrite>();
   let answerFault: ((req: IncomingMessage, res: ServerResponse, fault: ProviderFault) => Promise<void>) | undefined;
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://provider.invalid').pathname;
     const at = Date.now();
     const handle = () => {
       const fault = faults.get(path);
+      const rewrite = rewrites.get(path);
+      if (!fault && rewrite) interceptAnswer(res, rewrite);
+      if (mountPath && (req.url === mountPath || req.url?.startsWith(`${mountPath}/`) || req.url?.startsWith(`${mountPath}?`))) {
+        // As a path-mounting router would: oidc-provider derives its mount path from originalUrl.
+        (req as IncomingMessage & { originalUrl?: string }).originalUrl = req.url;
+        req.url = req.url.slice(mountPath.length) || '/';
+        if (!req.url.startsWith('/')) req.url = `/${req.url}`;
+      }
       if (fault && answerFault) {
         answerFault(req, res, fault)
           .catch(() => res.destroy())
@@ -548,7 +634,8 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     else handle();
   });
   const port = await listen(server, opts.port ?? 0);
-  const issuer = originOf(port);
+  const mountPath = opts.mountPath?.replace(/\/$/, '') ?? '';
+  const issuer = `${originOf(port)}${mountPath}`;
 
   // Claims of extraClaims and of per-account overrides are released in the ID token.
   const claimNames = [...new Set([...Object.keys(extraClaims), ...Object.values(opts.accounts ?? {}).flatMap((claims) => Object.keys(claims))])].filter((name) => name !== 'sub');
@@ -579,8 +666,22 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     conformIdTokenClaims: false,
     features: {
       devInteractions: { enabled: true },
+      pushedAuthorizationRequests: {
+        enabled: (opts.pushedAuthorizationRequests ?? 'off') !== 'off',
+        requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
+      },
+      ...(opts.accessTokenFormat === 'jwt'
+        ? {
+            resourceIndicators: {
+              enabled: true,
+              defaultResource: () => RESOURCE_SERVER,
+              useGrantedResource: () => true,
+              getResourceServerInfo: () => ({ scope: 'openid offline_access profile email', audience: RESOURCE_SERVER, accessTokenFormat: 'jwt', accessTokenTTL: accessTtl }),
+            },
+          }
+        : {}),
       revocation: {
-        enabled: true,
+        enabled: opts.revocation ?? true,
         async allowedPolicy(_ctx: unknown, client: { clientId: string; clientAuthMethod: string }, token: { clientId: string }) {
           // Same as the default policy (which prints a notice).
           if (token.clientId !== client.clientId) {
@@ -604,7 +705,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
       clientCredentials: { enabled: true },
       backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
-        enabled: true,
+        enabled: opts.endSession ?? true,
         async logoutSource(ctx: KoaContextWithOIDC, form: string) {
           ctx.type = 'html';
           ctx.body = page(
@@ -619,7 +720,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
           ctx.body = page('Sign-out Success', '<h1>Sign-out Success</h1>');
         },
       },
-      userinfo: { enabled: true },
+      userinfo: { enabled: opts.userinfo ?? true },
     },
     pkce: { required: () => true },
     // Every client that may use the refresh_token grant gets a refresh token, no offline_access /
@@ -682,7 +783,8 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   const requests: ProviderRequestRecord[] = [];
   const serverErrors: unknown[] = [];
   const issued: string[] = [];
-  const tokenPath = new URL(provider.urlFor('token')).pathname;
+  // Koa sees paths below the mount path.
+  const tokenPath = new URL(provider.urlFor('token')).pathname.slice(mountPath.length);
 
   const backchannelLogouts: BackchannelLogoutRecord[] = [];
   provider.on('server_error', (_ctx: unknown, err: unknown) => serverErrors.push(err));
@@ -875,14 +977,22 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     return count;
   }
 
+  // A disabled feature has no route: its default path is given anyway (requests to it get 404).
+  const urlFor = (name: string, fallback: string) => {
+    try {
+      return provider.urlFor(name);
+    } catch {
+      return `${issuer}${fallback}`;
+    }
+  };
   const endpoints: ProviderEndpoints = {
     discovery: `${issuer}/.well-known/openid-configuration`,
     authorization: provider.urlFor('authorization'),
     token: provider.urlFor('token'),
     introspection: provider.urlFor('introspection'),
-    revocation: provider.urlFor('revocation'),
-    userinfo: provider.urlFor('userinfo'),
-    endSession: provider.urlFor('end_session'),
+    revocation: urlFor('revocation', '/token/revocation'),
+    userinfo: urlFor('userinfo', '/me'),
+    endSession: urlFor('end_session', '/session/end'),
     jwks: provider.urlFor('jwks'),
   };
 
@@ -905,6 +1015,10 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     setAnswerDelay: (path, ms) => {
       if (typeof ms === 'function' || ms > 0) answerDelays.set(path, ms);
       else answerDelays.delete(path);
+    },
+    setRewrite: (path, rewrite) => {
+      if (rewrite) rewrites.set(path, rewrite);
+      else rewrites.delete(path);
     },
     setFault: (path, fault) => {
       if (fault) faults.set(path, fault);
