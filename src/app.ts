@@ -107,7 +107,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     genReqId: requestId,
     requestIdHeader: false,
     bodyLimit: config.limits.bodyLimitBytes,
-    http: { maxHeaderSize: config.limits.headerLimitBytes },
+    // A browser that sends its headers or body slowly, or never, cannot hold a connection
+    // (and its socket and parser) open for long. Node checks these timeouts every
+    // connectionsCheckingInterval, so that is kept well below the shortest of them.
+    http: {
+      maxHeaderSize: config.limits.headerLimitBytes,
+      headersTimeout: config.limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(250, Math.min(5000, Math.floor(config.limits.headersTimeoutMs / 2))),
+    },
+    requestTimeout: config.limits.requestTimeoutMs,
+    keepAliveTimeout: config.limits.keepAliveTimeoutMs,
+    connectionTimeout: config.limits.connectionTimeoutMs,
     clientErrorHandler: answerClientError,
     trustProxy: config.listen.trustProxy,
     // Errors Fastify raises before routing (a malformed percent-encoding in the path, …)
@@ -210,7 +220,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   ];
   if (redis) checks.push({ name: 'session_store', check: async () => (await redis.ping()) === 'PONG' });
   await app.register(healthRoutes, { checks });
-  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
+  if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
 
   if (config.rateLimit.enabled) {
     await app.register(fastifyRateLimit, {
@@ -262,14 +272,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   for (const plugin of options.plugins ?? []) await app.register(plugin);
 
   let metricsServer: Server | undefined;
-  if (config.metrics.enabled && config.metrics.port !== undefined) {
+  if (config.metrics.enabled && !config.metrics.onMainListener) {
     const port = config.metrics.port;
     metricsServer = createMetricsServer(metrics);
     app.addHook('onListen', async () => {
+      // Listening already (a second listen of the same app): nothing to do.
+      if (metricsServer!.listening) return;
       await new Promise<void>((resolve, reject) => {
         metricsServer!.once('error', reject).listen(port, config.listen.host, () => resolve());
       });
-      app.log.info({ port }, 'metrics served on a separate port');
+      const address = metricsServer!.address();
+      app.log.info({ port: typeof address === 'object' && address ? address.port : port }, 'metrics served on a separate port');
     });
   }
 

@@ -85,11 +85,18 @@ describe('defaults', () => {
         maxPendingLogins: 5,
       },
       routes: [],
-      refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },
+      refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576, forcedMinIntervalSeconds: 10 },
       csrf: { header: 'x-csrf', allowedOrigins: [] },
       logging: { level: 'info', includeSubject: false, batchRequestLines: true },
-      metrics: { enabled: true },
-      limits: { bodyLimitBytes: 10485760, headerLimitBytes: 16384 },
+      metrics: { enabled: true, port: 9090, onMainListener: false },
+      limits: {
+        bodyLimitBytes: 10485760,
+        headerLimitBytes: 16384,
+        requestTimeoutMs: 60000,
+        headersTimeoutMs: 10000,
+        keepAliveTimeoutMs: 5000,
+        connectionTimeoutMs: 120000,
+      },
       shutdown: { gracePeriodSeconds: 25 },
       rateLimit: { enabled: true, loginPerMinute: 30, callbackPerMinute: 30 },
     });
@@ -103,6 +110,7 @@ describe('defaults', () => {
         upstream: 'http://127.0.0.1:9500',
         rewritePrefix: '',
         token: 'user',
+        anonymous: false,
         retryOn401: true,
         stripCookies: 'own',
         clientScopes: [],
@@ -505,6 +513,38 @@ describe('csrf', () => {
   });
 });
 
+describe('proxy hardening keys', () => {
+  it('listen.trustProxy takes true, a hop count or a list of addresses and CIDRs, also from TH_LISTEN_TRUST_PROXY', () => {
+    expect(parseConfig(withSection('listen', { trustProxy: 1 })).listen.trustProxy).toBe(1);
+    expect(parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/8', '127.0.0.1'] })).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'true' }).listen.trustProxy).toBe(true);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '2' }).listen.trustProxy).toBe(2);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '10.0.0.0/8,127.0.0.1' }).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(problemsOf(() => parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/33'] })))).toEqual([
+      'listen.trustProxy: is "10.0.0.0/33"; expected an IP address or CIDR such as 10.0.0.0/8',
+    ]);
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'yes' }))).toEqual([
+      'listen.trustProxy (from TH_LISTEN_TRUST_PROXY): is "yes"; expected an IP address or CIDR such as 10.0.0.0/8',
+    ]);
+  });
+
+  it('anonymous is refused on token: user routes', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500', anonymous: true }])))).toEqual([
+      'routes[0].anonymous: is true but token is user; only token: client and token: none routes can let callers without a session through',
+    ]);
+  });
+
+  it('limits.headersTimeoutMs may not exceed limits.requestTimeoutMs', () => {
+    expect(problemsOf(() => parseConfig(withSection('limits', { requestTimeoutMs: 5000, headersTimeoutMs: 6000 })))).toEqual([
+      'limits.headersTimeoutMs: is 6000; expected at most limits.requestTimeoutMs (5000)',
+    ]);
+  });
+
+  it('metrics.port may not be the main listener port', () => {
+    expect(problemsOf(() => parseConfig({ ...withSection('metrics', { port: 8080 }) })).at(0)).toMatch(/^metrics\.port: is 8080, the same as listen\.port/);
+  });
+});
+
 describe('configuration files', () => {
   it('the example configuration is valid', async () => {
     const config = await loadConfig({ file: EXAMPLE, env: {} });
@@ -515,7 +555,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
   });
 

@@ -206,6 +206,7 @@ describe('readiness and graceful shutdown', () => {
         `oidc: { issuer: "${provider.issuer}", clientId: "${provider.clients.basic.clientId}", clientSecret: "${provider.clients.basic.clientSecret}" }`,
         `session: { secrets: ["${SECRET}"] }`,
         'shutdown: { gracePeriodSeconds: 10 }',
+        'metrics: { port: 0 }',
         'routes:',
         `  - { prefix: /public-api, upstream: "${upstream.url}/public", token: none }`,
       ].join('\n'),
