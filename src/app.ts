@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
@@ -32,6 +32,7 @@ import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { makeChildLoggersLazy } from './ops/request-logger.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
+import { Cors } from './proxy/cors.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { RequestLines, loggableUrl, observeRequests, requestId } from './ops/request-log.js';
@@ -187,6 +188,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
   const originCheck = createOriginCheck(config.csrf, config.publicUrl);
+  const cors = new Cors(config.csrf, config.csrf.header);
 
   let shuttingDown = false;
   app.decorate('beginShutdown', () => {
@@ -198,6 +200,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
   await app.register(fastifyCookie, { hook: false });
   app.setErrorHandler((error, request, reply) => {
+    // The browser went away mid-body: nobody to answer, and nothing went wrong here.
+    if (browserAborted(error, request.raw)) {
+      metrics.requestAborted();
+      request.log.info({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'request aborted: the browser went away before sending the whole body');
+      if (!reply.raw.headersSent) reply.raw.destroy();
+      return reply;
+    }
     const browserError = toBrowserError(error);
     if (browserError.status >= 500 && !(error instanceof BrowserError)) {
       request.log.error({ err: error }, 'unhandled error');
@@ -242,6 +251,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     timeouts,
     csrfCheck,
     originCheck,
+    cors,
+    forcedRefreshIntervalMs: config.refresh.forcedMinIntervalSeconds * 1000,
     publicUrl: config.publicUrl,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
@@ -258,11 +269,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(apiRoutes, {
     routes: config.routes,
     cookies,
+    sessions,
     sessionTokens,
     clientTokens: new ClientTokens(provider, refreshSkewMs, now),
     csrfCheck,
     csrfHeader: config.csrf.header,
+    cors,
     publicProto: secure ? 'https' : 'http',
+    publicHost: new URL(config.publicUrl).host,
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
@@ -333,8 +347,20 @@ function createPersistence(
   }
 }
 
+/**
+ * A request body that broke off because the browser left (its socket closed mid-body),
+ * as opposed to one that was refused or failed to parse.
+ */
+function browserAborted(error: unknown, raw: IncomingMessage): boolean {
+  const code = (error as { code?: unknown }).code;
+  return raw.aborted || ((code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') && raw.destroyed);
+}
+
 /** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
 function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
+  // Refused before its body was read: close the connection after the answer rather than
+  // read (and discard) a body nobody wants.
+  if (!reply.request.raw.complete) reply.header('connection', 'close');
   return reply
     .code(error.status)
     .header('x-request-id', reply.request.id)
@@ -367,16 +393,26 @@ function answerClientError(error: Error & { code?: string }, socket: Socket): vo
     socket.destroy();
     return;
   }
-  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-  const body = JSON.stringify(
-    tooLarge
-      ? new BrowserError('headers_too_large', 'The request headers are too large.').toJSON()
-      : new BrowserError('bad_request', 'The request could not be parsed.').toJSON(),
-  );
-  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const answer = clientErrorAnswer(error.code);
+  const body = JSON.stringify(answer.error.toJSON());
+  const status = answer.status;
   socket.end(
     `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+}
+
+/** The answer to an error Node's HTTP server raised, by its code. */
+function clientErrorAnswer(code: string | undefined): { error: BrowserError; status: string } {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return { error: new BrowserError('headers_too_large', 'The request headers are too large.'), status: '431 Request Header Fields Too Large' };
+    // limits.headersTimeoutMs or limits.requestTimeoutMs ran out before the request was whole.
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'ERR_HTTP_HEADERS_TIMEOUT':
+      return { error: new BrowserError('request_timeout', 'The request was not sent in time.'), status: '408 Request Timeout' };
+    default:
+      return { error: new BrowserError('bad_request', 'The request could not be parsed.'), status: '400 Bad Request' };
+  }
 }
 
 function loggerOptions(config: Config, stream: DestinationStream): FastifyServerOptions['logger'] {

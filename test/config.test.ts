@@ -514,15 +514,17 @@ describe('csrf', () => {
 });
 
 describe('proxy hardening keys', () => {
-  it('listen.trustProxy takes true, a hop count or a list of addresses and CIDRs, also from TH_LISTEN_TRUST_PROXY', () => {
-    expect(parseConfig(withSection('listen', { trustProxy: 1 })).listen.trustProxy).toBe(1);
+  it('listen.trustProxy takes true, false or a list of addresses and CIDRs, also from TH_LISTEN_TRUST_PROXY', () => {
     expect(parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/8', '127.0.0.1'] })).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(parseConfig(withSection('listen', { trustProxy: '10.0.0.0/8, ::1' })).listen.trustProxy).toEqual(['10.0.0.0/8', '::1']);
     expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'true' }).listen.trustProxy).toBe(true);
-    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '2' }).listen.trustProxy).toBe(2);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'false' }).listen.trustProxy).toBe(false);
     expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '10.0.0.0/8,127.0.0.1' }).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
     expect(problemsOf(() => parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/33'] })))).toEqual([
       'listen.trustProxy: is "10.0.0.0/33"; expected an IP address or CIDR such as 10.0.0.0/8',
     ]);
+    // Fastify 5 ignores hop counts (they cannot tell the balancer from a direct client): refused, not silently useless.
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '2' }))[0]).toMatch(/^listen\.trustProxy \(from TH_LISTEN_TRUST_PROXY\): is 2, a hop count/);
     expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'yes' }))).toEqual([
       'listen.trustProxy (from TH_LISTEN_TRUST_PROXY): is "yes"; expected an IP address or CIDR such as 10.0.0.0/8',
     ]);

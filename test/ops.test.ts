@@ -208,7 +208,7 @@ describe('readiness and graceful shutdown', () => {
         'shutdown: { gracePeriodSeconds: 10 }',
         'metrics: { port: 0 }',
         'routes:',
-        `  - { prefix: /public-api, upstream: "${upstream.url}/public", token: none }`,
+        `  - { prefix: /public-api, upstream: "${upstream.url}/public", token: none, anonymous: true }`,
       ].join('\n'),
     );
     const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, '--config', file], {

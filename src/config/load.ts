@@ -254,7 +254,7 @@ const scopeItem = {
     /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(scope) ? undefined : `is ${quote(scope)}; expected a scope name without spaces or quotes`,
 };
 
-const TRUST_PROXY_EXPECTED = 'true, false, a hop count (1 behind one load balancer) or a list of proxy addresses/CIDRs such as 10.0.0.0/8';
+const TRUST_PROXY_EXPECTED = 'false, a list of your proxies\' addresses/CIDRs such as [10.0.0.0/8] (behind a load balancer), or true';
 
 /** An IPv4/IPv6 address, optionally with a /prefix length (what proxy-addr takes). */
 function addressOrCidrProblem(item: string): string | undefined {
@@ -266,14 +266,18 @@ function addressOrCidrProblem(item: string): string | undefined {
 }
 
 /** listen.trustProxy: what Fastify's trustProxy takes, short of a function. */
-const trustProxyNode: CustomNode<boolean | number | string[]> = {
+const trustProxyNode: CustomNode<boolean | string[]> = {
   kind: 'custom',
   default: false,
   expected: TRUST_PROXY_EXPECTED,
   parse: (value) => {
     if (typeof value === 'boolean') return { value };
+    // Fastify 5 takes a hop count but trusts nothing with it: a count cannot tell the load
+    // balancer from a client that connects directly and writes X-Forwarded-For itself.
     if (typeof value === 'number') {
-      return Number.isSafeInteger(value) && value >= 0 && value <= 100 ? { value } : { problem: `is ${value}; expected a hop count from 0 to 100` };
+      return {
+        problem: `is ${value}, a hop count, which cannot tell your load balancer from a client that connects directly (Fastify ignores it); expected the load balancer's addresses or CIDRs, e.g. [10.0.0.0/8]`,
+      };
     }
     const list = typeof value === 'string' ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : value;
     if (!Array.isArray(list) || list.length === 0 || !list.every((item) => typeof item === 'string')) {

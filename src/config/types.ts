@@ -10,7 +10,7 @@ export type RouteTokenMode = 'user' | 'client' | 'none';
 export type SameSite = 'strict' | 'lax';
 export type StripCookies = 'own' | 'all';
 /** What Fastify's `trustProxy` takes, short of a function. */
-export type TrustProxy = boolean | number | string[];
+export type TrustProxy = boolean | string[];
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface ListenConfig {
@@ -18,9 +18,9 @@ export interface ListenConfig {
   port: number;
   /**
    * Which proxies in front are trusted to say who the client is (X-Forwarded-For): false
-   * (none), true (all: the leftmost address, which any client can write), a hop count
-   * (the address that many proxies back: 1 behind one load balancer), or a list of
-   * proxy addresses/CIDRs. The address keys the rate limits and is forwarded upstream.
+   * (none), a list of proxy addresses/CIDRs (behind a load balancer), or true (all: the
+   * leftmost address, which any client can write). The address keys the rate limits and
+   * is forwarded upstream.
    */
   trustProxy: TrustProxy;
 }
