@@ -542,6 +542,13 @@ describe('proxy hardening keys', () => {
     ]);
   });
 
+  it("a rewritePrefix that repeats the upstream's base path is refused with what it would do", () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500/v1', rewritePrefix: '/v1' }])))).toEqual([
+      'routes[0].rewritePrefix: is "/v1", which repeats the upstream\'s path "/v1": it is appended to that path (/api/x would go to /v1/v1/x); expected "" or only what comes after "/v1"',
+    ]);
+    expect(parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500/base', rewritePrefix: '/v1' }])).routes[0]!.rewritePrefix).toBe('/v1');
+  });
+
   it('metrics.port may not be the main listener port', () => {
     expect(problemsOf(() => parseConfig({ ...withSection('metrics', { port: 8080 }) })).at(0)).toMatch(/^metrics\.port: is 8080, the same as listen\.port/);
   });

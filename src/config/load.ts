@@ -921,8 +921,21 @@ const crossRules: CrossRule[] = [
   function upstreamBasePath(draft, walk) {
     (draft.routes ?? []).forEach((route, index) => {
       const url = route.upstream === undefined ? undefined : parseUrl(route.upstream);
-      if (url && (url.search || url.hash)) {
+      if (!url) return;
+      if (url.search || url.hash) {
         report(walk, `routes[${index}].upstream`, `has a query or fragment; expected a base URL such as http://api:8080 or http://api:8080/base`);
+        return;
+      }
+      // The upstream's path is a base that rewritePrefix is appended to. One that repeats it
+      // most likely meant the path once (earlier versions took rewritePrefix alone): say so.
+      const base = url.pathname.replace(/\/+$/, '');
+      const rewrite = route.rewritePrefix;
+      if (base !== '' && rewrite !== undefined && (rewrite === base || rewrite.startsWith(`${base}/`))) {
+        report(
+          walk,
+          `routes[${index}].rewritePrefix`,
+          `is ${quote(rewrite)}, which repeats the upstream's path ${quote(base)}: it is appended to that path (${route.prefix ?? '/prefix'}/x would go to ${base}${rewrite}/x); expected "" or only what comes after ${quote(base)}`,
+        );
       }
     });
   },
