@@ -204,6 +204,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (browserAborted(error, request.raw)) {
       metrics.requestAborted();
       request.log.info({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'request aborted: the browser went away before sending the whole body');
+      // Fastify reports no completed request for it: its request line is written here.
+      requestLines.observe?.(request, reply, true);
       if (!reply.raw.headersSent) reply.raw.destroy();
       return reply;
     }
@@ -360,7 +362,7 @@ function browserAborted(error: unknown, raw: IncomingMessage): boolean {
 function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
   // Refused before its body was read: close the connection after the answer rather than
   // read (and discard) a body nobody wants.
-  if (!reply.request.raw.complete) reply.header('connection', 'close');
+  if (reply.request.raw.complete === false) reply.header('connection', 'close');
   return reply
     .code(error.status)
     .header('x-request-id', reply.request.id)
