@@ -42,6 +42,7 @@ async function startRogue(): Promise<Rogue> {
         res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
       if (path.endsWith('/always-401')) return json(401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
       if (path.endsWith('/cacheable')) return json(200, { ok: true }, { 'cache-control': 'public, max-age=3600' });
+      if (path.endsWith('/varies')) return json(200, { ok: true }, { vary: 'Accept-Encoding', 'access-control-allow-origin': '*' });
       if (path.endsWith('/nameless-cookie')) {
         return json(200, { ok: true }, { 'set-cookie': ['=__Host-th_session=evil; Path=/', '__Host-th_session; Path=/', '=other; Path=/', 'kept=1; Path=/'] });
       }
@@ -391,6 +392,17 @@ describe('CORS for csrf.allowedOrigins', () => {
     expect(response.headers['access-control-allow-origin']).toBe(ADMIN);
     expect(response.headers['access-control-allow-credentials']).toBe('true');
     expect(String(response.headers.vary)).toContain('Origin');
+  });
+
+  it("a call from an allowed origin keeps the upstream's Vary and never gets the upstream's own CORS grant", async () => {
+    const { app } = await corsBff();
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const response = await browser.request('/rogue/varies', { headers: { origin: ADMIN } });
+    expect(response.headers.vary).toBe('Accept-Encoding, Origin');
+    expect(response.headers['access-control-allow-origin']).toBe(ADMIN);
+    const sameOrigin = await browser.request('/rogue/varies');
+    expect(sameOrigin.headers['access-control-allow-origin']).toBeUndefined();
   });
 });
 

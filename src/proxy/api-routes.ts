@@ -152,14 +152,15 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     return state.clientToken !== undefined && clientTokens.replaceRejected(route.clientScopes, state.clientToken);
   };
 
-
   /**
    * Checks the call and finds its token, then forwards it. Run from the route's handler
    * rather than as a preHandler hook, which saves a hook runner per request; the handler
    * runs after @fastify/http-proxy has checked the destination, so a path escaping the
    * route is refused with 400 before the CSRF check and the session (no upstream is called
-   * either way). Callback style, settled synchronously when the session answers from
-   * memory: the usual proxied request then costs no promise and no microtask hop here.
+   * either way) — except for a request with a body, whose CSRF header and session the body
+   * parser checked first (checkBeforeBody; the CSRF check runs again here, a header
+   * compare). Callback style, settled synchronously when the session answers from memory:
+   * the usual proxied request then costs no promise and no microtask hop here.
    */
   const authorizeAndForward = (request: FastifyRequest, reply: FastifyReply, dest: string, fromOptions: object): void => {
     reply.header('x-request-id', request.id);

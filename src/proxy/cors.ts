@@ -61,7 +61,11 @@ export class Cors {
   grant(request: FastifyRequest, reply: FastifyReply): void {
     const origin = request.headers.origin;
     if (origin === undefined || !this.allowed.has(origin)) return;
-    reply.header('access-control-allow-origin', origin).header('access-control-allow-credentials', 'true').header('vary', 'Origin');
+    reply.header('access-control-allow-origin', origin).header('access-control-allow-credentials', 'true');
+    // Added to what the upstream said varies, not in its place.
+    const vary = reply.getHeader('vary');
+    const listed = Array.isArray(vary) ? vary.join(', ') : vary === undefined ? '' : String(vary);
+    if (!/(^|,)\s*(origin|\*)\s*(,|$)/i.test(listed)) reply.header('vary', listed === '' ? 'Origin' : `${listed}, Origin`);
   }
 
   /** Whether any origin besides our own may call: without one, `grant` has nothing to do. */
