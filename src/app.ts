@@ -26,7 +26,7 @@ import { ClientTokens } from './tokens/client-tokens.js';
 import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { SessionTokens } from './tokens/session-tokens.js';
-import { authRoutes } from './routes/auth.js';
+import { AUTH_BODY_LIMIT_BYTES, authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
@@ -107,7 +107,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     logController: requestLines,
     genReqId: requestId,
     requestIdHeader: false,
-    bodyLimit: config.limits.bodyLimitBytes,
+    // What Fastify's own parsers read: token-handler's routes take small bodies, and a
+    // request for no route (a 404) must not have a large one read first. The proxied routes
+    // parse their bodies themselves, within limits.bodyLimitBytes.
+    bodyLimit: AUTH_BODY_LIMIT_BYTES,
     // A browser that sends its headers or body slowly, or never, cannot hold a connection
     // (and its socket and parser) open for long. Node checks these timeouts every
     // connectionsCheckingInterval, so that is kept well below the shortest of them.

@@ -435,6 +435,13 @@ describe('bodies are read only after the checks', () => {
     expect(response.status).toBe(403);
   });
 
+  it('a POST to no route announcing a large JSON body is refused at once, its body unread', async () => {
+    const instance = await bff();
+    const port = await listening(instance);
+    const response = await headOnly(port, '/nowhere', [['Content-Type', 'application/json'], ['Content-Length', '5000000']]);
+    expect([404, 413]).toContain(response.status);
+  });
+
   it('POST /auth/logout with a body over a few KiB is refused with 413', async () => {
     const { app } = await bff();
     const browser = new TestBrowser(app);

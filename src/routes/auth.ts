@@ -37,7 +37,7 @@ export interface AuthRoutesOptions {
  * Largest body an `/auth` endpoint reads: they take none, or a logout form's few fields.
  * Anything larger is refused (413) rather than parsed.
  */
-const AUTH_BODY_LIMIT_BYTES = 4096;
+export const AUTH_BODY_LIMIT_BYTES = 4096;
 
 /** The `/auth/*` endpoints of DESIGN.md. */
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
