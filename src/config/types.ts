@@ -167,7 +167,7 @@ export interface MetricsConfig {
 }
 
 export interface LimitsConfig {
-  /** Largest request body accepted (413 payload_too_large beyond). */
+  /** Largest request body accepted on API routes (413 payload_too_large beyond); /auth takes 4 KiB at most. */
   bodyLimitBytes: number;
   /** Largest request header section accepted (431 beyond). */
   headerLimitBytes: number;
