@@ -479,8 +479,10 @@ describe('slow requests are cut off', () => {
 });
 
 describe('/metrics is not public by default', () => {
-  it('the main listener does not serve /metrics unless metrics.onMainListener is set', async () => {
-    const { app } = await bff({ metrics: { port: 0 } });
+  it('by default the main listener does not serve /metrics (it is on metrics.port, 9090)', async () => {
+    // Not listening: the separate metrics server would start only with the main listener.
+    const { app, config } = await bff({ metrics: {} });
+    expect(config.metrics).toEqual({ enabled: true, port: 9090, onMainListener: false });
     expect((await app.inject('/metrics')).statusCode).toBe(404);
   });
 
