@@ -299,6 +299,8 @@ function tokenHandlerConfig(info: IdpInfo, redis: { url: string; keyPrefix: stri
     session: { store: 'redis', secrets: SECRETS, redis: { url: redis.url, keyPrefix: redis.keyPrefix } },
     routes: [{ prefix: '/api', upstream: info.upstreamUrl }],
     logging: { level: settings.logLevel, includeSubject: true },
+    // Read through inject at the end of the run.
+    metrics: { onMainListener: true },
   };
   // 50 logins from one address in a few seconds: the login rate limit (where this version has one) is not under test here.
   if (configEnvNames().includes('TH_RATE_LIMIT_ENABLED')) raw.rateLimit = { enabled: false };

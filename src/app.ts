@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
@@ -27,12 +27,13 @@ import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { TokenRevoker } from './tokens/revoker.js';
 import { SessionTokens } from './tokens/session-tokens.js';
-import { authRoutes } from './routes/auth.js';
+import { AUTH_BODY_LIMIT_BYTES, authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { makeChildLoggersLazy } from './ops/request-logger.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
+import { Cors } from './proxy/cors.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { RequestLines, loggableUrl, observeRequests, requestId } from './ops/request-log.js';
@@ -107,8 +108,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     logController: requestLines,
     genReqId: requestId,
     requestIdHeader: false,
-    bodyLimit: config.limits.bodyLimitBytes,
-    http: { maxHeaderSize: config.limits.headerLimitBytes },
+    // What Fastify's own parsers read: token-handler's routes take small bodies, and a
+    // request for no route (a 404) must not have a large one read first. The proxied routes
+    // parse their bodies themselves, within limits.bodyLimitBytes.
+    bodyLimit: AUTH_BODY_LIMIT_BYTES,
+    // A browser that sends its headers or body slowly, or never, cannot hold a connection
+    // (and its socket and parser) open for long. Node checks these timeouts every
+    // connectionsCheckingInterval, so that is kept well below the shortest of them.
+    http: {
+      maxHeaderSize: config.limits.headerLimitBytes,
+      headersTimeout: config.limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(250, Math.min(5000, Math.floor(config.limits.headersTimeoutMs / 2))),
+    },
+    requestTimeout: config.limits.requestTimeoutMs,
+    keepAliveTimeout: config.limits.keepAliveTimeoutMs,
+    connectionTimeout: config.limits.connectionTimeoutMs,
     clientErrorHandler: answerClientError,
     trustProxy: config.listen.trustProxy,
     // Errors Fastify raises before routing (a malformed percent-encoding in the path, …)
@@ -184,6 +198,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
   const originCheck = createOriginCheck(config.csrf, config.publicUrl);
+  const cors = new Cors(config.csrf, config.csrf.header);
 
   let shuttingDown = false;
   app.decorate('beginShutdown', () => {
@@ -195,6 +210,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
   await app.register(fastifyCookie, { hook: false });
   app.setErrorHandler((error, request, reply) => {
+    // The browser went away mid-body: nobody to answer, and nothing went wrong here.
+    if (browserAborted(error, request.raw)) {
+      metrics.requestAborted();
+      request.log.info({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'request aborted: the browser went away before sending the whole body');
+      // Fastify reports no completed request for it: its request line is written here.
+      requestLines.observe?.(request, reply, true);
+      if (!reply.raw.headersSent) reply.raw.destroy();
+      return reply;
+    }
     const browserError = toBrowserError(error);
     if (browserError.status >= 500 && !(error instanceof BrowserError)) {
       request.log.error({ err: error }, 'unhandled error');
@@ -217,7 +241,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   ];
   if (redis) checks.push({ name: 'session_store', check: async () => (await redis.ping()) === 'PONG' });
   await app.register(healthRoutes, { checks });
-  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
+  if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
 
   if (config.rateLimit.enabled) {
     await app.register(fastifyRateLimit, {
@@ -243,6 +267,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     omitClaims: config.session.omitClaims,
     csrfCheck,
     originCheck,
+    cors,
+    forcedRefreshIntervalMs: config.refresh.forcedMinIntervalSeconds * 1000,
     publicUrl: config.publicUrl,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
@@ -259,11 +285,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(apiRoutes, {
     routes: config.routes,
     cookies,
+    sessions,
     sessionTokens,
     clientTokens: new ClientTokens(provider, refreshSkewMs, now),
     csrfCheck,
     csrfHeader: config.csrf.header,
+    cors,
     publicProto: secure ? 'https' : 'http',
+    publicHost: new URL(config.publicUrl).host,
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
@@ -273,14 +302,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   for (const plugin of options.plugins ?? []) await app.register(plugin);
 
   let metricsServer: Server | undefined;
-  if (config.metrics.enabled && config.metrics.port !== undefined) {
+  if (config.metrics.enabled && !config.metrics.onMainListener) {
     const port = config.metrics.port;
     metricsServer = createMetricsServer(metrics);
     app.addHook('onListen', async () => {
+      // Listening already (a second listen of the same app): nothing to do.
+      if (metricsServer!.listening) return;
       await new Promise<void>((resolve, reject) => {
         metricsServer!.once('error', reject).listen(port, config.listen.host, () => resolve());
       });
-      app.log.info({ port }, 'metrics served on a separate port');
+      const address = metricsServer!.address();
+      app.log.info({ port: typeof address === 'object' && address ? address.port : port }, 'metrics served on a separate port');
     });
   }
 
@@ -331,8 +363,20 @@ function createPersistence(
   }
 }
 
+/**
+ * A request body that broke off because the browser left (its socket closed mid-body),
+ * as opposed to one that was refused or failed to parse.
+ */
+function browserAborted(error: unknown, raw: IncomingMessage): boolean {
+  const code = (error as { code?: unknown }).code;
+  return raw.aborted || ((code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') && raw.destroyed);
+}
+
 /** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
 function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
+  // Refused before its body was read: close the connection after the answer rather than
+  // read (and discard) a body nobody wants.
+  if (reply.request.raw.complete === false) reply.header('connection', 'close');
   return reply
     .code(error.status)
     .header('x-request-id', reply.request.id)
@@ -366,16 +410,26 @@ function answerClientError(error: Error & { code?: string }, socket: Socket): vo
     socket.destroy();
     return;
   }
-  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-  const body = JSON.stringify(
-    tooLarge
-      ? new BrowserError('headers_too_large', 'The request headers are too large.').toJSON()
-      : new BrowserError('bad_request', 'The request could not be parsed.').toJSON(),
-  );
-  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const answer = clientErrorAnswer(error.code);
+  const body = JSON.stringify(answer.error.toJSON());
+  const status = answer.status;
   socket.end(
     `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
+}
+
+/** The answer to an error Node's HTTP server raised, by its code. */
+function clientErrorAnswer(code: string | undefined): { error: BrowserError; status: string } {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return { error: new BrowserError('headers_too_large', 'The request headers are too large.'), status: '431 Request Header Fields Too Large' };
+    // limits.headersTimeoutMs or limits.requestTimeoutMs ran out before the request was whole.
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'ERR_HTTP_HEADERS_TIMEOUT':
+      return { error: new BrowserError('request_timeout', 'The request was not sent in time.'), status: '408 Request Timeout' };
+    default:
+      return { error: new BrowserError('bad_request', 'The request could not be parsed.'), status: '400 Bad Request' };
+  }
 }
 
 function loggerOptions(config: Config, stream: DestinationStream): FastifyServerOptions['logger'] {

@@ -16,6 +16,7 @@ export type BrowserErrorCode =
   | 'payload_too_large'
   | 'headers_too_large'
   | 'too_many_requests'
+  | 'request_timeout'
   | 'internal_error';
 
 const statusOf: Record<BrowserErrorCode, number> = {
@@ -31,6 +32,7 @@ const statusOf: Record<BrowserErrorCode, number> = {
   payload_too_large: 413,
   headers_too_large: 431,
   too_many_requests: 429,
+  request_timeout: 408,
   internal_error: 500,
 };
 

@@ -73,6 +73,7 @@ describe('token-handler CLI', () => {
       [
         'publicUrl: https://app.example.com',
         `listen: { host: 127.0.0.1, port: ${port} }`,
+        'metrics: { port: 0 }',
         'oidc:',
         `  issuer: ${deadIssuer}`,
         '  clientId: bff',

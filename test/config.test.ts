@@ -88,11 +88,18 @@ describe('defaults', () => {
       omitClaims: ['nonce', 'at_hash', 'c_hash', 's_hash'],
       },
       routes: [],
-      refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576 },
+      refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576, forcedMinIntervalSeconds: 10 },
       csrf: { header: 'x-csrf', allowedOrigins: [] },
       logging: { level: 'info', includeSubject: false, batchRequestLines: true },
-      metrics: { enabled: true },
-      limits: { bodyLimitBytes: 10485760, headerLimitBytes: 16384 },
+      metrics: { enabled: true, port: 9090, onMainListener: false },
+      limits: {
+        bodyLimitBytes: 10485760,
+        headerLimitBytes: 16384,
+        requestTimeoutMs: 60000,
+        headersTimeoutMs: 10000,
+        keepAliveTimeoutMs: 5000,
+        connectionTimeoutMs: 120000,
+      },
       shutdown: { gracePeriodSeconds: 25 },
       rateLimit: { enabled: true, loginPerMinute: 30, callbackPerMinute: 30 },
     });
@@ -106,6 +113,7 @@ describe('defaults', () => {
         upstream: 'http://127.0.0.1:9500',
         rewritePrefix: '',
         token: 'user',
+        anonymous: false,
         retryOn401: true,
         stripCookies: 'own',
         clientScopes: [],
@@ -508,6 +516,47 @@ describe('csrf', () => {
   });
 });
 
+describe('proxy hardening keys', () => {
+  it('listen.trustProxy takes true, false or a list of addresses and CIDRs, also from TH_LISTEN_TRUST_PROXY', () => {
+    expect(parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/8', '127.0.0.1'] })).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(parseConfig(withSection('listen', { trustProxy: '10.0.0.0/8, ::1' })).listen.trustProxy).toEqual(['10.0.0.0/8', '::1']);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'true' }).listen.trustProxy).toBe(true);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'false' }).listen.trustProxy).toBe(false);
+    expect(parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '10.0.0.0/8,127.0.0.1' }).listen.trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(problemsOf(() => parseConfig(withSection('listen', { trustProxy: ['10.0.0.0/33'] })))).toEqual([
+      'listen.trustProxy: is "10.0.0.0/33"; expected an IP address or CIDR such as 10.0.0.0/8',
+    ]);
+    // Fastify 5 ignores hop counts (they cannot tell the balancer from a direct client): refused, not silently useless.
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: '2' }))[0]).toMatch(/^listen\.trustProxy \(from TH_LISTEN_TRUST_PROXY\): is 2, a hop count/);
+    expect(problemsOf(() => parseConfig(minimal(), { TH_LISTEN_TRUST_PROXY: 'yes' }))).toEqual([
+      'listen.trustProxy (from TH_LISTEN_TRUST_PROXY): is "yes"; expected an IP address or CIDR such as 10.0.0.0/8',
+    ]);
+  });
+
+  it('anonymous is refused on token: user routes', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500', anonymous: true }])))).toEqual([
+      'routes[0].anonymous: is true but token is user; only token: client and token: none routes can let callers without a session through',
+    ]);
+  });
+
+  it('limits.headersTimeoutMs may not exceed limits.requestTimeoutMs', () => {
+    expect(problemsOf(() => parseConfig(withSection('limits', { requestTimeoutMs: 5000, headersTimeoutMs: 6000 })))).toEqual([
+      'limits.headersTimeoutMs: is 6000; expected at most limits.requestTimeoutMs (5000)',
+    ]);
+  });
+
+  it("a rewritePrefix that repeats the upstream's base path is refused with what it would do", () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500/v1', rewritePrefix: '/v1' }])))).toEqual([
+      'routes[0].rewritePrefix: is "/v1", which repeats the upstream\'s path "/v1": it is appended to that path (/api/x would go to /v1/v1/x); expected "" or only what comes after "/v1"',
+    ]);
+    expect(parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500/base', rewritePrefix: '/v1' }])).routes[0]!.rewritePrefix).toBe('/v1');
+  });
+
+  it('metrics.port may not be the main listener port', () => {
+    expect(problemsOf(() => parseConfig({ ...withSection('metrics', { port: 8080 }) })).at(0)).toMatch(/^metrics\.port: is 8080, the same as listen\.port/);
+  });
+});
+
 describe('configuration files', () => {
   it('the example configuration is valid', async () => {
     const config = await loadConfig({ file: EXAMPLE, env: {} });
@@ -518,7 +567,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
   });
 

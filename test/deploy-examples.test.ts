@@ -458,7 +458,7 @@ describe('Kubernetes example (config/kubernetes)', () => {
       return value;
     });
     const config = parseConfig(raw, env);
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080, trustProxy: true });
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080, trustProxy: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'] });
     expect(config.session.store).toBe('redis');
     expect(config.session.redis?.url).toBe(TEST_VALUES.TH_SESSION_REDIS_URL);
     expect(config.session.secrets).toHaveLength(2);

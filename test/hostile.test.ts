@@ -66,7 +66,7 @@ async function startTarget(store: 'cookie' | 'memory'): Promise<Target> {
   const bff = await startBff({
     oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
     session: { secrets: [SECRET], store },
-    routes: [{ prefix: '/api', upstream: `${upstream.url}/v1`, rewritePrefix: '/v1' }],
+    routes: [{ prefix: '/api', upstream: `${upstream.url}/v1` }],
     limits: { bodyLimitBytes: BODY_LIMIT, headerLimitBytes: HEADER_LIMIT },
     ...rateLimitOff(),
   });

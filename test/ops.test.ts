@@ -206,8 +206,9 @@ describe('readiness and graceful shutdown', () => {
         `oidc: { issuer: "${provider.issuer}", clientId: "${provider.clients.basic.clientId}", clientSecret: "${provider.clients.basic.clientSecret}" }`,
         `session: { secrets: ["${SECRET}"] }`,
         'shutdown: { gracePeriodSeconds: 10 }',
+        'metrics: { port: 0 }',
         'routes:',
-        `  - { prefix: /public-api, upstream: "${upstream.url}/public", token: none }`,
+        `  - { prefix: /public-api, upstream: "${upstream.url}/public", token: none, anonymous: true }`,
       ].join('\n'),
     );
     const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, '--config', file], {

@@ -529,7 +529,7 @@ describe('what real providers answer, one behaviour at a time', () => {
 
   it('answers 503 (never 500) on a client-credentials route when the provider refuses the scope', async () => {
     // Injected: a 400 invalid_scope for the client-credentials grant.
-    const { bff } = await bffWith({}, { routes: [{ prefix: '/api', upstream: upstream.url, token: 'client', clientScopes: ['reports'] }] });
+    const { bff } = await bffWith({}, { routes: [{ prefix: '/api', upstream: upstream.url, token: 'client', anonymous: true, clientScopes: ['reports'] }] });
     provider.setFault('/token', { status: 400, body: { error: 'invalid_scope' } });
     try {
       const response = await new TestBrowser(bff.app).request('/api/orders');

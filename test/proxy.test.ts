@@ -68,8 +68,8 @@ async function bffFor(
       session: { secrets: [SECRET] },
       routes: [
         { prefix: '/api', upstream: api.url },
-        { prefix: '/client-api', upstream: api.url, token: 'client' },
-        { prefix: '/public-api', upstream: `${api.url}/public`, token: 'none' },
+        { prefix: '/client-api', upstream: api.url, token: 'client', anonymous: true },
+        { prefix: '/public-api', upstream: `${api.url}/public`, token: 'none', anonymous: true },
         { prefix: '/down', upstream: `http://127.0.0.1:${deadPort}` },
       ],
       ...options.extra,

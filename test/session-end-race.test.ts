@@ -72,6 +72,8 @@ async function replicas(setup: StoreSetup): Promise<FastifyInstance[]> {
           ...(setup === 'memory' ? {} : { redis: { url: redisServer!.url, keyPrefix } }),
         },
         routes: [{ prefix: '/api', upstream: upstream.url }],
+        // Forced refreshes are not rate-limited here: the more refreshes in flight, the harder the race.
+        refresh: { forcedMinIntervalSeconds: 0 },
       },
       { now },
     );

@@ -166,6 +166,8 @@ export function benchConfig(options: TokenHandlerOptions): Config {
     },
     session,
     routes: [{ prefix: '/api', upstream: options.upstreamUrl }],
+    // As in earlier runs: no second listener.
+    metrics: { onMainListener: true },
     ...options.extra,
   };
   if (options.manyLogins) {

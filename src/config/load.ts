@@ -9,6 +9,7 @@
  */
 import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { extname } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { Config } from './types.js';
@@ -104,6 +105,17 @@ interface JsonNode<T> extends LeafBase<T> {
   check?(value: Record<string, unknown>): JsonProblem[];
 }
 
+/**
+ * A value of a shape the other kinds do not describe (e.g. true, a number or a list).
+ * `parse` gives the value, or "<what is wrong>; <what would be valid>".
+ */
+interface CustomNode<T> extends LeafBase<T> {
+  kind: 'custom';
+  parse(value: unknown): { value: T } | { problem: string };
+  /** Environment text → the value `parse` is given. */
+  fromEnv(text: string): unknown;
+}
+
 interface ObjectNode<T> {
   kind: 'object';
   /** An absent optional object stays absent; a required one is filled from its defaults. */
@@ -121,7 +133,8 @@ interface ListNode<I> {
  * The schema node a value of type T may be described by. Typing the schema against
  * `Config` makes a key missing from (or unknown to) the schema a compile error.
  */
-type NodeFor<T> = [T] extends [boolean]
+type NodeFor<T> = CustomNode<T> | ScalarNodeFor<T>;
+type ScalarNodeFor<T> = [T] extends [boolean]
   ? BoolNode
   : [T] extends [number]
     ? IntNode
@@ -148,6 +161,7 @@ type AnyNode =
   | EnumNode<string>
   | StringListNode
   | JsonNode<unknown>
+  | CustomNode<unknown>
   | { kind: 'object'; optional?: boolean; fields: Record<string, AnyNode> }
   | { kind: 'list'; item: { kind: 'object'; optional?: boolean; fields: Record<string, AnyNode> }; expected: string };
 type AnyObjectNode = Extract<AnyNode, { kind: 'object' }>;
@@ -240,6 +254,44 @@ const scopeItem = {
     /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(scope) ? undefined : `is ${quote(scope)}; expected a scope name without spaces or quotes`,
 };
 
+const TRUST_PROXY_EXPECTED = 'false, a list of your proxies\' addresses/CIDRs such as [10.0.0.0/8] (behind a load balancer), or true';
+
+/** An IPv4/IPv6 address, optionally with a /prefix length (what proxy-addr takes). */
+function addressOrCidrProblem(item: string): string | undefined {
+  const [address = '', bits, ...rest] = item.split('/');
+  const family = isIP(address);
+  const maxBits = family === 4 ? 32 : 128;
+  const bitsOk = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= maxBits);
+  return family !== 0 && bitsOk && rest.length === 0 ? undefined : `is ${quote(item)}; expected an IP address or CIDR such as 10.0.0.0/8`;
+}
+
+/** listen.trustProxy: what Fastify's trustProxy takes, short of a function. */
+const trustProxyNode: CustomNode<boolean | string[]> = {
+  kind: 'custom',
+  default: false,
+  expected: TRUST_PROXY_EXPECTED,
+  parse: (value) => {
+    if (typeof value === 'boolean') return { value };
+    // Fastify 5 takes a hop count but trusts nothing with it: a count cannot tell the load
+    // balancer from a client that connects directly and writes X-Forwarded-For itself.
+    if (typeof value === 'number') {
+      return {
+        problem: `is ${value}, a hop count, which cannot tell your load balancer from a client that connects directly (Fastify ignores it); expected the load balancer's addresses or CIDRs, e.g. [10.0.0.0/8]`,
+      };
+    }
+    const list = typeof value === 'string' ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : value;
+    if (!Array.isArray(list) || list.length === 0 || !list.every((item) => typeof item === 'string')) {
+      return { problem: `${describe(value)}; expected ${TRUST_PROXY_EXPECTED}` };
+    }
+    const problem = list.map((item: string) => addressOrCidrProblem(item)).find((p) => p !== undefined);
+    return problem ? { problem } : { value: list as string[] };
+  },
+  fromEnv: (text) => {
+    if (/^(true|false)$/i.test(text)) return text.toLowerCase() === 'true';
+    return /^\d+$/.test(text) ? Number(text) : text;
+  },
+};
+
 // ---------------------------------------------------------------------------
 // The schema: the one description of every key
 // ---------------------------------------------------------------------------
@@ -260,6 +312,7 @@ const routeSchema: ObjectNode<Config['routes'][number]> = {
           : `is ${quote(value)}; expected "" (strip the prefix) or a path starting and not ending with "/" (e.g. /v1)`,
     },
     token: { kind: 'enum', values: ['user', 'client', 'none'], default: 'user' },
+    anonymous: { kind: 'bool', default: false },
     retryOn401: { kind: 'bool', default: true },
     stripCookies: { kind: 'enum', values: ['own', 'all'], default: 'own' },
     clientScopes: { kind: 'stringList', default: [], item: scopeItem },
@@ -281,7 +334,7 @@ const schema: ObjectNode<Config> = {
       fields: {
         host: { kind: 'string', default: '0.0.0.0', expected: 'a host name or IP address to listen on' },
         port: { kind: 'int', default: 8080, min: 0, max: 65535 },
-        trustProxy: { kind: 'bool', default: false },
+        trustProxy: trustProxyNode,
       },
     },
     publicUrl: {
@@ -407,6 +460,7 @@ const schema: ObjectNode<Config> = {
         resultTtlSeconds: { kind: 'int', default: 60, min: 0, max: 600 },
         resultMaxEntries: { kind: 'int', default: 10_000, min: 1 },
         replayBodyLimitBytes: { kind: 'int', default: 1_048_576, min: 0 },
+        forcedMinIntervalSeconds: { kind: 'int', default: 10, min: 0, max: 3600 },
       },
     },
     csrf: {
@@ -450,7 +504,9 @@ const schema: ObjectNode<Config> = {
       kind: 'object',
       fields: {
         enabled: { kind: 'bool', default: true },
-        port: { kind: 'int', optional: true, min: 0, max: 65535 },
+        // Never the main listener's own port by default.
+        port: { kind: 'int', default: (draft) => (draft.listen?.port === 9090 ? 9091 : 9090), min: 0, max: 65535 },
+        onMainListener: { kind: 'bool', default: false },
       },
     },
     limits: {
@@ -458,6 +514,10 @@ const schema: ObjectNode<Config> = {
       fields: {
         bodyLimitBytes: { kind: 'int', default: 10_485_760, min: 1024 },
         headerLimitBytes: { kind: 'int', default: 16_384, min: 1024, max: 1_048_576 },
+        requestTimeoutMs: { kind: 'int', default: 60_000, min: 1000, max: 3_600_000 },
+        headersTimeoutMs: { kind: 'int', default: 10_000, min: 500, max: 600_000 },
+        keepAliveTimeoutMs: { kind: 'int', default: 5000, min: 100, max: 600_000 },
+        connectionTimeoutMs: { kind: 'int', default: 120_000, min: 0, max: 3_600_000 },
       },
     },
     shutdown: {
@@ -530,6 +590,8 @@ function fromEnvText(node: EnvBinding['node'], text: string): unknown {
       return text;
     case 'stringList':
       return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+    case 'custom':
+      return node.fromEnv(text);
     case 'json':
     case 'list':
       try {
@@ -624,6 +686,8 @@ function expectation(node: Exclude<AnyNode, AnyObjectNode>): string {
       return 'a list of strings';
     case 'json':
       return 'a JSON object';
+    case 'custom':
+      return 'a valid value';
     default:
       return 'a string';
   }
@@ -729,6 +793,10 @@ function walkLeaf(walk: Walk, node: Exclude<AnyNode, AnyObjectNode | { kind: 'li
     }
     case 'stringList':
       return walkStringList(walk, node, value, path);
+    case 'custom': {
+      const parsed = node.parse(value);
+      return 'problem' in parsed ? fail(parsed.problem) : parsed.value;
+    }
     case 'json': {
       if (!isRecord(value)) return wrongType();
       const problems = node.check?.(value) ?? [];
@@ -847,6 +915,50 @@ const crossRules: CrossRule[] = [
         report(walk, `routes[${index}].prefix`, `is ${quote(route.prefix)}, the same as routes[${first}].prefix; each route needs its own prefix`);
       }
     });
+  },
+
+  function anonymousRoutes(draft, walk) {
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.anonymous === true && route.token === 'user') {
+        report(walk, `routes[${index}].anonymous`, 'is true but token is user; only token: client and token: none routes can let callers without a session through');
+      }
+    });
+  },
+
+  function upstreamBasePath(draft, walk) {
+    (draft.routes ?? []).forEach((route, index) => {
+      const url = route.upstream === undefined ? undefined : parseUrl(route.upstream);
+      if (!url) return;
+      if (url.search || url.hash) {
+        report(walk, `routes[${index}].upstream`, `has a query or fragment; expected a base URL such as http://api:8080 or http://api:8080/base`);
+        return;
+      }
+      // The upstream's path is a base that rewritePrefix is appended to. One that repeats it
+      // most likely meant the path once (earlier versions took rewritePrefix alone): say so.
+      const base = url.pathname.replace(/\/+$/, '');
+      const rewrite = route.rewritePrefix;
+      if (base !== '' && rewrite !== undefined && (rewrite === base || rewrite.startsWith(`${base}/`))) {
+        report(
+          walk,
+          `routes[${index}].rewritePrefix`,
+          `is ${quote(rewrite)}, which repeats the upstream's path ${quote(base)}: it is appended to that path (${route.prefix ?? '/prefix'}/x would go to ${base}${rewrite}/x); expected "" or only what comes after ${quote(base)}`,
+        );
+      }
+    });
+  },
+
+  function serverTimeouts(draft, walk) {
+    const { requestTimeoutMs: request, headersTimeoutMs: headers } = draft.limits ?? {};
+    if (request !== undefined && headers !== undefined && headers > request) {
+      report(walk, 'limits.headersTimeoutMs', `is ${headers}; expected at most limits.requestTimeoutMs (${request})`);
+    }
+  },
+
+  function metricsPort(draft, walk) {
+    const { enabled, port, onMainListener } = draft.metrics ?? {};
+    if (enabled && !onMainListener && port !== undefined && port !== 0 && port === draft.listen?.port) {
+      report(walk, 'metrics.port', `is ${port}, the same as listen.port; expected another port, or metrics.onMainListener: true to serve /metrics on the main listener`);
+    }
   },
 
   function clientTokenRoutes(draft, walk) {

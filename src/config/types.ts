@@ -13,16 +13,20 @@ export type SessionStoreKind = 'cookie' | 'memory' | 'redis';
 export type RouteTokenMode = 'user' | 'client' | 'none';
 export type SameSite = 'strict' | 'lax';
 export type StripCookies = 'own' | 'all';
+/** What Fastify's `trustProxy` takes, short of a function. */
+export type TrustProxy = boolean | string[];
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface ListenConfig {
   host: string;
   port: number;
   /**
-   * Take the client address from X-Forwarded-For (set only behind a proxy you run):
-   * it keys the rate limits and is forwarded upstream.
+   * Which proxies in front are trusted to say who the client is (X-Forwarded-For): false
+   * (none), a list of proxy addresses/CIDRs (behind a load balancer), or true (all: the
+   * leftmost address, which any client can write). The address keys the rate limits and
+   * is forwarded upstream.
    */
-  trustProxy: boolean;
+  trustProxy: TrustProxy;
 }
 
 export interface OidcConfig {
@@ -100,6 +104,11 @@ export interface RouteConfig {
   /** What replaces `prefix` in the upstream path ("" strips it). */
   rewritePrefix: string;
   token: RouteTokenMode;
+  /**
+   * `token: client` and `token: none` only: let callers without a session through. Off
+   * by default: such routes need a session like `token: user` ones (401 login_required).
+   */
+  anonymous: boolean;
   /** On an upstream 401: refresh once and replay once (token: user only). */
   retryOn401: boolean;
   /** `own` strips only token-handler's cookies; `all` strips the whole Cookie header. */
@@ -137,6 +146,8 @@ export interface RefreshConfig {
   resultMaxEntries: number;
   /** Request bodies up to this size are buffered so they can be replayed after a 401. */
   replayBodyLimitBytes: number;
+  /** `POST /auth/refresh` at most once per this many seconds per session (429 beyond); 0: no limit. */
+  forcedMinIntervalSeconds: number;
 }
 
 export interface CsrfConfig {
@@ -159,15 +170,25 @@ export interface LoggingConfig {
 
 export interface MetricsConfig {
   enabled: boolean;
-  /** Serve /metrics only on this separate port (not on the public listener). */
-  port?: number;
+  /** The separate port /metrics is served on (on listen.host), never the public listener's. */
+  port: number;
+  /** Serve /metrics on the main listener instead of metrics.port (it is then public). */
+  onMainListener: boolean;
 }
 
 export interface LimitsConfig {
-  /** Largest request body accepted (413 payload_too_large beyond). */
+  /** Largest request body accepted on API routes (413 payload_too_large beyond); /auth takes 4 KiB at most. */
   bodyLimitBytes: number;
   /** Largest request header section accepted (431 beyond). */
   headerLimitBytes: number;
+  /** Time a browser has to send a whole request, headers and body (408 or closed after). */
+  requestTimeoutMs: number;
+  /** Time a browser has to send the request headers. */
+  headersTimeoutMs: number;
+  /** How long an idle keep-alive connection is kept open between requests. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic either way for this long is closed (0: never). */
+  connectionTimeoutMs: number;
 }
 
 export interface ShutdownConfig {

@@ -112,6 +112,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
       // The provider's cookies share the host 127.0.0.1: send the API none of them.
       routes: [{ prefix: '/api', upstream: api.url, stripCookies: 'all' }],
       logging: { level: options.logLevel ?? 'warn' },
+      // One local port for everything: the demo binds the loopback interface only.
+      metrics: { onMainListener: true },
     });
     const app = await buildApp(config, {
       plugins: [demoPagePlugin(publicUrl)],

@@ -46,6 +46,11 @@ export class Metrics {
     help: "Requests that used another request's refresh (single-flight join or remembered result) instead of calling the provider.",
     registers: [this.registry],
   });
+  private readonly requestAborts = new Counter({
+    name: 'token_handler_request_aborts_total',
+    help: 'Requests whose browser went away before it had sent the whole request body.',
+    registers: [this.registry],
+  });
   private readonly logins = new Counter({
     name: 'token_handler_logins_total',
     help: 'Completed logins (callbacks) by outcome.',
@@ -90,6 +95,10 @@ export class Metrics {
 
   refreshJoined(): void {
     this.refreshJoins.inc();
+  }
+
+  requestAborted(): void {
+    this.requestAborts.inc();
   }
 
   login(outcome: LoginOutcome): void {

@@ -4,24 +4,29 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { RouteConfig } from '../config/types.js';
-import { BrowserError, idpUnavailable, upstreamUnavailable } from '../errors.js';
+import { BrowserError, idpUnavailable, loginRequired, upstreamUnavailable } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { SessionCookies } from '../session/cookies.js';
-import type { LoadedSession } from '../session/manager.js';
+import type { LoadedSession, SessionManager } from '../session/manager.js';
 import type { ClientTokens } from '../tokens/client-tokens.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { andThen, settle } from '../awaitable.js';
+import { Cors } from './cors.js';
 
 export interface ApiRoutesOptions {
   routes: RouteConfig[];
   cookies: SessionCookies;
+  sessions: SessionManager;
   sessionTokens: SessionTokens;
   clientTokens: ClientTokens;
   csrfCheck: (request: FastifyRequest) => void;
   csrfHeader: string;
+  cors: Cors;
   /** `https` or `http`: what the browser used, sent as X-Forwarded-Proto. */
   publicProto: string;
+  /** publicUrl's host, sent as X-Forwarded-Host (never the browser's Host header). */
+  publicHost: string;
   replayBodyLimitBytes: number;
   /** Largest body streamed to an upstream (413 beyond). */
   bodyLimitBytes: number;
@@ -67,13 +72,44 @@ export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions)
 }
 
 async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: ApiRoutesOptions): Promise<void> {
-  const { cookies, sessionTokens, clientTokens, csrfCheck } = options;
+  const { cookies, sessionTokens, clientTokens, csrfCheck, cors } = options;
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };
   const retryOn401 = route.retryOn401 && route.token !== 'none';
+  const needsSession = route.token === 'user' || !route.anonymous;
+  const forwarded = { proto: options.publicProto, host: options.publicHost };
+  // An upstream base path (http://h/base) is part of what the prefix is rewritten to:
+  // reply-from resolves every destination against the upstream's origin.
+  const upstreamUrl = new URL(route.upstream);
+  const rewritePrefix = upstreamUrl.pathname.replace(/\/+$/, '') + route.rewritePrefix;
+
+  /**
+   * Runs before a request body is read (from the body parser, so a request without a body
+   * pays nothing for it): a call without the CSRF header, or without the session the route
+   * needs, is refused without a byte of its body being read or buffered.
+   */
+  const checkBeforeBody = (request: FastifyRequest, proceed: (err: Error | null) => void): void => {
+    settle(
+      () => {
+        csrfCheck(request);
+        if (!needsSession) return undefined;
+        return andThen(options.sessions.peek(request), (present) => {
+          if (!present) throw loginRequired();
+        });
+      },
+      (err) => proceed(err),
+    );
+  };
 
   // Bodies stream through; only those small enough to replay are buffered.
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser('*', (request, payload, done) => {
+    checkBeforeBody(request, (err) => {
+      if (err) done(err, undefined);
+      else readBody(request, payload, done);
+    });
+  });
+
+  const readBody = (request: FastifyRequest, payload: Readable, done: (err: Error | null, body?: unknown) => void): void => {
     const length = Number(request.headers['content-length']);
     if (Number.isSafeInteger(length) && length > options.bodyLimitBytes) {
       done(bodyTooLarge(options.bodyLimitBytes), undefined);
@@ -92,23 +128,56 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     payload.on('data', (chunk: Buffer) => chunks.push(chunk));
     payload.on('end', () => done(null, new ReplayableBody(Buffer.concat(chunks))));
     payload.on('error', (err) => done(err, undefined));
-  });
+  };
+
+  /** The session (when the route needs one) and the token, put on the request's state. */
+  const authorize = (request: FastifyRequest, reply: FastifyReply, state: ProxyState) => {
+    csrfCheck(request);
+    if (route.token === 'user') return andThen(sessionTokens.current(request, reply), (session) => {
+      state.session = session;
+      state.authorization = authorizationOf(session.record);
+    });
+    const session = needsSession ? sessionTokens.present(request, reply) : undefined;
+    if (route.token === 'client') return andThen(session, () => clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request).then((tokens) => {
+      state.clientToken = tokens.accessToken;
+      state.authorization = authorizationOf(tokens);
+    }));
+    return session;
+  };
+
+  /** Whether an upstream 401 is answered with a new token and a replay (once per request, and once per token). */
+  const mayRetry = (state: ProxyState): boolean => {
+    if (state.retried || !state.authorization) return false;
+    if (route.token === 'user') return state.session !== undefined && sessionTokens.mayRefreshAfter401(state.session.record);
+    return state.clientToken !== undefined && clientTokens.replaceRejected(route.clientScopes, state.clientToken);
+  };
 
   /**
    * Checks the call and finds its token, then forwards it. Run from the route's handler
    * rather than as a preHandler hook, which saves a hook runner per request; the handler
    * runs after @fastify/http-proxy has checked the destination, so a path escaping the
    * route is refused with 400 before the CSRF check and the session (no upstream is called
-   * either way). Callback style, settled synchronously when the session answers from
-   * memory: the usual proxied request then costs no promise and no microtask hop here.
+   * either way) — except for a request with a body, whose CSRF header and session the body
+   * parser checked first (checkBeforeBody; the CSRF check runs again here, a header
+   * compare). Callback style, settled synchronously when the session answers from memory:
+   * the usual proxied request then costs no promise and no microtask hop here.
    */
   const authorizeAndForward = (request: FastifyRequest, reply: FastifyReply, dest: string, fromOptions: object): void => {
     reply.header('x-request-id', request.id);
     request.apiRoute = route.prefix;
+    if (cors.active) {
+      if (Cors.isPreflight(request)) {
+        cors.preflight(request, reply);
+        return;
+      }
+      cors.grant(request, reply);
+    }
     const body = request.body;
     const state: ProxyState = {
       retried: false,
-      dest,
+      // The route's root with a query (`/api?x=1`) comes as '' and reply-from would then
+      // send the browser's own path; the root is '/'.
+      dest: dest === '' ? '/' : dest,
       fromOptions:
         body instanceof ReplayableBody
           ? { ...fromOptions, body: body.bytes, contentType: request.headers['content-type'] ?? 'application/octet-stream' }
@@ -116,18 +185,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     };
     request.proxyState = state;
     settle(
-      () => {
-        csrfCheck(request);
-        if (route.token === 'user') return andThen(sessionTokens.current(request, reply), (session) => {
-          state.session = session;
-          state.authorization = authorizationOf(session.record);
-        });
-        if (route.token === 'client') return clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request).then((tokens) => {
-          state.clientToken = tokens.accessToken;
-          state.authorization = authorizationOf(tokens);
-        });
-        return undefined;
-      },
+      () => authorize(request, reply, state),
       (err) => {
         if (err) {
           reply.send(err);
@@ -135,7 +193,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         }
         // reply.from throws on a destination it refuses (400); after a wait nobody else would catch it.
         try {
-          reply.from(dest, state.fromOptions);
+          reply.from(state.dest, state.fromOptions);
         } catch (fromError) {
           reply.send(fromError);
         }
@@ -165,7 +223,6 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       state.session = await sessionTokens.refresh(request, reply, state.session, 'upstream_401');
       state.authorization = authorizationOf(state.session.record);
     } else if (route.token === 'client' && state.clientToken) {
-      clientTokens.invalidate(route.clientScopes, state.clientToken);
       const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
       state.authorization = authorizationOf(tokens);
     }
@@ -218,9 +275,9 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   };
 
   await scope.register(httpProxy, {
-    upstream: route.upstream,
+    upstream: upstreamUrl.origin,
     prefix: route.prefix,
-    rewritePrefix: route.rewritePrefix,
+    rewritePrefix,
     proxyPayloads: false,
     config: { apiRoute: route.prefix },
     disableRequestLogging: true,
@@ -241,7 +298,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const upstreamHeaders = upstreamRequestHeaders(
           headers,
           policy,
-          { ip: request.ip, proto: options.publicProto, host: request.headers.host },
+          { ip: request.ip, proto: forwarded.proto, host: forwarded.host },
           request.proxyState?.authorization,
         );
         upstreamHeaders['x-request-id'] = String(request.id);
@@ -257,12 +314,15 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const reply = rawReply as FastifyReply;
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
-        if (res.statusCode === 401 && retryOn401 && state && !state.retried && state.authorization) {
+        if (res.statusCode === 401 && retryOn401 && state && mayRetry(state)) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);
           retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
           return;
         }
+        // Shared caches must never keep a response that sets our session cookie.
+        if (cookies.setsSessionCookie(reply)) reply.header('cache-control', 'private, no-store');
+        if (cors.active) cors.grant(request, reply);
         if (fitsBuffer(request, res, route.bufferResponseBytes)) {
           passWhole(request, reply, res);
           return;

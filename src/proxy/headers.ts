@@ -15,6 +15,25 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/**
+ * Request headers a browser may not hand to the upstream: who the client is and where the
+ * request came from are ours to say (X-Forwarded-* are set below), and frameworks route
+ * on the rest (method overrides, original URLs). `expect` is answered here (Node sends the
+ * 100 Continue); undici refuses a request carrying it.
+ */
+const BROWSER_MAY_NOT_SEND = new Set([
+  'forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-uri',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'expect',
+]);
+
 const COMMON_CONNECTION_VALUES = new Set(['keep-alive', 'Keep-Alive', 'close', 'Close']);
 
 export interface RequestHeaderPolicy {
@@ -25,20 +44,23 @@ export interface RequestHeaderPolicy {
 
 /**
  * Headers sent upstream: without the browser's own `Authorization`, the CSRF header,
- * hop-by-hop headers and token-handler's cookies; with the access token and
- * X-Forwarded-*. A new object: copying the few headers kept is several times cheaper
+ * hop-by-hop headers, token-handler's cookies and any forwarding or routing header the
+ * browser wrote; with the access token and our own X-Forwarded-*: For is the client
+ * address as token-handler determined it (listen.trustProxy), only that; Host and Proto
+ * are publicUrl's. A new object: copying the few headers kept is several times cheaper
  * than deleting from the original (a delete drops V8's fast object layout).
  */
 export function upstreamRequestHeaders(
   headers: IncomingHttpHeaders,
   policy: RequestHeaderPolicy,
-  forwarded: { ip: string; proto: string; host: string | undefined },
+  forwarded: { ip: string; proto: string; host: string },
   authorization: string | undefined,
 ): IncomingHttpHeaders {
   const listed = connectionListed(headers);
   const upstream: IncomingHttpHeaders = {};
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || name === 'authorization' || name === 'cookie' || name === policy.csrfHeader || listed?.has(name)) continue;
+    if (BROWSER_MAY_NOT_SEND.has(name) || name.startsWith('x-forwarded-')) continue;
     upstream[name] = headers[name];
   }
   const cookie = headers.cookie;
@@ -47,31 +69,44 @@ export function upstreamRequestHeaders(
     if (kept !== '') upstream.cookie = kept;
   }
   if (authorization !== undefined) upstream.authorization = authorization;
-  const priorFor = headers['x-forwarded-for'];
-  upstream['x-forwarded-for'] = typeof priorFor === 'string' && priorFor !== '' ? `${priorFor}, ${forwarded.ip}` : forwarded.ip;
+  upstream['x-forwarded-for'] = forwarded.ip;
   upstream['x-forwarded-proto'] = forwarded.proto;
-  if (forwarded.host !== undefined) upstream['x-forwarded-host'] = forwarded.host;
+  upstream['x-forwarded-host'] = forwarded.host;
   return upstream;
 }
 
 /**
- * Headers passed back to the browser: without hop-by-hop headers and without any
- * `Set-Cookie` that would overwrite one of token-handler's cookies (the session and
- * pending-login cookies belong to us; an upstream may set any other cookie).
+ * Headers passed back to the browser: without hop-by-hop headers, without the upstream's
+ * CORS headers (which origins may read a response is token-handler's to say:
+ * csrf.allowedOrigins), and without any `Set-Cookie` that would overwrite one of
+ * token-handler's cookies (the session and pending-login cookies belong to us; an
+ * upstream may set any other cookie) or that has no name: browsers store `=x` and `x`
+ * as a cookie named "" whose pair reads `x`, which could stand in for one of ours.
  */
 export function browserResponseHeaders(headers: IncomingHttpHeaders, cookies: SessionCookies): IncomingHttpHeaders {
   const listed = connectionListed(headers);
   const browser: IncomingHttpHeaders = {};
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || name === 'set-cookie' || listed?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || name === 'set-cookie' || listed?.has(name) || name.startsWith('access-control-')) continue;
     browser[name] = headers[name];
   }
   const setCookie = headers['set-cookie'];
   if (setCookie !== undefined && !listed?.has('set-cookie')) {
-    const list = (Array.isArray(setCookie) ? setCookie : [String(setCookie)]).filter((c) => !cookies.isOwn(cookieNameOf(c)));
+    const list = (Array.isArray(setCookie) ? setCookie : [String(setCookie)]).filter((c) => {
+      const name = setCookieNameOf(c);
+      return name !== '' && !cookies.isOwn(name);
+    });
     if (list.length !== 0) browser['set-cookie'] = list;
   }
   return browser;
+}
+
+/** The cookie name a Set-Cookie sets, as browsers read it: '' when its first pair has no `=` (RFC 6265bis §5.6). */
+function setCookieNameOf(setCookie: string): string {
+  const semicolon = setCookie.indexOf(';');
+  const pair = semicolon === -1 ? setCookie : setCookie.slice(0, semicolon);
+  const eq = pair.indexOf('=');
+  return eq === -1 ? '' : pair.slice(0, eq).trim();
 }
 
 /** The headers a `Connection` header names are hop-by-hop too (RFC 9110 §7.6.1). */
@@ -101,10 +136,4 @@ function withoutOwnCookies(cookieHeader: string | string[], cookies: SessionCook
     start = end + 1;
   }
   return kept;
-}
-
-/** The name in `name=value` (a Cookie pair) or `name=value; attrs` (a Set-Cookie). */
-function cookieNameOf(cookie: string): string {
-  const eq = cookie.indexOf('=');
-  return (eq === -1 ? cookie : cookie.slice(0, eq)).trim();
 }

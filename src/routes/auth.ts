@@ -10,6 +10,8 @@ import type { TokenRefresher } from '../tokens/refresher.js';
 import type { TokenRevoker } from '../tokens/revoker.js';
 import { safeReturnTo } from './return-to.js';
 import type { RequestCheck } from '../proxy/csrf.js';
+import { Cors } from '../proxy/cors.js';
+import { BoundedTtlCache } from '../tokens/bounded-cache.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RateLimitConfig } from '../config/types.js';
 
@@ -30,22 +32,63 @@ export interface AuthRoutesOptions {
   csrfCheck: RequestCheck;
   /** For reading endpoints: only our own (or an allowed) origin may ask. */
   originCheck: RequestCheck;
+  cors: Cors;
+  /** `POST /auth/refresh` at most once per this many ms per session (0: no limit). */
+  forcedRefreshIntervalMs: number;
   /** Origin the browser sees; the callback URL is rebuilt from it, never from the Host header. */
   publicUrl: string;
   retryAfterSeconds: number;
   now: () => number;
 }
 
+/**
+ * Largest body an `/auth` endpoint reads: they take none, or a logout form's few fields.
+ * Anything larger is refused (413) rather than parsed.
+ */
+export const AUTH_BODY_LIMIT_BYTES = 4096;
+
 /** The `/auth/*` endpoints of DESIGN.md. */
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
-  const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics } = options;
+  const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics, cors } = options;
   const omitClaims = new Set(options.omitClaims);
 
   app.addHook('onSend', async (request, reply) => {
     reply.header('cache-control', 'no-store');
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-request-id', request.id);
+    cors.grant(request, reply);
   });
+
+  // A page on an allowed origin asks before it calls /auth/user, /auth/refresh or /auth/logout.
+  app.options('/auth/*', async (request, reply) => {
+    if (!Cors.isPreflight(request)) throw new BrowserError('not_found', 'No route here.');
+    cors.preflight(request, reply);
+    return reply;
+  });
+
+  /** Forced refreshes by session id → when the last one was allowed. */
+  const forcedRefreshes = new BoundedTtlCache<number>(100_000, Math.max(1, options.forcedRefreshIntervalMs), now);
+  const limitForcedRefresh = (record: SessionRecord): void => {
+    if (options.forcedRefreshIntervalMs <= 0) return;
+    const last = forcedRefreshes.get(record.id);
+    if (last !== undefined) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((last + options.forcedRefreshIntervalMs - now()) / 1000));
+      throw new BrowserError('too_many_requests', `This session was refreshed moments ago: try again in ${retryAfterSeconds} s.`, retryAfterSeconds);
+    }
+    forcedRefreshes.set(record.id, now());
+  };
+
+  /** Checks a state-changing call before its body is read (a route's onRequest hook). */
+  const csrfBeforeBody = async (request: FastifyRequest): Promise<void> => {
+    if (isFormPost(request)) {
+      // A plain HTML <form method="post" action="/auth/logout"> cannot send the CSRF header:
+      // such a post must carry an Origin (browsers send it on form posts) that is ours.
+      if (request.headers.origin === undefined) throw csrfFailed('A logout form post must carry an Origin header.');
+      options.originCheck(request);
+    } else {
+      csrfCheck(request);
+    }
+  };
 
   const perMinute = (max: number) => (options.rateLimit.enabled ? { config: { rateLimit: { max, timeWindow: 60_000 } } } : {});
 
@@ -125,28 +168,21 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     return viewOf(record, timeouts, omitClaims);
   });
 
-  app.post('/auth/refresh', async (request, reply) => {
-    csrfCheck(request);
+  app.post('/auth/refresh', { bodyLimit: AUTH_BODY_LIMIT_BYTES, onRequest: async (request) => csrfCheck(request) }, async (request, reply) => {
     const loaded = await sessions.load(request, reply);
     if (!loaded) throw loginRequired();
+    limitForcedRefresh(loaded.record);
     const refreshed = await sessionTokens.refresh(request, reply, loaded, 'forced');
     return viewOf(refreshed.record, timeouts, omitClaims);
   });
 
-  // A plain HTML <form method="post" action="/auth/logout"> cannot send the CSRF header:
-  // such a post must carry an Origin (browsers send it on form posts) that is ours.
+  // The fields of a logout form are not needed; the form's Origin was checked before.
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 1024 }, (_request, _body, done) => {
     done(null, FORM_POST);
   });
 
-  app.post('/auth/logout', async (request, reply) => {
-    const formPost = request.body === FORM_POST;
-    if (formPost) {
-      if (request.headers.origin === undefined) throw csrfFailed('A logout form post must carry an Origin header.');
-      options.originCheck(request);
-    } else {
-      csrfCheck(request);
-    }
+  app.post('/auth/logout', { bodyLimit: AUTH_BODY_LIMIT_BYTES, onRequest: csrfBeforeBody }, async (request, reply) => {
+    const formPost = isFormPost(request);
     const logoutUrl = await logout(request, reply);
     // The form post navigated here: send the browser on (303: the next request is a GET).
     return formPost ? reply.redirect(logoutUrl ?? '/', 303) : { logoutUrl };
@@ -172,6 +208,12 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
 /** Marks a parsed HTML form post (its fields are not needed). */
 const FORM_POST = Symbol('form post');
+
+/** An HTML form's post, by its declared type (known before the body is read). */
+function isFormPost(request: FastifyRequest): boolean {
+  const type = request.headers['content-type'];
+  return type !== undefined && type.split(';', 1)[0]!.trim().toLowerCase() === 'application/x-www-form-urlencoded';
+}
 
 /** A query parameter given exactly once; duplicated or absent → undefined. */
 function singleQueryValue(request: FastifyRequest, name: string): string | undefined {

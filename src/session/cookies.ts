@@ -77,8 +77,21 @@ export class SessionCookies {
     return value === '' ? null : value;
   }
 
+  /**
+   * Replies carrying a session Set-Cookie (set or cleared). @fastify/cookie writes the
+   * header only when the reply is sent, so it is remembered here: such a response must be
+   * kept from shared caches (see setsSessionCookie).
+   */
+  private readonly withSessionCookie = new WeakSet<FastifyReply>();
+
+  /** Whether this reply sets or clears the session cookie. */
+  setsSessionCookie(reply: FastifyReply): boolean {
+    return this.withSessionCookie.has(reply);
+  }
+
   /** Sets the session cookie, chunked when needed, and clears every stale chunk the browser sent. */
   writeSession(request: FastifyRequest, reply: FastifyReply, value: string, maxAgeSeconds: number): void {
+    this.withSessionCookie.add(reply);
     const attributes = { ...this.sessionAttributes, maxAge: maxAgeSeconds };
     const written = new Set<string>();
     if (value.length <= MAX_COOKIE_VALUE_BYTES) {
@@ -101,7 +114,10 @@ export class SessionCookies {
 
   private clearSessionCookies(request: FastifyRequest, reply: FastifyReply, keep: ReadonlySet<string>): void {
     for (const name of Object.keys(this.received(request))) {
-      if (!keep.has(name) && this.isSessionName(name)) reply.clearCookie(name, this.sessionAttributes);
+      if (!keep.has(name) && this.isSessionName(name)) {
+        this.withSessionCookie.add(reply);
+        reply.clearCookie(name, this.sessionAttributes);
+      }
     }
   }
 

@@ -72,6 +72,17 @@ export class SessionManager {
     return andThen(this.options.persistence.read(cookieValue), (record) => this.accept(request, reply, record, cookieValue));
   }
 
+  /**
+   * Whether the request carries a usable session, without touching the reply (nothing is
+   * cleared or ended here: `load` does that when the request is handled). For checks that
+   * must come before a request body is read.
+   */
+  peek(request: FastifyRequest): Awaitable<boolean> {
+    const cookieValue = this.options.cookies.readSession(request);
+    if (cookieValue === null) return false;
+    return andThen(this.options.persistence.read(cookieValue), (record) => record !== null && !sessionExpiry(record, this.options.now(), this.options.timeouts));
+  }
+
   private accept(request: FastifyRequest, reply: FastifyReply, record: SessionRecord | null, cookieValue: string): Awaitable<LoadedSession | null> {
     if (!record) {
       request.log.debug('session cookie present but not a valid session (tampered, expired, foreign or ended)');

@@ -143,6 +143,11 @@ export class TokenRefresher {
     return current;
   }
 
+  /** Whether a refresh already replaced this record's tokens (one is remembered for its refresh token). */
+  hasNewer(record: SessionRecord): boolean {
+    return this.followRemembered(record).record !== record;
+  }
+
   /**
    * Follows remembered results: each maps a spent refresh token to its successor, so an
    * old cookie catches up without spending any token twice. `usable` when the result's

@@ -4,7 +4,8 @@ import { BrowserError, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
 import type { SessionRecord } from '../session/record.js';
-import { isAccessTokenDue, type RefreshReason, type TokenRefresher } from './refresher.js';
+import { BoundedTtlCache } from './bounded-cache.js';
+import { isAccessTokenDue, refreshTokenKey, type RefreshReason, type TokenRefresher } from './refresher.js';
 import type { TokenRevoker } from './revoker.js';
 import { SessionEndedError } from '../session/store.js';
 
@@ -25,7 +26,38 @@ export interface SessionTokensOptions {
  * the browser errors DESIGN.md prescribes.
  */
 export class SessionTokens {
+  /**
+   * Access tokens (hashed) that an upstream rejected and that were then refreshed, each
+   * kept until it expires: a second 401 for one of them is passed on instead of spending
+   * another refresh (see mayRefreshAfter401).
+   */
+  private readonly refreshedAfter401 = new BoundedTtlCache<true>(100_000, 3_600_000, () => this.options.now());
+
   constructor(private readonly options: SessionTokensOptions) {}
+
+  /**
+   * The session, for routes that need one but no user token (`token: client` and
+   * `token: none` without `anonymous`): login_required without one; the idle timeout slides.
+   */
+  present(request: FastifyRequest, reply: FastifyReply): Awaitable<LoadedSession> {
+    const { sessions } = this.options;
+    return andThen(sessions.load(request, reply), (loaded) => {
+      if (!loaded) throw loginRequired();
+      return andThen(sessions.touch(request, reply, loaded), (touched) => (touched === loaded.record ? loaded : { record: touched, cookieValue: loaded.cookieValue }));
+    });
+  }
+
+  /**
+   * After an upstream 401: whether to refresh and replay. At most one refresh per access
+   * token: once a rejected token has been refreshed, a later 401 for it (an old cookie, a
+   * replay that keeps being rejected) is passed on, unless the refresh it got is still
+   * remembered (using it costs the provider nothing).
+   */
+  mayRefreshAfter401(record: SessionRecord): boolean {
+    if (this.refreshedAfter401.size === 0) return true;
+    if (this.refreshedAfter401.get(refreshTokenKey(record.accessToken)) === undefined) return true;
+    return this.options.refresher.hasNewer(record);
+  }
 
   /**
    * The session, refreshed if due. Throws `login_required` when there is none.
@@ -64,6 +96,10 @@ export class SessionTokens {
       ({ record } = await refresher.refresh(loaded.record, reason));
     } catch (err) {
       throw await this.failure(request, reply, loaded.record, err);
+    }
+    if (reason === 'upstream_401') {
+      const rejected = loaded.record;
+      this.refreshedAfter401.set(refreshTokenKey(rejected.accessToken), true, Math.max(1000, rejected.accessTokenExpiresAt - this.options.now()));
     }
     try {
       const saved = await sessions.save(request, reply, record, loaded);

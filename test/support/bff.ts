@@ -28,7 +28,14 @@ export const browsers: TestBrowser[] = [];
 /** Builds token-handler for a test from raw configuration (validated like a real file) and waits for discovery. */
 export async function startBff(raw: Record<string, unknown>, options: Omit<BuildOptions, 'logStream'> = {}): Promise<TestBff> {
   // Tests log in many times from one address; the rate-limit specification sets its own limits.
-  const config = parseConfig({ publicUrl: PUBLIC_URL, rateLimit: { loginPerMinute: 100_000, callbackPerMinute: 100_000 }, ...raw });
+  // Tests read /metrics through inject, and several run at once: on the main listener
+  // unless a test configures metrics itself (the default is a separate port, 9090).
+  const config = parseConfig({
+    publicUrl: PUBLIC_URL,
+    rateLimit: { loginPerMinute: 100_000, callbackPerMinute: 100_000 },
+    metrics: { onMainListener: true },
+    ...raw,
+  });
   const chunks: string[] = [];
   const logStream = new Writable({
     write(chunk: Buffer, _enc, done) {

@@ -58,9 +58,31 @@ describe('headers sent to the upstream', () => {
     expect(Object.keys(headers).filter((h) => !h.startsWith('x-forwarded'))).toEqual([]);
   });
 
-  it('append the client address to an existing X-Forwarded-For', () => {
+  it("send only the client address token-handler determined as X-Forwarded-For, never the browser's own chain", () => {
     const headers = upstreamRequestHeaders({ 'x-forwarded-for': '192.0.2.1' }, { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' }, forwarded, undefined);
-    expect(headers['x-forwarded-for']).toBe('192.0.2.1, 10.1.2.3');
+    expect(headers['x-forwarded-for']).toBe('10.1.2.3');
+  });
+
+  it('drop every forwarding, original-URL and method-override header the browser wrote', () => {
+    const headers = upstreamRequestHeaders(
+      {
+        forwarded: 'for=1.2.3.4;host=evil.example',
+        'x-forwarded-host': 'evil.example',
+        'x-forwarded-proto': 'http',
+        'x-forwarded-port': '1',
+        'x-forwarded-prefix': '/admin',
+        'x-real-ip': '1.2.3.4',
+        'x-original-url': '/admin',
+        'x-rewrite-url': '/admin',
+        'x-http-method-override': 'DELETE',
+        expect: '100-continue',
+        accept: 'application/json',
+      },
+      { cookies, stripCookies: 'own', csrfHeader: 'x-csrf' },
+      forwarded,
+      undefined,
+    );
+    expect(headers).toEqual({ accept: 'application/json', 'x-forwarded-for': '10.1.2.3', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example.com' });
   });
 });
 
