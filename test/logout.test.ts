@@ -245,6 +245,8 @@ describe('back-channel logout from the provider', () => {
 
       const refreshesBefore = provider.tokenRequests.filter((r) => r.grantType === 'refresh_token').length;
       const after = await bff('cookie', { keyPrefix });
+      // Traffic reaches a restarted replica once it is ready (its Redis connection is up).
+      await expect.poll(async () => (await after.app.inject({ method: 'GET', url: '/readyz' })).statusCode, { timeout: 5000 }).toBe(200);
       const replay = new TestBrowser(after.app);
       expect((await replay.request('/api/x', { headers: { cookie: captured } })).statusCode).toBe(401);
       expect((await replay.request('/auth/refresh', { method: 'POST', headers: { cookie: captured } })).statusCode).toBe(401);
