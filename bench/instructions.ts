@@ -34,8 +34,8 @@ import autocannon from 'autocannon';
 import { functionCosts, type FunctionCost } from './lib/callgrind.js';
 import { spawnChild } from './lib/rpc.js';
 import { API_PATH, SECRET, SESSION_COOKIE, benchConfig, browserHeaders, followSetCookie, plainConfig, randomPrefix, redisAnswers, startProviderAndUpstream, startTokenHandler, login, type Store } from './lib/stack.js';
-import { Sealer } from '../src/session/sealer.js';
-import type { SessionRecord } from '../src/session/record.js';
+import { Sealer } from '../src/state/sealer.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 const requests = Number(process.env.BENCH_INSTR_REQUESTS ?? 2000);
 const warmup = Number(process.env.BENCH_INSTR_WARMUP ?? 8000);

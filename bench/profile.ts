@@ -21,12 +21,12 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import { Sealer } from '../src/session/sealer.js';
-import type { SessionRecord } from '../src/session/record.js';
+import { Sealer } from '../src/state/sealer.js';
 import { analyse, formatAnalysis, type CpuProfile } from './analyse-profile.js';
 import { sealNode, unsealNode } from './lib/iron-node.js';
 import { spawnChild } from './lib/rpc.js';
 import { API_PATH, SECRET, SESSION_COOKIE, browserHeaders, followSetCookie, randomPrefix, redisAnswers, startProviderAndUpstream } from './lib/stack.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 const seconds = Number(process.env.BENCH_PROFILE_SECONDS ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 16);

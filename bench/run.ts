@@ -28,31 +28,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import type { SessionRecord } from '../src/session/record.js';
-import { Sealer } from '../src/session/sealer.js';
-import { RedisSessionStore } from '../src/session/redis-store.js';
+import { Sealer } from '../src/state/sealer.js';
+import { RedisSessionStore } from '../src/state/redis/session-store.js';
 import { spawnChild, type Child } from './lib/rpc.js';
-import {
-  API_PATH,
-  SECRET,
-  SESSION_COOKIE,
-  UPSTREAM_PATH,
-  browserHeaders,
-  followSetCookie,
-  login,
-  loginMany,
-  randomPrefix,
-  redisAnswers,
-  warnOnce,
-  DevNullLog,
-  lagSummary,
-  startProviderAndUpstream,
-  startTokenHandler,
-  tokenHandlerBuild,
-  type Store,
-} from './lib/stack.js';
+import { API_PATH, SECRET, SESSION_COOKIE, UPSTREAM_PATH, browserHeaders, followSetCookie, login, loginMany, randomPrefix, redisAnswers, warnOnce, DevNullLog, lagSummary, startProviderAndUpstream, startTokenHandler, tokenHandlerBuild, type Store } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
 import { bytes, fmt, markdownTable, percentile, round, table } from './lib/stats.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 // ---------------------------------------------------------------------------
 // Settings

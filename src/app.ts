@@ -3,27 +3,18 @@ import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
 import { pino, type DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { BrowserError, loginRequired, sessionStoreUnavailable } from './errors.js';
 import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
-import { CookiePersistence } from './session/cookie-persistence.js';
-import { MemoryDenylist, RedisDenylist } from './session/denylist.js';
 import { SessionManager } from './session/manager.js';
-import { MemorySessionStore } from './session/memory-store.js';
+import { persistenceFor } from './session/persistence-for.js';
+import { createState } from './state/index.js';
 import { PendingLogins } from './session/pending-login.js';
-import type { SessionPersistence } from './session/persistence.js';
-import { createRedis } from './session/redis-client.js';
-import { RedisSessionStore } from './session/redis-store.js';
-import { RedisTrackedCache } from './session/redis-tracked-cache.js';
-import { Sealer } from './session/sealer.js';
-import { MemorySeenOnce, RedisSeenOnce } from './session/seen-once.js';
-import { ServerSidePersistence } from './session/server-side-persistence.js';
-import { SessionEndedError, SessionStoreUnavailableError } from './session/store.js';
+import { Sealer } from './state/sealer.js';
+import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
 import { ClientTokens } from './tokens/client-tokens.js';
-import { RedisRefreshCoordinator } from './tokens/redis-coordinator.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { TokenRevoker } from './tokens/revoker.js';
 import { SessionTokens } from './tokens/session-tokens.js';
@@ -62,8 +53,6 @@ declare module 'fastify' {
 
 /** Seconds a browser is told to wait after a 503. */
 const RETRY_AFTER_SECONDS = 5;
-/** Upper bound on a locally cached Redis session record's life, should an invalidation be lost. */
-const LOCAL_CACHE_TTL_MS = 30_000;
 
 /**
  * Never logged. Explicit paths, not wildcards: pino's redaction runs on every log line,
@@ -158,9 +147,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,
     absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
   };
-  const redis = config.session.redis ? createRedis(config.session.redis.url, app.log) : undefined;
-  const { persistence, countSessions } = createPersistence(config, sealer, now, redis, app.log);
-  const metrics = new Metrics(countSessions);
+  const state = createState({
+    session: config.session,
+    sealer,
+    refreshResultTtlMs: config.refresh.resultTtlSeconds * 1000,
+    refreshLockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
+    refreshMaxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
+    now,
+    logger: app.log,
+  });
+  const persistence = persistenceFor(config.session.store, state, sealer, config.session.absoluteTimeoutSeconds);
+  const metrics = new Metrics(state.countSessions);
   const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
@@ -172,20 +169,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     now,
     logger: app.log,
     metrics,
-    ...(redis && config.session.redis
-      ? {
-          coordinator: new RedisRefreshCoordinator({
-            redis,
-            keyPrefix: config.session.redis.keyPrefix,
-            sealer,
-            resultTtlMs: config.refresh.resultTtlSeconds * 1000,
-            lockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
-            maxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
-            pollIntervalMs: 10,
-            now: Date.now,
-          }),
-        }
-      : {}),
+    ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
   });
   const revoker = new TokenRevoker(provider, now);
   const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
@@ -239,7 +223,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     { name: 'provider', check: () => provider.ready },
     { name: 'shutdown', check: () => !shuttingDown },
   ];
-  if (redis) checks.push({ name: 'session_store', check: async () => (await redis.ping()) === 'PONG' });
+  if (state.backend === 'redis') checks.push({ name: 'session_store', check: () => state.ping() });
   await app.register(healthRoutes, { checks });
   if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
 
@@ -247,7 +231,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(fastifyRateLimit, {
       global: false,
       // Counted in Redis when replicas share one; a Redis outage never blocks logins.
-      ...(redis ? { redis, nameSpace: `${config.session.redis!.keyPrefix}ratelimit:`, skipOnError: true } : {}),
+      ...(state.rateLimit ? { ...state.rateLimit, skipOnError: true } : {}),
       errorResponseBuilder: (_request, context) =>
         Object.assign(new BrowserError('too_many_requests', `Too many sign-in attempts from this address: try again in ${context.after}.`), {
           statusCode: 429,
@@ -279,7 +263,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(backchannelLogoutRoute, {
     provider,
     sessions,
-    seenOnce: redis && config.session.redis ? new RedisSeenOnce(redis, config.session.redis.keyPrefix) : new MemorySeenOnce(10_000, now),
+    seenOnce: state.seenOnce,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
   });
   await app.register(apiRoutes, {
@@ -319,48 +303,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('onClose', async () => {
     ownDestination?.close();
     provider.stop();
-    await persistence.close();
-    if (redis) await redis.quit().catch(() => redis.disconnect());
+    await state.close();
     if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
   });
 
   const discovery = provider.start();
   if (options.waitForProvider) await discovery;
   return app;
-}
-
-function createPersistence(
-  config: Config,
-  sealer: Sealer,
-  now: () => number,
-  redis: Redis | undefined,
-  logger: FastifyBaseLogger,
-): { persistence: SessionPersistence; countSessions?: () => Promise<number | undefined> } {
-  const maxTtl = config.session.absoluteTimeoutSeconds;
-  // At most one per replica, made only for the store that reads through it (and closes it):
-  // Redis's tracking redirect is per connection.
-  const trackedCache = (redis: Redis, entries: number) =>
-    entries > 0 ? new RedisTrackedCache({ redis, maxEntries: entries, ttlMs: LOCAL_CACHE_TTL_MS, logger }) : undefined;
-  switch (config.session.store) {
-    case 'cookie': {
-      // Ended sessions must stay refused for as long as a copied cookie could live.
-      const denylist =
-        redis && config.session.redis
-          ? new RedisDenylist(redis, config.session.redis.keyPrefix, maxTtl * 1000, trackedCache(redis, config.session.redis.localCacheEntries))
-          : new MemoryDenylist(maxTtl * 1000, now);
-      return { persistence: new CookiePersistence(sealer, maxTtl, denylist) };
-    }
-    case 'memory': {
-      const store = new MemorySessionStore(now);
-      return { persistence: new ServerSidePersistence('memory', store, sealer, maxTtl), countSessions: () => store.count() };
-    }
-    case 'redis': {
-      if (!redis || !config.session.redis) throw new Error('session.store "redis" needs session.redis.url');
-      const localCache = trackedCache(redis, config.session.redis.localCacheEntries);
-      const store = new RedisSessionStore({ redis, keyPrefix: config.session.redis.keyPrefix, sealer, absoluteTimeoutSeconds: maxTtl, ...(localCache ? { localCache } : {}) });
-      return { persistence: new ServerSidePersistence('redis', store, sealer, maxTtl) };
-    }
-  }
 }
 
 /**

@@ -11,23 +11,10 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
-import { Sealer } from '../src/session/sealer.js';
+import { Sealer } from '../src/state/sealer.js';
 import { PUBLIC_URL, REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { completeProviderLogin } from './support/browser.js';
-import {
-  Bystander,
-  expectErrorAnswer,
-  expectNoInjectedHeader,
-  fromInject,
-  fromRaw,
-  insidePrefix,
-  isClearing,
-  rawHttp,
-  rawRequest,
-  rawTranscripts,
-  setCookiesOf,
-  type RawResponse,
-} from './support/hostile.js';
+import { Bystander, expectErrorAnswer, expectNoInjectedHeader, fromInject, fromRaw, insidePrefix, isClearing, rawHttp, rawRequest, rawTranscripts, setCookiesOf, type RawResponse } from './support/hostile.js';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type EchoBody, type Upstream } from './support/upstream.js';
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { completeProviderLogin } from './support/browser.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
-import { Sealer } from '../src/session/sealer.js';
+import { Sealer } from '../src/state/sealer.js';
 
 const SESSION = '__Host-th_session';
 const BIG_BIO = 'x'.repeat(6000);

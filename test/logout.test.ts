@@ -8,8 +8,8 @@ import { freePort } from './support/ports.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { BACKCHANNEL_EVENT, postLogoutToken, signLogoutToken as signLogoutToken_ } from './support/logout-token.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
-import { Sealer } from '../src/session/sealer.js';
-import type { SessionRecord } from '../src/session/record.js';
+import { Sealer } from '../src/state/sealer.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 const SESSION = '__Host-th_session';
 const hasRedis = redisServerInstalled();

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemorySessionStore } from '../src/session/memory-store.js';
-import type { SessionRecord } from '../src/session/record.js';
+import { MemorySessionStore } from '../src/state/memory/session-store.js';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 const SESSION = '__Host-th_session';
 

@@ -3,10 +3,10 @@ import { Redis } from 'ioredis';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
-import { Sealer } from '../src/session/sealer.js';
-import type { SessionRecord } from '../src/session/record.js';
+import { Sealer } from '../src/state/sealer.js';
 import { refreshTokenKey } from '../src/tokens/refresher.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
+import type { SessionRecord } from '../src/state/record.js';
 
 const SESSION = '__Host-th_session';
 const hasRedis = redisServerInstalled();

@@ -3,10 +3,10 @@
  * with --expose-gc (so nothing else lives in the heap): gc, measure, insert through
  * MemorySessionStore.set exactly as token-handler does, gc, measure.
  */
-import { MemorySessionStore } from '../../src/session/memory-store.js';
-import type { SessionRecord } from '../../src/session/record.js';
+import { MemorySessionStore } from '../../src/state/memory/session-store.js';
 import { payloadBytes, syntheticRecord, type TokenProfile } from './records.js';
 import { serve } from './rpc.js';
+import type { SessionRecord } from '../../src/state/record.js';
 
 function collect(): void {
   const gc = globalThis.gc;

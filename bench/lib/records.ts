@@ -5,7 +5,7 @@
  * shared between records, as after real logins).
  */
 import { randomFillSync } from 'node:crypto';
-import type { SessionRecord } from '../../src/session/record.js';
+import type { SessionRecord } from '../../src/state/record.js';
 
 export type TokenProfile = 'opaque' | 'jwt';
 

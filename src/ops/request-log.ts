@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { sessionHash } from '../session/manager.js';
 import type { Metrics } from './metrics.js';
 import type { AccessLog } from './access-log.js';
+import { sessionHash } from '../state/record.js';
 
 /** Request ids accepted from clients: short and plain, so they cannot forge log lines. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -2,18 +2,19 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { badRequest, BrowserError, csrfFailed, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
-import { sessionHash, type SessionManager } from '../session/manager.js';
+import type { SessionManager } from '../session/manager.js';
 import type { PendingLogins } from '../session/pending-login.js';
-import { viewOf, type SessionRecord, type SessionTimeouts } from '../session/record.js';
+import { viewOf, type SessionTimeouts } from '../session/record.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import type { TokenRefresher } from '../tokens/refresher.js';
 import type { TokenRevoker } from '../tokens/revoker.js';
 import { safeReturnTo } from './return-to.js';
 import type { RequestCheck } from '../proxy/csrf.js';
 import { Cors } from '../proxy/cors.js';
-import { BoundedTtlCache } from '../tokens/bounded-cache.js';
+import { BoundedTtlCache } from '../state/bounded-cache.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RateLimitConfig } from '../config/types.js';
+import { sessionHash, type SessionRecord } from '../state/record.js';
 
 export interface AuthRoutesOptions {
   metrics: Metrics;

@@ -4,7 +4,7 @@ import { LogoutTokenError } from '../oidc/logout-token.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
 import type { SessionManager } from '../session/manager.js';
-import type { SeenOnce } from '../session/seen-once.js';
+import type { SeenOnce } from '../state/ports.js';
 
 export interface BackchannelLogoutOptions {
   provider: Pick<OidcProvider, 'validateLogoutToken'>;

@@ -1,9 +1,9 @@
 import { andThen, type Awaitable } from '../awaitable.js';
-import type { Denylist } from './denylist.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
-import type { SessionRecord } from './record.js';
-import type { Sealer } from './sealer.js';
-import { SessionEndedError } from './store.js';
+import type { Sealer } from '../state/sealer.js';
+import { SessionEndedError } from '../state/ports.js';
+import type { Denylist } from '../state/ports.js';
+import type { SessionRecord } from '../state/record.js';
 
 /**
  * The `cookie` store: the whole record, sealed, is the cookie. Nothing is kept on the
@@ -41,10 +41,6 @@ export class CookiePersistence implements SessionPersistence {
     if (match.sid) await this.denylist.denyProviderSession(match.sid);
     else if (match.sub) await this.denylist.denySubject(match.sub, at);
     return undefined;
-  }
-
-  close(): Promise<void> {
-    return this.denylist.close();
   }
 }
 

@@ -1,11 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
-import { sessionExpiry, type SessionRecord, type SessionTimeouts } from './record.js';
+import { sessionExpiry, type SessionTimeouts } from './record.js';
 import type { LogoutReason, Metrics } from '../ops/metrics.js';
-import { SessionEndedError } from './store.js';
+import { SessionEndedError } from '../state/ports.js';
+import { sessionHash, sessionHashOfId, type SessionRecord } from '../state/record.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -230,23 +231,4 @@ export class SessionManager {
 /** The reasons operators see: user, backchannel, expired, invalid_grant. */
 function logReason(reason: SessionEndReason): LogoutReason {
   return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
-}
-
-/**
- * A log-safe session identifier: never the id itself. Memoised per record object (it is
- * logged with every request, and a busy session's record is the same object from request
- * to request: the unseal cache, the memory store and the Redis local cache hand it out).
- */
-const sessionHashes = new WeakMap<SessionRecord, string>();
-export function sessionHash(record: SessionRecord): string {
-  let hash = sessionHashes.get(record);
-  if (hash === undefined) {
-    hash = sessionHashOfId(record.id);
-    sessionHashes.set(record, hash);
-  }
-  return hash;
-}
-
-function sessionHashOfId(id: string): string {
-  return createHash('sha256').update(id).digest('base64url').slice(0, 12);
 }

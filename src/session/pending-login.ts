@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LoginTransaction } from '../oidc/provider.js';
 import { isCookieNameToken, type SessionCookies } from './cookies.js';
-import type { Sealer } from './sealer.js';
+import type { Sealer } from '../state/sealer.js';
 
 export interface PendingLogin extends LoginTransaction {
   returnTo: string;

@@ -1,5 +1,5 @@
 import type { Awaitable } from '../awaitable.js';
-import type { SessionRecord } from './record.js';
+import type { SessionRecord } from '../state/record.js';
 
 /** What a back-channel logout names: a provider session, or (only `sub`) all of a user's sessions. */
 export interface ProviderLogout {
@@ -39,6 +39,4 @@ export interface SessionPersistence {
    * that started before `at` (epoch ms). Returns how many ended, when the store knows.
    */
   endMatching(match: ProviderLogout, at: number): Promise<number | undefined>;
-  /** Releases connections and timers. */
-  close(): Promise<void>;
 }

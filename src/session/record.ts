@@ -1,22 +1,4 @@
-import type { TokenSet } from '../oidc/token-set.js';
-
-/**
- * What token-handler keeps about one signed-in browser: the provider's tokens (access
- * token and its expiry, refresh token, ID token, granted scope) and the user's claims.
- * It never leaves the server in clear: in the `cookie` store it travels sealed; in
- * server-side stores only a sealed session id travels.
- */
-export interface SessionRecord extends Omit<TokenSet, 'claims'> {
-  /** Our own random session id (≥128 bits), used for denylists, logs (hashed) and server-side stores. */
-  id: string;
-  /** ID-token claims of the user (signature and claims verified at login and refresh). */
-  claims: Record<string, unknown>;
-  /** Epoch milliseconds. */
-  createdAt: number;
-  lastSeenAt: number;
-  /** Epoch milliseconds of the last successful refresh, if any. */
-  refreshedAt?: number;
-}
+import type { SessionRecord } from '../state/record.js';
 
 /** Claims and times safe to show the browser: never a token. */
 export interface SessionView {

@@ -1,8 +1,8 @@
 import { andThen, type Awaitable } from '../awaitable.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
-import type { SessionRecord } from './record.js';
-import type { Sealer } from './sealer.js';
-import { SessionEndedError, type SessionStore } from './store.js';
+import type { Sealer } from '../state/sealer.js';
+import { SessionEndedError, type SessionStore } from '../state/ports.js';
+import type { SessionRecord } from '../state/record.js';
 
 interface SessionPointer {
   sid: string;
@@ -44,9 +44,5 @@ export class ServerSidePersistence implements SessionPersistence {
     // The index may still name a session that expired or ended meanwhile.
     for (const id of ids) if (await this.store.delete(id)) ended++;
     return ended;
-  }
-
-  close(): Promise<void> {
-    return this.store.close();
   }
 }

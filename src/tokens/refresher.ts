@@ -4,21 +4,10 @@ import type { TokenSet } from '../oidc/token-set.js';
 import { ProviderError } from '../oidc/errors.js';
 import { withDeadline, type OidcProvider } from '../oidc/provider.js';
 import type { Metrics } from '../ops/metrics.js';
-import type { SessionRecord } from '../session/record.js';
-import { sessionHash } from '../session/manager.js';
-import { BoundedTtlCache } from './bounded-cache.js';
+import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
-
-/**
- * Coordinates refreshes across replicas (Redis). Without one, coordination is
- * in-process only, which is enough for a single replica.
- */
-export interface RefreshCoordinator {
-  /** Runs `refresh` at most once across replicas for this key; everyone gets its result. */
-  coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet>;
-  /** What a finished refresh of this key obtained, while it is remembered across replicas. */
-  remembered(key: string): Promise<TokenSet | null>;
-}
+import { type SessionRecord, sessionHash } from '../state/record.js';
+import type { RefreshCoordinator } from '../state/ports.js';
 
 export interface RefresherOptions {
   provider: Pick<OidcProvider, 'refresh'>;

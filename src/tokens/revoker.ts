@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
-import { BoundedTtlCache } from './bounded-cache.js';
+import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { refreshTokenKey } from './refresher.js';
 
 /** Tokens a record holds, as far as revocation is concerned. */

@@ -3,11 +3,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BrowserError, idpUnavailable, loginRequired } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
-import type { SessionRecord } from '../session/record.js';
-import { BoundedTtlCache } from './bounded-cache.js';
+import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { isAccessTokenDue, refreshTokenKey, type RefreshReason, type TokenRefresher } from './refresher.js';
 import type { TokenRevoker } from './revoker.js';
-import { SessionEndedError } from '../session/store.js';
+import { SessionEndedError } from '../state/ports.js';
+import type { SessionRecord } from '../state/record.js';
 
 export interface SessionTokensOptions {
   sessions: SessionManager;

@@ -9,19 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../client/token-handler-client.js';
 import { startDemo, type DemoStack } from '../../src/demo/index.js';
-import {
-  completeProviderSignIn,
-  expectNoTokenReached,
-  expectPageCannotSeeSessionCookie,
-  HAS_CHROMIUM,
-  launchChromium,
-  NetworkLog,
-  newContext,
-  signIn,
-  startOtherOrigin,
-  warnWhenNoChromium,
-  type PageGlobals,
-} from './support.js';
+import { completeProviderSignIn, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, newContext, signIn, startOtherOrigin, warnWhenNoChromium, type PageGlobals } from './support.js';
 
 warnWhenNoChromium('test/e2e/client-helper.browser.test.ts');
 

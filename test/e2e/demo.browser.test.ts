@@ -9,22 +9,7 @@ import { Writable } from 'node:stream';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startDemo, type DemoStack } from '../../src/demo/index.js';
-import {
-  callApiFromPage,
-  expectHttpOnlySessionCookie,
-  expectNoTokenReached,
-  expectPageCannotSeeSessionCookie,
-  HAS_CHROMIUM,
-  launchChromium,
-  NetworkLog,
-  newContext,
-  screenshotPath,
-  SESSION_COOKIE,
-  signIn,
-  signOut,
-  startOtherOrigin,
-  warnWhenNoChromium,
-} from './support.js';
+import { callApiFromPage, expectHttpOnlySessionCookie, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, newContext, screenshotPath, SESSION_COOKIE, signIn, signOut, startOtherOrigin, warnWhenNoChromium } from './support.js';
 
 warnWhenNoChromium('test/e2e/demo.browser.test.ts');
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BoundedTtlCache } from '../../src/tokens/bounded-cache.js';
+import { BoundedTtlCache } from '../../src/state/bounded-cache.js';
 import { SingleFlight } from '../../src/tokens/single-flight.js';
 
 describe('remembered refresh results', () => {

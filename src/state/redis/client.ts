@@ -1,6 +1,6 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
-import { SessionStoreUnavailableError } from './store.js';
+import { SessionStoreUnavailableError } from '../ports.js';
 
 /**
  * One ioredis connection, configured to fail fast while Redis is away (no offline

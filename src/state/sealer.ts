@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { sealData, unsealData } from 'iron-session';
 import type { Awaitable } from '../awaitable.js';
-import { BoundedTtlCache } from '../tokens/bounded-cache.js';
+import { BoundedTtlCache } from './bounded-cache.js';
 
 export interface SealerOptions {
   /**

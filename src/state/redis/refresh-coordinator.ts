@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ProviderError } from '../oidc/errors.js';
-import type { TokenSet } from '../oidc/token-set.js';
-import type { Sealer } from '../session/sealer.js';
-import { storeCall } from '../session/redis-client.js';
-import type { RefreshCoordinator } from './refresher.js';
+import { ProviderError } from '../../oidc/errors.js';
+import type { TokenSet } from '../../oidc/token-set.js';
+import type { Sealer } from '../sealer.js';
+import { storeCall } from './client.js';
+import type { RefreshCoordinator } from '../ports.js';
 
 /** Deletes the lock only if we still own it (it may have expired and been taken by another replica). */
 const RELEASE_IF_OWNER = `

@@ -1,11 +1,10 @@
 import type { Redis } from 'ioredis';
-import type { SessionRecord } from './record.js';
-import type { Sealer } from './sealer.js';
-import type { SessionStore, UpdateOutcome } from './store.js';
-import type { RedisTrackedCache } from './redis-tracked-cache.js';
-import type { Awaitable } from '../awaitable.js';
-import { storeCall } from './redis-client.js';
-import { tokenVersion } from './memory-store.js';
+import type { Sealer } from '../sealer.js';
+import type { SessionStore, UpdateOutcome } from '../ports.js';
+import type { RedisTrackedCache } from './tracked-cache.js';
+import type { Awaitable } from '../../awaitable.js';
+import { storeCall } from './client.js';
+import { type SessionRecord, tokenVersion } from '../record.js';
 
 /**
  * Updates a live session: nothing when the key is gone (the session ended: logout, an
@@ -134,19 +133,6 @@ export class RedisSessionStore implements SessionStore {
   /** Counting would mean a SCAN over the keyspace: not offered. */
   async count(): Promise<undefined> {
     return undefined;
-  }
-
-  async ping(): Promise<boolean> {
-    try {
-      return (await this.options.redis.ping()) === 'PONG';
-    } catch {
-      return false;
-    }
-  }
-
-  async close(): Promise<void> {
-    this.options.localCache?.close();
-    this.options.redis.disconnect();
   }
 }
 

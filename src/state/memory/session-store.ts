@@ -1,5 +1,5 @@
-import type { SessionRecord } from './record.js';
-import type { SessionStore, UpdateOutcome } from './store.js';
+import type { SessionStore, UpdateOutcome } from '../ports.js';
+import { tokenVersion, type SessionRecord } from '../record.js';
 
 /**
  * Sessions in this process: for a single replica. Expired records are refused on read
@@ -59,10 +59,6 @@ export class MemorySessionStore implements SessionStore {
     return this.records.size;
   }
 
-  async ping(): Promise<boolean> {
-    return true;
-  }
-
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     this.records.clear();
@@ -87,9 +83,4 @@ export class MemorySessionStore implements SessionStore {
     for (const [id, entry] of this.records) if (entry.expiresAt > now && matches(entry.record)) ids.push(id);
     return ids;
   }
-}
-
-/** Grows with every refresh; a record with a lower version holds spent tokens. */
-export function tokenVersion(record: SessionRecord): number {
-  return record.refreshedAt ?? record.createdAt;
 }

@@ -1,7 +1,7 @@
 import { ReplyError, type Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Awaitable } from '../awaitable.js';
-import { BoundedTtlCache } from '../tokens/bounded-cache.js';
+import type { Awaitable } from '../../awaitable.js';
+import { BoundedTtlCache } from '../bounded-cache.js';
 
 /** Where Redis publishes the names of tracked keys that changed (RESP2 redirect mode). */
 const INVALIDATION_CHANNEL = '__redis__:invalidate';

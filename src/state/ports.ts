@@ -1,4 +1,5 @@
 import type { Awaitable } from '../awaitable.js';
+import type { TokenSet } from '../oidc/token-set.js';
 import type { SessionRecord } from './record.js';
 
 /**
@@ -30,9 +31,6 @@ export interface SessionStore {
   findBySub(sub: string): Promise<string[]>;
   /** Number of live sessions, where the store can count them cheaply. */
   count(): Promise<number | undefined>;
-  /** Whether the store answers (readiness). */
-  ping(): Promise<boolean>;
-  close(): Promise<void>;
 }
 
 /** The store could not be reached or answered with an error: the browser gets 503 session_store_unavailable. */
@@ -53,4 +51,36 @@ export class SessionEndedError extends Error {
     super('the session ended while this request was using it');
     this.name = 'SessionEndedError';
   }
+}
+
+/**
+ * Ended sessions that still have a valid cookie somewhere (the `cookie` store keeps no
+ * record to delete): our own session ids, the provider's `sid`s, and `sub`s with the time
+ * before which their sessions ended. Entries live as long as a session may (the
+ * absolute timeout), so a cookie captured before a logout never works again.
+ */
+export interface Denylist {
+  denySession(id: string): Promise<void>;
+  denyProviderSession(sid: string): Promise<void>;
+  /** Every session of this user that started before `at` (epoch ms) has ended. */
+  denySubject(sub: string, at: number): Promise<void>;
+  /** Synchronous for the in-memory list (asked on every request of the cookie store). */
+  isDenied(record: SessionRecord): Awaitable<boolean>;
+}
+
+/** Remembers identifiers (e.g. logout-token `jti`s) to refuse a second use. */
+export interface SeenOnce {
+  /** True the first time a value is seen within `ttlMs`, false after. */
+  firstTime(value: string, ttlMs: number): Promise<boolean>;
+}
+
+/**
+ * Coordinates refreshes across replicas (Redis). Without one, coordination is
+ * in-process only, which is enough for a single replica.
+ */
+export interface RefreshCoordinator {
+  /** Runs `refresh` at most once across replicas for this key; everyone gets its result. */
+  coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet>;
+  /** What a finished refresh of this key obtained, while it is remembered across replicas. */
+  remembered(key: string): Promise<TokenSet | null>;
 }

@@ -1,0 +1,126 @@
+import type { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import type { SessionConfig } from '../config/types.js';
+import type { Sealer } from './sealer.js';
+import type { Denylist, RefreshCoordinator, SeenOnce, SessionStore } from './ports.js';
+import { MemoryDenylist } from './memory/denylist.js';
+import { MemorySeenOnce } from './memory/seen-once.js';
+import { MemorySessionStore } from './memory/session-store.js';
+import { createRedis } from './redis/client.js';
+import { RedisDenylist } from './redis/denylist.js';
+import { RedisRefreshCoordinator } from './redis/refresh-coordinator.js';
+import { RedisSeenOnce } from './redis/seen-once.js';
+import { RedisSessionStore } from './redis/session-store.js';
+import { RedisTrackedCache } from './redis/tracked-cache.js';
+
+/** Upper bound on a locally cached Redis entry's life, should an invalidation be lost. */
+const LOCAL_CACHE_TTL_MS = 30_000;
+
+/**
+ * Everything token-handler keeps beyond one request, in this process (`memory`) or shared
+ * by the replicas (`redis`, when `session.redis` is configured). The one place that picks
+ * the backend and owns its connections: a new kind of shared state is a port in ports.ts
+ * and one implementation under memory/ and redis/.
+ */
+export interface SharedState {
+  readonly backend: 'memory' | 'redis';
+  /** Where session records live (`store: memory | redis`); absent for the cookie store. */
+  readonly sessionStore?: SessionStore;
+  /** Ended sessions whose cookie still carries the record (`store: cookie`). */
+  readonly denylist?: Denylist;
+  /** Identifiers refused a second time (logout-token `jti`s). */
+  readonly seenOnce: SeenOnce;
+  /** One refresh per refresh token across replicas; absent with one process. */
+  readonly refreshCoordinator?: RefreshCoordinator;
+  /** Where rate limits count, when replicas share them. */
+  readonly rateLimit?: { redis: Redis; nameSpace: string };
+  /** Live sessions, where the backend can count them cheaply. */
+  countSessions?(): Promise<number | undefined>;
+  /** Readiness: whether the backend answers. */
+  ping(): Promise<boolean>;
+  /** Stops timers and closes every connection the state opened. */
+  close(): Promise<void>;
+}
+
+export interface StateOptions {
+  session: SessionConfig;
+  sealer: Sealer;
+  /** How long a refresh result stays readable by replicas still holding the spent refresh token. */
+  refreshResultTtlMs: number;
+  /** Refresh lock life and the longest wait for another replica's refresh. */
+  refreshLockTtlMs: number;
+  refreshMaxWaitMs: number;
+  now: () => number;
+  logger: FastifyBaseLogger;
+}
+
+export function createState(options: StateOptions): SharedState {
+  return options.session.redis ? redisState(options, options.session.redis) : memoryState(options);
+}
+
+function memoryState({ session, now }: StateOptions): SharedState {
+  const lifetimeMs = session.absoluteTimeoutSeconds * 1000;
+  const sessionStore = session.store === 'memory' ? new MemorySessionStore(now) : undefined;
+  const denylist = session.store === 'cookie' ? new MemoryDenylist(lifetimeMs, now) : undefined;
+  if (session.store === 'redis') throw new Error('session.store "redis" needs session.redis');
+  return {
+    backend: 'memory',
+    ...(sessionStore ? { sessionStore, countSessions: () => sessionStore.count() } : {}),
+    ...(denylist ? { denylist } : {}),
+    seenOnce: new MemorySeenOnce(10_000, now),
+    ping: async () => true,
+    close: async () => {
+      await sessionStore?.close();
+      await denylist?.close();
+    },
+  };
+}
+
+function redisState(options: StateOptions, config: NonNullable<SessionConfig['redis']>): SharedState {
+  const { session, sealer, logger } = options;
+  const redis = createRedis(config.url, logger);
+  const { keyPrefix } = config;
+  const lifetimeSeconds = session.absoluteTimeoutSeconds;
+  // Only the store that reads through it gets one: Redis's tracking redirect is per connection.
+  const localCache =
+    config.localCacheEntries > 0 && session.store !== 'memory'
+      ? new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger })
+      : undefined;
+  const cached = localCache ? { localCache } : {};
+  const sessionStore =
+    session.store === 'redis' ? new RedisSessionStore({ redis, keyPrefix, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached }) : undefined;
+  const denylist = session.store === 'cookie' ? new RedisDenylist(redis, keyPrefix, lifetimeSeconds * 1000, localCache) : undefined;
+  // A memory session store beside Redis: records stay in this process, coordination is shared.
+  const memoryStore = session.store === 'memory' ? new MemorySessionStore(options.now) : undefined;
+  const store = sessionStore ?? memoryStore;
+  return {
+    backend: 'redis',
+    ...(store ? { sessionStore: store } : {}),
+    ...(memoryStore ? { countSessions: () => memoryStore.count() } : {}),
+    ...(denylist ? { denylist } : {}),
+    seenOnce: new RedisSeenOnce(redis, keyPrefix),
+    refreshCoordinator: new RedisRefreshCoordinator({
+      redis,
+      keyPrefix,
+      sealer,
+      resultTtlMs: options.refreshResultTtlMs,
+      lockTtlMs: options.refreshLockTtlMs,
+      maxWaitMs: options.refreshMaxWaitMs,
+      pollIntervalMs: 10,
+      now: Date.now,
+    }),
+    rateLimit: { redis, nameSpace: `${keyPrefix}ratelimit:` },
+    ping: async () => {
+      try {
+        return (await redis.ping()) === 'PONG';
+      } catch {
+        return false;
+      }
+    },
+    close: async () => {
+      localCache?.close();
+      await memoryStore?.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { createHash } from 'node:crypto';
+import type { TokenSet } from '../oidc/token-set.js';
+
+/**
+ * What token-handler keeps about one signed-in browser: the provider's tokens (access
+ * token and its expiry, refresh token, ID token, granted scope) and the user's claims.
+ * It never leaves the server in clear: in the `cookie` store it travels sealed; in
+ * server-side stores only a sealed session id travels.
+ */
+export interface SessionRecord extends Omit<TokenSet, 'claims'> {
+  /** Our own random session id (≥128 bits), used for denylists, logs (hashed) and server-side stores. */
+  id: string;
+  /** ID-token claims of the user (signature and claims verified at login and refresh). */
+  claims: Record<string, unknown>;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  lastSeenAt: number;
+  /** Epoch milliseconds of the last successful refresh, if any. */
+  refreshedAt?: number;
+}
+
+/** Grows with every refresh; a record with a lower version holds spent tokens. */
+export function tokenVersion(record: SessionRecord): number {
+  return record.refreshedAt ?? record.createdAt;
+}
+
+/**
+ * A log-safe session identifier: never the id itself. Memoised per record object (it is
+ * logged with every request, and a busy session's record is the same object from request
+ * to request: the unseal cache, the memory store and the Redis local cache hand it out).
+ */
+const sessionHashes = new WeakMap<SessionRecord, string>();
+export function sessionHash(record: SessionRecord): string {
+  let hash = sessionHashes.get(record);
+  if (hash === undefined) {
+    hash = sessionHashOfId(record.id);
+    sessionHashes.set(record, hash);
+  }
+  return hash;
+}
+
+export function sessionHashOfId(id: string): string {
+  return createHash('sha256').update(id).digest('base64url').slice(0, 12);
+}
