@@ -1,11 +1,12 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
-import { pino, type DestinationStream } from 'pino';
+import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
-import { BrowserError, loginRequired, sessionStoreUnavailable } from './errors.js';
+import { BrowserError } from './errors.js';
+import { browserErrorOf } from './failures.js';
 import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
 import { SessionCookies } from './session/cookies.js';
 import { SessionManager } from './session/manager.js';
@@ -13,7 +14,6 @@ import { persistenceFor } from './session/persistence-for.js';
 import { createState } from './state/index.js';
 import { PendingLogins } from './session/pending-login.js';
 import { Sealer } from './state/sealer.js';
-import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
 import { ClientTokens } from './tokens/client-tokens.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { TokenRevoker } from './tokens/revoker.js';
@@ -203,7 +203,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       if (!reply.raw.headersSent) reply.raw.destroy();
       return reply;
     }
-    const browserError = toBrowserError(error);
+    const browserError = browserErrorOf(error);
     if (browserError.status >= 500 && !(error instanceof BrowserError)) {
       request.log.error({ err: error }, 'unhandled error');
     }
@@ -333,21 +333,6 @@ function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
     .header('x-content-type-options', 'nosniff')
     .type('application/json; charset=utf-8')
     .send(error.toJSON());
-}
-
-/** Every error becomes one of the browser-facing codes; Fastify's own 4xx keep their status class. */
-function toBrowserError(error: unknown): BrowserError {
-  if (error instanceof BrowserError) return error;
-  if (error instanceof SessionStoreUnavailableError) return sessionStoreUnavailable();
-  if (error instanceof SessionEndedError) return loginRequired('The session has ended: sign in again.');
-  const status = (error as { statusCode?: unknown }).statusCode;
-  if (status === 413) return new BrowserError('payload_too_large', 'The request body is too large.');
-  if (status === 431) return new BrowserError('headers_too_large', 'The request headers are too large.');
-  if (status === 429) return new BrowserError('too_many_requests', 'Too many requests: slow down.');
-  if (typeof status === 'number' && status >= 400 && status < 500) {
-    return new BrowserError('bad_request', 'The request could not be understood.');
-  }
-  return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
 }
 
 /**

@@ -1,4 +1,17 @@
 /**
+ * The base of token-handler's own errors: each class has a stable `code` (as jose's and
+ * @fastify/error's do), so callers branch on classes and codes, never on messages.
+ */
+export abstract class TokenHandlerError extends Error {
+  abstract readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
  * Browser-facing errors. Every error a browser can see is one of these codes, sent as
  * JSON `{ error, error_description }` (DESIGN.md "HTTP surface"). Never a stack trace,
  * never a token: descriptions are fixed human text chosen here, not upstream messages.
@@ -36,7 +49,8 @@ const statusOf: Record<BrowserErrorCode, number> = {
   internal_error: 500,
 };
 
-export class BrowserError extends Error {
+/** An answer for the browser: its `code` is the JSON `error` it gets. */
+export class BrowserError extends TokenHandlerError {
   readonly status: number;
   constructor(
     readonly code: BrowserErrorCode,
@@ -45,7 +59,6 @@ export class BrowserError extends Error {
     readonly retryAfterSeconds?: number,
   ) {
     super(`${code}: ${description}`);
-    this.name = 'BrowserError';
     this.status = statusOf[code];
   }
 

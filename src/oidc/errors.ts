@@ -1,4 +1,5 @@
 import * as client from 'openid-client';
+import { TokenHandlerError } from '../errors.js';
 
 /**
  * What a failed provider call means for the session (DESIGN.md, "Refresh outcomes by what the
@@ -34,7 +35,8 @@ export interface ProviderErrorDetails {
   cause?: unknown;
 }
 
-export class ProviderError extends Error {
+export class ProviderError extends TokenHandlerError {
+  readonly code = 'ERR_TH_PROVIDER';
   readonly oauthError?: string;
   readonly answer?: ProviderAnswer;
   readonly retryAfterSeconds?: number;
@@ -47,7 +49,6 @@ export class ProviderError extends Error {
     details: ProviderErrorDetails = {},
   ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
-    this.name = 'ProviderError';
     if (details.oauthError !== undefined) this.oauthError = details.oauthError;
     if (details.answer !== undefined) this.answer = details.answer;
     if (details.retryAfterSeconds !== undefined) this.retryAfterSeconds = details.retryAfterSeconds;

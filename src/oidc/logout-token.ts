@@ -1,3 +1,4 @@
+import { TokenHandlerError } from '../errors.js';
 import { errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 
 const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
@@ -13,11 +14,8 @@ export interface LogoutTokenClaims {
 }
 
 /** The logout token is not acceptable (answer 400); the message says which rule it broke. */
-export class LogoutTokenError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'LogoutTokenError';
-  }
+export class LogoutTokenError extends TokenHandlerError {
+  readonly code = 'ERR_TH_LOGOUT_TOKEN';
 }
 
 export interface LogoutTokenChecks {

@@ -4,7 +4,8 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { RouteConfig } from '../config/types.js';
-import { BrowserError, idpUnavailable, loginRequired, upstreamUnavailable } from '../errors.js';
+import { BrowserError, loginRequired, upstreamUnavailable } from '../errors.js';
+import { answerProviderFailure } from '../failures.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { SessionCookies } from '../session/cookies.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
@@ -424,8 +425,6 @@ async function clientTokenOrThrow(clientTokens: ClientTokens, route: RouteConfig
     return await clientTokens.get(route.clientScopes);
   } catch (err) {
     if (!(err instanceof ProviderError)) throw err;
-    const log = err.kind === 'transient' ? request.log.warn.bind(request.log) : request.log.error.bind(request.log);
-    log({ ...err.logFields(), route: route.prefix }, 'client credentials token unavailable');
-    throw idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
+    throw answerProviderFailure(err, 'client token', request.log, retryAfterSeconds, { route: route.prefix });
   }
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { badRequest, BrowserError, csrfFailed, idpUnavailable, loginRequired } from '../errors.js';
+import { badRequest, BrowserError, csrfFailed, loginRequired } from '../errors.js';
+import { answerProviderFailure } from '../failures.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
 import type { SessionManager } from '../session/manager.js';
@@ -99,7 +100,8 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     try {
       login = await provider.startLogin();
     } catch (err) {
-      throw providerUnavailable(request, err, options.retryAfterSeconds);
+      if (err instanceof ProviderError) throw answerProviderFailure(err, 'login', request.log, options.retryAfterSeconds);
+      throw err;
     }
     await pendingLogins.begin(request, reply, login.transaction, returnTo);
     return reply.redirect(login.url, 302);
@@ -125,15 +127,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     try {
       tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending);
     } catch (err) {
-      if (err instanceof ProviderError && err.kind === 'transient') throw providerUnavailable(request, err, options.retryAfterSeconds);
-      if (err instanceof ProviderError && err.kind === 'config_fault') {
-        request.log.error(err.logFields(), 'sign-in failed: the provider refused this client; check the configuration keys named');
-        throw badRequest(`Sign-in failed: the identity provider refused this application${err.oauthError ? ` (${err.oauthError})` : ''}.`);
-      }
-      if (err instanceof ProviderError) {
-        request.log.warn(err.logFields(), 'sign-in failed');
-        throw badRequest(`Sign-in failed: ${err.oauthError ?? (err.kind === 'invalid_grant' ? 'the sign-in response was refused by the provider, start again' : 'the provider response was not valid')}.`);
-      }
+      if (err instanceof ProviderError) throw answerProviderFailure(err, 'sign-in', request.log, options.retryAfterSeconds);
       throw err;
     }
     if (!tokens.claims || typeof tokens.claims.sub !== 'string') {
@@ -220,15 +214,4 @@ function isFormPost(request: FastifyRequest): boolean {
 function singleQueryValue(request: FastifyRequest, name: string): string | undefined {
   const value = (request.query as Record<string, unknown> | undefined)?.[name];
   return typeof value === 'string' ? value : undefined;
-}
-
-/** 503 idp_unavailable (the provider's Retry-After when it sent one); configuration faults logged as errors. */
-function providerUnavailable(request: FastifyRequest, err: unknown, retryAfterSeconds: number): BrowserError {
-  if (!(err instanceof ProviderError)) {
-    request.log.error({ err: err instanceof Error ? err.message : String(err) }, 'provider call failed');
-    return idpUnavailable(retryAfterSeconds);
-  }
-  if (err.kind === 'transient') request.log.warn(err.logFields(), 'provider unavailable');
-  else request.log.error(err.logFields(), 'provider call failed: configuration or provider fault');
-  return idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { badRequest, idpUnavailable } from '../errors.js';
+import { badRequest } from '../errors.js';
+import { answerProviderFailure } from '../failures.js';
 import { LogoutTokenError } from '../oidc/logout-token.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
@@ -38,10 +39,7 @@ export async function backchannelLogoutRoute(app: FastifyInstance, options: Back
         request.log.warn({ err: err.message }, 'back-channel logout refused');
         throw badRequest(err.message);
       }
-      if (err instanceof ProviderError) {
-        request.log.warn({ err: err.message }, 'back-channel logout: provider keys unavailable');
-        throw idpUnavailable(options.retryAfterSeconds);
-      }
+      if (err instanceof ProviderError) throw answerProviderFailure(err, 'logout token keys', request.log, options.retryAfterSeconds);
       throw err;
     }
     if (!(await options.seenOnce.firstTime(`jti:${claims.jti}`, JTI_MEMORY_MS))) {

@@ -1,4 +1,5 @@
 import type { Awaitable } from '../awaitable.js';
+import { TokenHandlerError } from '../errors.js';
 import type { TokenSet } from '../oidc/token-set.js';
 import type { SessionRecord } from './record.js';
 
@@ -34,10 +35,11 @@ export interface SessionStore {
 }
 
 /** The store could not be reached or answered with an error: the browser gets 503 session_store_unavailable. */
-export class SessionStoreUnavailableError extends Error {
+export class SessionStoreUnavailableError extends TokenHandlerError {
+  readonly code = 'ERR_TH_STORE_UNAVAILABLE';
+
   constructor(operation: string, options?: { cause?: unknown }) {
     super(`session store unavailable during ${operation}`, options);
-    this.name = 'SessionStoreUnavailableError';
   }
 }
 
@@ -46,10 +48,11 @@ export class SessionStoreUnavailableError extends Error {
  * idle or absolute timeout, an operator): the browser gets 401 login_required, and tokens
  * the request obtained for it are revoked rather than kept.
  */
-export class SessionEndedError extends Error {
+export class SessionEndedError extends TokenHandlerError {
+  readonly code = 'ERR_TH_SESSION_ENDED';
+
   constructor(readonly sessionId: string) {
     super('the session ended while this request was using it');
-    this.name = 'SessionEndedError';
   }
 }
 

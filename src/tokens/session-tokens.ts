@@ -1,6 +1,7 @@
 import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { BrowserError, idpUnavailable, loginRequired } from '../errors.js';
+import { loginRequired, type BrowserError } from '../errors.js';
+import { answerProviderFailure } from '../failures.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
 import { BoundedTtlCache } from '../state/bounded-cache.js';
@@ -113,22 +114,10 @@ export class SessionTokens {
 
   private async failure(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, err: unknown): Promise<BrowserError> {
     if (!(err instanceof ProviderError)) throw err;
-    // The provider's own Retry-After when it sent one (429, 503), else ours.
-    const unavailable = () => idpUnavailable(err.retryAfterSeconds ?? this.options.retryAfterSeconds);
-    switch (err.kind) {
-      case 'invalid_grant':
-        request.log.info(err.logFields(), 'refresh refused: the grant is unusable; session ended');
-        await this.options.sessions.end(request, reply, record, 'invalid_grant');
-        return loginRequired('The session has ended at the identity provider: sign in again.');
-      case 'transient':
-        request.log.warn(err.logFields(), 'refresh failed: provider unavailable; session kept');
-        return unavailable();
-      case 'config_fault':
-        request.log.error(err.logFields(), 'refresh failed: client configuration fault at the provider; session kept');
-        return unavailable();
-      case 'invalid_response':
-        request.log.error(err.logFields(), 'refresh failed: provider response rejected; session kept');
-        return unavailable();
-    }
+    const answer = answerProviderFailure(err, 'refresh', request.log, this.options.retryAfterSeconds);
+    // A refused grant is the end of the session; every other failure keeps it.
+    if (err.kind === 'invalid_grant') await this.options.sessions.end(request, reply, record, 'invalid_grant');
+    return answer;
   }
+
 }

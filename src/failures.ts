@@ -1,0 +1,103 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { badRequest, BrowserError, idpUnavailable, loginRequired, sessionStoreUnavailable } from './errors.js';
+import type { ProviderError } from './oidc/errors.js';
+import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
+
+/** The provider calls whose failures reach a browser. */
+export type ProviderCall = 'login' | 'sign-in' | 'refresh' | 'client token' | 'logout token keys';
+
+type Level = 'info' | 'warn' | 'error';
+interface Answer {
+  level: Level;
+  message: string;
+  answer: (err: ProviderError, retryAfterSeconds: number) => BrowserError;
+}
+
+const unavailable = (err: ProviderError, retryAfterSeconds: number) => idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
+
+/**
+ * What each kind of provider failure means for the browser, per call: one table instead of
+ * a decision at every call site. A refused grant ends a refresh's session (the caller ends
+ * it) but only fails a sign-in; an outage is a 503 that keeps the session everywhere.
+ */
+const ANSWERS: Record<ProviderCall, Record<ProviderError['kind'], Answer>> = {
+  login: {
+    transient: { level: 'warn', message: 'provider unavailable', answer: unavailable },
+    config_fault: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
+    invalid_response: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
+    invalid_grant: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
+  },
+  'sign-in': {
+    transient: { level: 'warn', message: 'provider unavailable', answer: unavailable },
+    config_fault: {
+      level: 'error',
+      message: 'sign-in failed: the provider refused this client; check the configuration keys named',
+      answer: (err) => badRequest(`Sign-in failed: the identity provider refused this application${err.oauthError ? ` (${err.oauthError})` : ''}.`),
+    },
+    invalid_grant: {
+      level: 'warn',
+      message: 'sign-in failed',
+      answer: (err) => badRequest(`Sign-in failed: ${err.oauthError ?? 'the sign-in response was refused by the provider, start again'}.`),
+    },
+    invalid_response: {
+      level: 'warn',
+      message: 'sign-in failed',
+      answer: (err) => badRequest(`Sign-in failed: ${err.oauthError ?? 'the provider response was not valid'}.`),
+    },
+  },
+  refresh: {
+    invalid_grant: {
+      level: 'info',
+      message: 'refresh refused: the grant is unusable; session ended',
+      answer: () => loginRequired('The session has ended at the identity provider: sign in again.'),
+    },
+    transient: { level: 'warn', message: 'refresh failed: provider unavailable; session kept', answer: unavailable },
+    config_fault: { level: 'error', message: 'refresh failed: client configuration fault at the provider; session kept', answer: unavailable },
+    invalid_response: { level: 'error', message: 'refresh failed: provider response rejected; session kept', answer: unavailable },
+  },
+  'client token': {
+    transient: { level: 'warn', message: 'client credentials token unavailable', answer: unavailable },
+    config_fault: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
+    invalid_response: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
+    invalid_grant: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
+  },
+  // Anyone can post a logout token: the provider's own Retry-After is not theirs to pass on.
+  'logout token keys': {
+    transient: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
+    config_fault: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
+    invalid_response: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
+    invalid_grant: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
+  },
+};
+
+/**
+ * The browser's answer to a failed provider call, after one log line that says what the
+ * provider answered (never a body or a token). `retryAfterSeconds` applies when the
+ * provider sent none.
+ */
+export function answerProviderFailure(
+  err: ProviderError,
+  call: ProviderCall,
+  log: FastifyBaseLogger,
+  retryAfterSeconds: number,
+  fields: Record<string, unknown> = {},
+): BrowserError {
+  const { level, message, answer } = ANSWERS[call][err.kind];
+  log[level]({ ...err.logFields(), ...fields }, message);
+  return answer(err, retryAfterSeconds);
+}
+
+/** Every error becomes one of the browser-facing codes; Fastify's own 4xx keep their status class. */
+export function browserErrorOf(error: unknown): BrowserError {
+  if (error instanceof BrowserError) return error;
+  if (error instanceof SessionStoreUnavailableError) return sessionStoreUnavailable();
+  if (error instanceof SessionEndedError) return loginRequired('The session has ended: sign in again.');
+  const status = (error as { statusCode?: unknown }).statusCode;
+  if (status === 413) return new BrowserError('payload_too_large', 'The request body is too large.');
+  if (status === 431) return new BrowserError('headers_too_large', 'The request headers are too large.');
+  if (status === 429) return new BrowserError('too_many_requests', 'Too many requests: slow down.');
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new BrowserError('bad_request', 'The request could not be understood.');
+  }
+  return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
+}
