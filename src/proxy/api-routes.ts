@@ -1,19 +1,18 @@
 import { readFileSync } from 'node:fs';
-import type { ServerResponse } from 'node:http';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { RouteConfig } from '../config/types.js';
 import { BrowserError, loginRequired, upstreamUnavailable } from '../errors.js';
-import { answerProviderFailure } from '../failures.js';
-import { ProviderError } from '../oidc/errors.js';
 import type { SessionCookies } from '../session/cookies.js';
-import type { LoadedSession, SessionManager } from '../session/manager.js';
+import type { SessionManager } from '../session/manager.js';
 import type { ClientTokens } from '../tokens/client-tokens.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { andThen, settle } from '../awaitable.js';
 import { Cors } from './cors.js';
+import { bodyExceeded, bodyTooLarge, forwardOptions, isReplayable, readBody } from './request-body.js';
+import { dropUpstreamHeaders, fitsBuffer, passWhole, type UpstreamResponse } from './response-body.js';
+import { tokenSourceFor, type Credential } from './token-source.js';
 
 export interface ApiRoutesOptions {
   routes: RouteConfig[];
@@ -36,22 +35,9 @@ export interface ApiRoutesOptions {
   browserLeft: (request: FastifyRequest, reply: FastifyReply) => void;
 }
 
-interface UpstreamResponse {
-  statusCode: number;
-  headers: Record<string, unknown>;
-  stream: Readable;
-}
-
-/** A request body small enough to be kept, so the request can be replayed after a 401. */
-class ReplayableBody {
-  constructor(readonly bytes: Buffer) {}
-}
-
-/** What one proxied request carries between its hooks: per request, never shared. */
+/** What one proxied request carries between its steps: per request, never shared. */
 interface ProxyState {
-  authorization?: string;
-  session?: LoadedSession;
-  clientToken?: string;
+  credential?: Credential;
   /** Set once the request has been replayed after a 401, so it never loops. */
   retried: boolean;
   dest: string;
@@ -73,10 +59,11 @@ export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions)
 }
 
 async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: ApiRoutesOptions): Promise<void> {
-  const { cookies, sessionTokens, clientTokens, csrfCheck, cors } = options;
+  const { cookies, csrfCheck, cors } = options;
+  const source = tokenSourceFor(route, options);
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };
   const retryOn401 = route.retryOn401 && route.token !== 'none';
-  const needsSession = route.token === 'user' || !route.anonymous;
+  const bodyPolicy = { limitBytes: options.bodyLimitBytes, replayLimitBytes: retryOn401 ? options.replayBodyLimitBytes : -1 };
   const forwarded = { proto: options.publicProto, host: options.publicHost };
   // An upstream base path (http://h/base) is part of what the prefix is rewritten to:
   // reply-from resolves every destination against the upstream's origin.
@@ -92,7 +79,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     settle(
       () => {
         csrfCheck(request);
-        if (!needsSession) return undefined;
+        if (!source.needsSession) return undefined;
         return andThen(options.sessions.peek(request), (present) => {
           if (!present) throw loginRequired();
         });
@@ -101,57 +88,14 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     );
   };
 
-  // Bodies stream through; only those small enough to replay are buffered.
+  // Bodies stream through; only those small enough to replay are kept.
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser('*', (request, payload, done) => {
     checkBeforeBody(request, (err) => {
       if (err) done(err, undefined);
-      else readBody(request, payload, done);
+      else readBody(request, payload, bodyPolicy, done);
     });
   });
-
-  const readBody = (request: FastifyRequest, payload: Readable, done: (err: Error | null, body?: unknown) => void): void => {
-    const length = Number(request.headers['content-length']);
-    if (Number.isSafeInteger(length) && length > options.bodyLimitBytes) {
-      done(bodyTooLarge(options.bodyLimitBytes), undefined);
-      return;
-    }
-    if (!Number.isSafeInteger(length)) {
-      // Chunked: count as it streams, and stop it at the limit.
-      done(null, payload.pipe(new BodyLimit(options.bodyLimitBytes)));
-      return;
-    }
-    if (!retryOn401 || length > options.replayBodyLimitBytes) {
-      done(null, payload);
-      return;
-    }
-    const chunks: Buffer[] = [];
-    payload.on('data', (chunk: Buffer) => chunks.push(chunk));
-    payload.on('end', () => done(null, new ReplayableBody(Buffer.concat(chunks))));
-    payload.on('error', (err) => done(err, undefined));
-  };
-
-  /** The session (when the route needs one) and the token, put on the request's state. */
-  const authorize = (request: FastifyRequest, reply: FastifyReply, state: ProxyState) => {
-    csrfCheck(request);
-    if (route.token === 'user') return andThen(sessionTokens.current(request, reply), (session) => {
-      state.session = session;
-      state.authorization = authorizationOf(session.record);
-    });
-    const session = needsSession ? sessionTokens.present(request, reply) : undefined;
-    if (route.token === 'client') return andThen(session, () => clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request).then((tokens) => {
-      state.clientToken = tokens.accessToken;
-      state.authorization = authorizationOf(tokens);
-    }));
-    return session;
-  };
-
-  /** Whether an upstream 401 is answered with a new token and a replay (once per request, and once per token). */
-  const mayRetry = (state: ProxyState): boolean => {
-    if (state.retried || !state.authorization) return false;
-    if (route.token === 'user') return state.session !== undefined && sessionTokens.mayRefreshAfter401(state.session.record);
-    return state.clientToken !== undefined && clientTokens.replaceRejected(route.clientScopes, state.clientToken);
-  };
 
   /**
    * Checks the call and finds its token, then forwards it. Run from the route's handler
@@ -173,20 +117,21 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       }
       cors.grant(request, reply);
     }
-    const body = request.body;
     const state: ProxyState = {
       retried: false,
       // The route's root with a query (`/api?x=1`) comes as '' and reply-from would then
       // send the browser's own path; the root is '/'.
       dest: dest === '' ? '/' : dest,
-      fromOptions:
-        body instanceof ReplayableBody
-          ? { ...fromOptions, body: body.bytes, contentType: request.headers['content-type'] ?? 'application/octet-stream' }
-          : (fromOptions as Record<string, unknown>),
+      fromOptions: forwardOptions(request, fromOptions),
     };
     request.proxyState = state;
     settle(
-      () => authorize(request, reply, state),
+      () => {
+        csrfCheck(request);
+        return andThen(source.authorize(request, reply), (credential) => {
+          if (credential) state.credential = credential;
+        });
+      },
       (err) => {
         if (err) {
           reply.send(err);
@@ -210,23 +155,18 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       return;
     }
     reply.log.warn({ err: { message: error.message, code: error.code } }, 'upstream request failed');
-    if (reply.request.body instanceof BodyLimit && reply.request.body.exceeded) {
+    if (bodyExceeded(reply.request)) {
       reply.send(bodyTooLarge(options.bodyLimitBytes));
       return;
     }
     reply.send(timedOut ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
   };
+  const wholeBodyEvents = { browserLeft: options.browserLeft, failed: upstreamFailed };
 
-  /** After an upstream 401: a new token once, then the request again (or token_rejected when the body is gone). */
-  const retryAfter401 = async (request: FastifyRequest, reply: FastifyReply, state: ProxyState): Promise<void> => {
+  /** After an upstream 401: the request again with the renewed credential (or token_rejected when its body is gone). */
+  const replayWith = async (request: FastifyRequest, reply: FastifyReply, state: ProxyState, renewal: Promise<Credential>): Promise<void> => {
     state.retried = true;
-    if (route.token === 'user' && state.session) {
-      state.session = await sessionTokens.refresh(request, reply, state.session, 'upstream_401');
-      state.authorization = authorizationOf(state.session.record);
-    } else if (route.token === 'client' && state.clientToken) {
-      const tokens = await clientTokenOrThrow(clientTokens, route, options.retryAfterSeconds, request);
-      state.authorization = authorizationOf(tokens);
-    }
+    state.credential = await renewal;
     if (!isReplayable(request)) {
       throw new BrowserError(
         'token_rejected',
@@ -234,45 +174,6 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       );
     }
     reply.from(state.dest, state.fromOptions);
-  };
-
-  /**
-   * Gathers a small upstream body, then sends it in one write (see fitsBuffer). The chunks
-   * undici hands over are kept as they are: a body that came in one read is sent as that
-   * very Buffer, without the copy into a new ArrayBuffer that reading it through
-   * `body.bytes()` made for every response.
-   */
-  const passWhole = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
-    const body = res.stream;
-    const chunks: Buffer[] = [];
-    let length = 0;
-    // A browser that leaves frees the upstream connection at once, as a piped stream would.
-    (reply.raw as BufferingResponse)[kBufferingBody] = body;
-    reply.raw.on('close', abandonBufferingBody);
-    body.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      length += chunk.length;
-    });
-    body.on('end', () => {
-      try {
-        if (reply.raw.destroyed) options.browserLeft(request, reply);
-        else reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
-      } catch (err) {
-        reply.log.error({ err }, 'passing on a buffered upstream response failed');
-        abandonBrowser(reply);
-      }
-    });
-    // Also what a browser that left leads to: abandonBufferingBody destroys the body.
-    body.on('error', (err: Error & { code?: string }) => {
-      try {
-        // Nothing has reached the browser yet: a clean error instead of half a body.
-        dropUpstreamHeaders(reply, res.headers);
-        upstreamFailed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
-      } catch (sendError) {
-        reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
-        abandonBrowser(reply);
-      }
-    });
   };
 
   await scope.register(httpProxy, {
@@ -300,7 +201,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           headers,
           policy,
           { ip: request.ip, proto: forwarded.proto, host: forwarded.host },
-          request.proxyState?.authorization,
+          request.proxyState?.credential?.authorization,
         );
         upstreamHeaders['x-request-id'] = String(request.id);
         return upstreamHeaders;
@@ -315,17 +216,18 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const reply = rawReply as FastifyReply;
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
-        if (res.statusCode === 401 && retryOn401 && state && mayRetry(state)) {
+        const renewal = res.statusCode === 401 && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
+        if (renewal) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);
-          retryAfter401(request, reply, state).catch((err: unknown) => reply.send(err));
+          replayWith(request, reply, state!, renewal).catch((err: unknown) => reply.send(err));
           return;
         }
         // Shared caches must never keep a response that sets our session cookie.
         if (cookies.setsSessionCookie(reply)) reply.header('cache-control', 'private, no-store');
         if (cors.active) cors.grant(request, reply);
         if (fitsBuffer(request, res, route.bufferResponseBytes)) {
-          passWhole(request, reply, res);
+          passWhole(request, reply, res, wholeBodyEvents);
           return;
         }
         // A body that breaks off mid-stream is logged by RequestLines.streamError.
@@ -336,95 +238,4 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
     // then watch every response's end (an end-of-stream listener set) for nothing.
     handler: (request, reply, dest, fromOptions) => authorizeAndForward(request, reply, dest, fromOptions),
   });
-}
-
-/** Passes a streamed body through, failing it once it grows past the limit. */
-class BodyLimit extends Transform {
-  private seen = 0;
-  exceeded = false;
-
-  constructor(private readonly limit: number) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.seen += chunk.length;
-    if (this.seen > this.limit) {
-      this.exceeded = true;
-      callback(new Error('request body over the limit'));
-      return;
-    }
-    callback(null, chunk);
-  }
-}
-
-/**
- * Authorization values by the object holding the token (a session record, a client token
- * set): built once per token rather than once per request, so the ~1 KB string is not
- * concatenated and flattened again for every request of a session.
- */
-const authorizations = new WeakMap<object, string>();
-
-/** The Authorization header value for a token (the provider's token_type, usually Bearer). */
-function authorizationOf(token: { tokenType: string; accessToken: string }): string {
-  let value = authorizations.get(token);
-  if (value === undefined) {
-    value = `${token.tokenType} ${token.accessToken}`;
-    authorizations.set(token, value);
-  }
-  return value;
-}
-
-const kBufferingBody = Symbol('upstream body being read whole');
-type BufferingResponse = ServerResponse & { [kBufferingBody]?: Readable };
-
-/**
- * The browser's response closed: if before it was sent, stop reading the upstream's body.
- * One shared function rather than a closure per request, the body found on the response.
- */
-function abandonBufferingBody(this: BufferingResponse): void {
-  if (!this.writableFinished) this[kBufferingBody]?.destroy();
-}
-
-/**
- * Whether a response is read whole before it is passed on: it announces a body of at most
- * `limit` bytes. The browser then gets it in one write, which costs the proxy less than
- * piping a stream (no pipeline, no stream listeners, no write per chunk), and a body
- * that fails halfway becomes a clean 502/504 instead of a cut-off 200. Responses without
- * a length (streams, server-sent events) and longer ones stream as they come.
- */
-function fitsBuffer(request: FastifyRequest, res: UpstreamResponse, limit: number): boolean {
-  // HEAD, 204 and 304 carry no body, whatever Content-Length says: passed on as they are.
-  if (limit === 0 || request.method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) return false;
-  // Sent as a Buffer, a body without a type would get Fastify's application/octet-stream.
-  if (res.headers['content-type'] === undefined) return false;
-  const length = res.headers['content-length'];
-  return typeof length === 'string' && /^\d+$/.test(length) && Number(length) <= limit;
-}
-
-/** Nothing could be sent: close the browser's connection rather than leave it waiting for a timeout. */
-function abandonBrowser(reply: FastifyReply): void {
-  if (!reply.raw.writableFinished) reply.raw.destroy();
-}
-
-/** Takes the upstream's headers off the reply before token-handler answers in its place. */
-function dropUpstreamHeaders(reply: FastifyReply, headers: Record<string, unknown>): void {
-  for (const name of Object.keys(headers)) reply.removeHeader(name);
-}
-
-function bodyTooLarge(limit: number): BrowserError {
-  return new BrowserError('payload_too_large', `The request body is larger than ${limit} bytes.`);
-}
-
-function isReplayable(request: FastifyRequest): boolean {
-  return request.body === undefined || request.body === null || request.body instanceof ReplayableBody;
-}
-
-async function clientTokenOrThrow(clientTokens: ClientTokens, route: RouteConfig, retryAfterSeconds: number, request: FastifyRequest) {
-  try {
-    return await clientTokens.get(route.clientScopes);
-  } catch (err) {
-    if (!(err instanceof ProviderError)) throw err;
-    throw answerProviderFailure(err, 'client token', request.log, retryAfterSeconds, { route: route.prefix });
-  }
 }

@@ -1,0 +1,155 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { andThen, type Awaitable } from '../awaitable.js';
+import type { RouteConfig } from '../config/types.js';
+import { answerProviderFailure } from '../failures.js';
+import { ProviderError } from '../oidc/errors.js';
+import type { LoadedSession } from '../session/manager.js';
+import type { ClientTokens } from '../tokens/client-tokens.js';
+import type { SessionTokens } from '../tokens/session-tokens.js';
+
+/** What a proxied call carries to its upstream: the Authorization value, and what it was made from. */
+export interface Credential {
+  readonly authorization: string;
+}
+
+/**
+ * Where a route's token comes from, chosen once per route (`routes[].token`). A new kind
+ * of token (a resource-specific one, an exchanged one, a sender-constrained one) is a new
+ * source; the proxy itself does not change.
+ */
+export interface TokenSource<C extends Credential = Credential> {
+  /** Whether callers need a session (checked before a request body is read, too). */
+  readonly needsSession: boolean;
+  /**
+   * The credential for this call, or undefined for a call sent without one. Throws (or
+   * rejects with) a BrowserError when there is none to be had. A value, not a promise,
+   * when everything it needs is in memory: the usual proxied request waits for nothing.
+   */
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<C | undefined>;
+  /**
+   * After the upstream refused `rejected` with a 401: a new credential to replay the call
+   * with, or null when this token must not be renewed again (the 401 is passed on).
+   */
+  renew(request: FastifyRequest, reply: FastifyReply, rejected: C): Promise<C> | null;
+}
+
+export interface TokenSourceDeps {
+  sessionTokens: SessionTokens;
+  clientTokens: ClientTokens;
+  retryAfterSeconds: number;
+}
+
+/** The token source of a route. */
+export function tokenSourceFor(route: RouteConfig, deps: TokenSourceDeps): TokenSource {
+  switch (route.token) {
+    case 'user':
+      return new UserTokenSource(deps.sessionTokens);
+    case 'client':
+      return new ClientTokenSource(route, deps);
+    case 'none':
+      return new NoTokenSource(!route.anonymous, deps.sessionTokens);
+  }
+}
+
+interface UserCredential extends Credential {
+  readonly session: LoadedSession;
+}
+
+/** `token: user`: the signed-in user's access token, refreshed when due or after a 401. */
+class UserTokenSource implements TokenSource<UserCredential> {
+  readonly needsSession = true;
+
+  constructor(private readonly sessionTokens: SessionTokens) {}
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<UserCredential> {
+    return andThen(this.sessionTokens.current(request, reply), userCredential);
+  }
+
+  renew(request: FastifyRequest, reply: FastifyReply, rejected: UserCredential): Promise<UserCredential> | null {
+    if (!this.sessionTokens.mayRefreshAfter401(rejected.session.record)) return null;
+    return this.sessionTokens.refresh(request, reply, rejected.session, 'upstream_401').then(userCredential);
+  }
+}
+
+/**
+ * The credential of a session, one object per session record: the unseal cache and the
+ * stores hand out the same record to every request of a session, so the ~1 KB
+ * Authorization string is built once per token rather than once per request.
+ */
+const userCredentials = new WeakMap<LoadedSession['record'], UserCredential>();
+function userCredential(session: LoadedSession): UserCredential {
+  const cached = userCredentials.get(session.record);
+  if (cached && cached.session.cookieValue === session.cookieValue) return cached;
+  const credential = { authorization: authorizationOf(session.record), session };
+  userCredentials.set(session.record, credential);
+  return credential;
+}
+
+interface ClientCredential extends Credential {
+  readonly accessToken: string;
+}
+
+/** `token: client`: the application's own client-credentials token for the route's scopes. */
+class ClientTokenSource implements TokenSource<ClientCredential> {
+  readonly needsSession: boolean;
+
+  constructor(
+    private readonly route: RouteConfig,
+    private readonly deps: TokenSourceDeps,
+  ) {
+    this.needsSession = !route.anonymous;
+  }
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<ClientCredential> {
+    const session = this.needsSession ? this.deps.sessionTokens.present(request, reply) : undefined;
+    return andThen(session, () => this.clientCredential(request));
+  }
+
+  renew(request: FastifyRequest, _reply: FastifyReply, rejected: ClientCredential): Promise<ClientCredential> | null {
+    if (!this.deps.clientTokens.replaceRejected(this.route.clientScopes, rejected.accessToken)) return null;
+    return this.clientCredential(request);
+  }
+
+  private async clientCredential(request: FastifyRequest): Promise<ClientCredential> {
+    try {
+      const tokens = await this.deps.clientTokens.get(this.route.clientScopes);
+      return { authorization: authorizationOf(tokens), accessToken: tokens.accessToken };
+    } catch (err) {
+      if (!(err instanceof ProviderError)) throw err;
+      throw answerProviderFailure(err, 'client token', request.log, this.deps.retryAfterSeconds, { route: this.route.prefix });
+    }
+  }
+}
+
+/** `token: none`: a plain proxy, behind a session unless the route is anonymous. */
+class NoTokenSource implements TokenSource {
+  constructor(
+    readonly needsSession: boolean,
+    private readonly sessionTokens: SessionTokens,
+  ) {}
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<undefined> {
+    if (!this.needsSession) return undefined;
+    return andThen(this.sessionTokens.present(request, reply), () => undefined);
+  }
+
+  renew(): null {
+    return null;
+  }
+}
+
+/**
+ * Authorization values by the object holding the token (a client token set): built once
+ * per token rather than once per request.
+ */
+const authorizations = new WeakMap<object, string>();
+
+/** The Authorization header value for a token (the provider's token_type, usually Bearer). */
+function authorizationOf(token: { tokenType: string; accessToken: string }): string {
+  let value = authorizations.get(token);
+  if (value === undefined) {
+    value = `${token.tokenType} ${token.accessToken}`;
+    authorizations.set(token, value);
+  }
+  return value;
+}
