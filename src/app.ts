@@ -1,35 +1,20 @@
-import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import fastifyCookie from '@fastify/cookie';
-import fastifyRateLimit from '@fastify/rate-limit';
+import fastifyPlugin from 'fastify-plugin';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config/types.js';
 import { BrowserError } from './errors.js';
-import { browserErrorOf } from './failures.js';
-import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
-import { SessionCookies } from './session/cookies.js';
-import { SessionManager } from './session/manager.js';
-import { persistenceFor } from './session/persistence-for.js';
-import { createState } from './state/index.js';
-import { PendingLogins } from './session/pending-login.js';
-import { Sealer } from './state/sealer.js';
-import { ClientTokens } from './tokens/client-tokens.js';
-import { TokenRefresher } from './tokens/refresher.js';
-import { TokenRevoker } from './tokens/revoker.js';
-import { SessionTokens } from './tokens/session-tokens.js';
-import { AUTH_BODY_LIMIT_BYTES, authRoutes } from './routes/auth.js';
-import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
-import { clientModuleRoute } from './routes/client-module.js';
-import { apiRoutes } from './proxy/api-routes.js';
+import { sendError } from './failures.js';
+import { AUTH_BODY_LIMIT_BYTES } from './routes/auth.js';
 import { makeChildLoggersLazy } from './ops/request-logger.js';
-import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
-import { Cors } from './proxy/cors.js';
-import { healthRoutes, type ReadinessCheck } from './ops/health.js';
-import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
-import { RequestLines, loggableUrl, observeRequests, requestId } from './ops/request-log.js';
+import { RequestLines, loggableUrl, requestId } from './ops/request-log.js';
 import { AccessLog } from './ops/access-log.js';
 import { logDestination } from './ops/log-destination.js';
+import { kServerBinding, tokenHandler, type ServerBinding } from './plugin.js';
+
+export { tokenHandler, type TokenHandlerOptions } from './plugin.js';
+export { loadConfig, parseConfig, ConfigError } from './config/load.js';
+export type { Config } from './config/types.js';
 
 export interface BuildOptions {
   /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
@@ -41,18 +26,6 @@ export interface BuildOptions {
   /** Extra Fastify plugins registered after token-handler's own routes (the demo page uses this). */
   plugins?: FastifyPluginAsync[];
 }
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** Marks the instance as shutting down: `/readyz` answers 503 from now on. */
-    beginShutdown(): void;
-    /** The metrics of this instance. */
-    metrics: Metrics;
-  }
-}
-
-/** Seconds a browser is told to wait after a 503. */
-const RETRY_AFTER_SECONDS = 5;
 
 /**
  * Never logged. Explicit paths, not wildcards: pino's redaction runs on every log line,
@@ -84,7 +57,11 @@ export const REDACTED_PATHS = [
   'tokens.idToken',
 ];
 
-/** Builds the token-handler Fastify app from a validated configuration. */
+/**
+ * The standalone token-handler server for a validated configuration: Fastify with the
+ * server-level settings (logger and its redaction, timeouts, header size, trustProxy, our
+ * own request lines) and the token-handler plugin registered on it.
+ */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now ?? Date.now;
   // One destination for the application's lines and the request lines, so they stay in order.
@@ -122,218 +99,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   } as FastifyServerOptions);
   // Each request's logger is made when it first writes a line (most never do).
   makeChildLoggersLazy(app.log);
-
-  const secure = config.publicUrl.startsWith('https:');
-  if (!secure) {
-    app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
-  }
-  if (config.session.store === 'cookie' && !config.session.redis) {
-    app.log.warn(
-      'session.store "cookie" without session.redis: logouts are remembered by this process only — a back-channel logout or a logout is forgotten on restart and never reaches another replica. Configure session.redis (or use store: redis) for more than one replica or for logouts that survive a restart',
-    );
-  }
-  for (const route of config.routes) {
-    if (!route.tlsRejectUnauthorized) {
-      app.log.warn({ route: route.prefix, upstream: route.upstream }, 'TLS certificate verification is OFF for this upstream (routes[].tlsRejectUnauthorized: false)');
-    }
-  }
-
-  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
-  // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
-  // Date.now (iron checks a seal against real time, not the test clock).
-  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000 });
-  const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
-  const timeouts = {
-    idleTimeoutSeconds: config.session.idleTimeoutSeconds,
-    absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
-  };
-  const state = createState({
-    session: config.session,
-    sealer,
-    refreshResultTtlMs: config.refresh.resultTtlSeconds * 1000,
-    refreshLockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
-    refreshMaxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
-    now,
-    logger: app.log,
-  });
-  const persistence = persistenceFor(config.session.store, state, sealer, config.session.absoluteTimeoutSeconds);
-  const metrics = new Metrics(state.countSessions);
-  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
-  const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
-  const refresher = new TokenRefresher({
-    provider,
-    resultTtlMs: config.refresh.resultTtlSeconds * 1000,
-    resultMaxEntries: config.refresh.resultMaxEntries,
-    refreshSkewMs,
-    waitMs: config.oidc.timeoutMs,
-    now,
-    logger: app.log,
-    metrics,
-    ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
-  });
-  const revoker = new TokenRevoker(provider, now);
-  const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
-  const pendingLogins = new PendingLogins({
-    cookies,
-    sealer,
-    timeoutSeconds: config.session.pendingLoginTimeoutSeconds,
-    maxPerBrowser: config.session.maxPendingLogins,
-    now,
-  });
-  const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
-  const originCheck = createOriginCheck(config.csrf, config.publicUrl);
-  const cors = new Cors(config.csrf, config.csrf.header);
-
-  let shuttingDown = false;
-  app.decorate('beginShutdown', () => {
-    shuttingDown = true;
-  });
-  app.decorate('metrics', metrics);
-  app.decorateRequest('session', null);
-
-  // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
-  await app.register(fastifyCookie, { hook: false });
-  app.setErrorHandler((error, request, reply) => {
-    // The browser went away mid-body: nobody to answer, and nothing went wrong here.
-    if (browserAborted(error, request.raw)) {
-      metrics.requestAborted();
-      request.log.info({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'request aborted: the browser went away before sending the whole body');
-      // Fastify reports no completed request for it: its request line is written here.
-      requestLines.observe?.(request, reply, true);
-      if (!reply.raw.headersSent) reply.raw.destroy();
-      return reply;
-    }
-    const browserError = browserErrorOf(error);
-    if (browserError.status >= 500 && !(error instanceof BrowserError)) {
-      request.log.error({ err: error }, 'unhandled error');
-    }
-    if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
-    return sendError(reply, browserError);
-  });
-  app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
-  // Called directly, not registered: it decorates every request of the app and feeds on Fastify's completed-request calls.
-  observeRequests(app, requestLines, {
-    metrics,
-    accessLog: new AccessLog(logStream, config.logging.level),
-    includeSubject: config.logging.includeSubject,
-    routePrefixes: config.routes.map((r) => r.prefix),
-  });
-
-  const checks: ReadinessCheck[] = [
-    { name: 'provider', check: () => provider.ready },
-    { name: 'shutdown', check: () => !shuttingDown },
-  ];
-  if (state.backend === 'redis') checks.push({ name: 'session_store', check: () => state.ping() });
-  await app.register(healthRoutes, { checks });
-  if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
-
-  if (config.rateLimit.enabled) {
-    await app.register(fastifyRateLimit, {
-      global: false,
-      // Counted in Redis when replicas share one; a Redis outage never blocks logins.
-      ...(state.rateLimit ? { ...state.rateLimit, skipOnError: true } : {}),
-      errorResponseBuilder: (_request, context) =>
-        Object.assign(new BrowserError('too_many_requests', `Too many sign-in attempts from this address: try again in ${context.after}.`), {
-          statusCode: 429,
-        }),
-    });
-  }
-  await app.register(authRoutes, {
-    rateLimit: config.rateLimit,
-    provider,
-    sessions,
-    sessionTokens,
-    refresher,
-    revoker,
-    waitMs: config.oidc.timeoutMs,
-    pendingLogins,
-    timeouts,
-    omitClaims: config.session.omitClaims,
-    csrfCheck,
-    originCheck,
-    cors,
-    forcedRefreshIntervalMs: config.refresh.forcedMinIntervalSeconds * 1000,
-    publicUrl: config.publicUrl,
-    retryAfterSeconds: RETRY_AFTER_SECONDS,
-    now,
-    metrics,
-  });
-  // GET /auth/client.js: the browser helper SPAs import.
-  await app.register(clientModuleRoute);
-  await app.register(backchannelLogoutRoute, {
-    provider,
-    sessions,
-    seenOnce: state.seenOnce,
-    retryAfterSeconds: RETRY_AFTER_SECONDS,
-  });
-  await app.register(apiRoutes, {
-    routes: config.routes,
-    cookies,
-    sessions,
-    sessionTokens,
-    clientTokens: new ClientTokens(provider, refreshSkewMs, now),
-    csrfCheck,
-    csrfHeader: config.csrf.header,
-    cors,
-    publicProto: secure ? 'https' : 'http',
-    publicHost: new URL(config.publicUrl).host,
-    replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
-    bodyLimitBytes: config.limits.bodyLimitBytes,
-    retryAfterSeconds: RETRY_AFTER_SECONDS,
-    browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
-  });
-
+  const binding: ServerBinding = { requestLines, accessLog: new AccessLog(logStream, config.logging.level) };
+  // Not encapsulated here: the server is token-handler, and its decorators (metrics, shutdown) are the app's.
+  const pluginOptions = { ...config, now, waitForProvider: options.waitForProvider ?? false, [kServerBinding]: binding };
+  await app.register(fastifyPlugin(tokenHandler), pluginOptions);
   for (const plugin of options.plugins ?? []) await app.register(plugin);
-
-  let metricsServer: Server | undefined;
-  if (config.metrics.enabled && !config.metrics.onMainListener) {
-    const port = config.metrics.port;
-    metricsServer = createMetricsServer(metrics);
-    app.addHook('onListen', async () => {
-      // Listening already (a second listen of the same app): nothing to do.
-      if (metricsServer!.listening) return;
-      await new Promise<void>((resolve, reject) => {
-        metricsServer!.once('error', reject).listen(port, config.listen.host, () => resolve());
-      });
-      const address = metricsServer!.address();
-      app.log.info({ port: typeof address === 'object' && address ? address.port : port }, 'metrics served on a separate port');
-    });
-  }
-
-  app.addHook('onClose', async () => {
-    ownDestination?.close();
-    provider.stop();
-    await state.close();
-    if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
-  });
-
-  const discovery = provider.start();
-  if (options.waitForProvider) await discovery;
+  app.addHook('onClose', async () => ownDestination?.close());
   return app;
 }
 
-/**
- * A request body that broke off because the browser left (its socket closed mid-body),
- * as opposed to one that was refused or failed to parse.
- */
-function browserAborted(error: unknown, raw: IncomingMessage): boolean {
-  const code = (error as { code?: unknown }).code;
-  return raw.aborted || ((code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') && raw.destroyed);
-}
 
-/** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
-function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
-  // Refused before its body was read: close the connection after the answer rather than
-  // read (and discard) a body nobody wants.
-  if (reply.request.raw.complete === false) reply.header('connection', 'close');
-  return reply
-    .code(error.status)
-    .header('x-request-id', reply.request.id)
-    .header('cache-control', 'no-store')
-    .header('x-content-type-options', 'nosniff')
-    .type('application/json; charset=utf-8')
-    .send(error.toJSON());
-}
 
 /**
  * Errors Node's HTTP parser raises before Fastify sees a request (oversized headers,

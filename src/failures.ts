@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import { badRequest, BrowserError, idpUnavailable, loginRequired, sessionStoreUnavailable } from './errors.js';
 import type { ProviderError } from './oidc/errors.js';
 import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
@@ -100,4 +100,18 @@ export function browserErrorOf(error: unknown): BrowserError {
     return new BrowserError('bad_request', 'The request could not be understood.');
   }
   return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
+}
+
+/** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
+export function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
+  // Refused before its body was read: close the connection after the answer rather than
+  // read (and discard) a body nobody wants.
+  if (reply.request.raw.complete === false) reply.header('connection', 'close');
+  return reply
+    .code(error.status)
+    .header('x-request-id', reply.request.id)
+    .header('cache-control', 'no-store')
+    .header('x-content-type-options', 'nosniff')
+    .type('application/json; charset=utf-8')
+    .send(error.toJSON());
 }

@@ -1,0 +1,270 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { FastifyPluginAsync } from 'fastify';
+import fastifyCookie from '@fastify/cookie';
+import fastifyRateLimit from '@fastify/rate-limit';
+import type { Config } from './config/types.js';
+import { BrowserError } from './errors.js';
+import { browserErrorOf, sendError } from './failures.js';
+import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
+import { SessionCookies } from './session/cookies.js';
+import { SessionManager } from './session/manager.js';
+import { persistenceFor } from './session/persistence-for.js';
+import { PendingLogins } from './session/pending-login.js';
+import { createState } from './state/index.js';
+import { Sealer } from './state/sealer.js';
+import { ClientTokens } from './tokens/client-tokens.js';
+import { TokenRefresher } from './tokens/refresher.js';
+import { TokenRevoker } from './tokens/revoker.js';
+import { SessionTokens } from './tokens/session-tokens.js';
+import { authRoutes } from './routes/auth.js';
+import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
+import { clientModuleRoute } from './routes/client-module.js';
+import { apiRoutes } from './proxy/api-routes.js';
+import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
+import { Cors } from './proxy/cors.js';
+import { healthRoutes, type ReadinessCheck } from './ops/health.js';
+import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
+import { RequestLines, observeRequests } from './ops/request-log.js';
+import { AccessLog } from './ops/access-log.js';
+
+/** Options of the plugin: a validated configuration (see `loadConfig`), and for tests a clock. */
+export type TokenHandlerOptions = Config & {
+  /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
+  now?: () => number;
+  /** Resolve the registration only once the provider's metadata is loaded. */
+  waitForProvider?: boolean;
+};
+
+/** What the standalone server (buildApp) hands the plugin: its request-line controller and access log. */
+export interface ServerBinding {
+  requestLines: RequestLines;
+  accessLog: AccessLog;
+}
+export const kServerBinding = Symbol('token-handler server binding');
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Marks the instance as shutting down: `/readyz` answers 503 from now on. */
+    beginShutdown(): void;
+    /** The metrics of this instance. */
+    metrics: Metrics;
+  }
+}
+
+/** Seconds a browser is told to wait after a 503. */
+const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * token-handler as a Fastify plugin: `/auth/*`, the API routes, health and metrics, with
+ * their own error answers, registered on an existing Fastify server —
+ * `app.register(tokenHandler, await loadConfig(...))`. Registered as it is, it is
+ * encapsulated: its error handler and hooks apply to its own routes only, and the host's
+ * routes, logger and 404 stay the host's. Server-level settings (`listen.*`, `limits.*`
+ * timeouts and header size, trustProxy) are the host's own in that case; `buildApp` sets
+ * them for the standalone server.
+ */
+export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app, options) => {
+  const config: Config = options;
+  const now = options.now ?? Date.now;
+  const binding = (options as { [kServerBinding]?: ServerBinding })[kServerBinding];
+  // In a host server, Fastify's request-completed calls go to the host's controller: our
+  // request lines and metrics then come from a hook on our own routes.
+  const requestLines = binding?.requestLines ?? new RequestLines();
+  if (!binding) app.addHook('onResponse', async (request, reply) => requestLines.observe?.(request, reply, false));
+
+
+  const secure = config.publicUrl.startsWith('https:');
+  if (!secure) {
+    app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
+  }
+  if (config.session.store === 'cookie' && !config.session.redis) {
+    app.log.warn(
+      'session.store "cookie" without session.redis: logouts are remembered by this process only — a back-channel logout or a logout is forgotten on restart and never reaches another replica. Configure session.redis (or use store: redis) for more than one replica or for logouts that survive a restart',
+    );
+  }
+  for (const route of config.routes) {
+    if (!route.tlsRejectUnauthorized) {
+      app.log.warn({ route: route.prefix, upstream: route.upstream }, 'TLS certificate verification is OFF for this upstream (routes[].tlsRejectUnauthorized: false)');
+    }
+  }
+
+  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
+  // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
+  // Date.now (iron checks a seal against real time, not the test clock).
+  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000 });
+  const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
+  const timeouts = {
+    idleTimeoutSeconds: config.session.idleTimeoutSeconds,
+    absoluteTimeoutSeconds: config.session.absoluteTimeoutSeconds,
+  };
+  const state = createState({
+    session: config.session,
+    sealer,
+    refreshResultTtlMs: config.refresh.resultTtlSeconds * 1000,
+    refreshLockTtlMs: Math.max(5000, config.oidc.timeoutMs * 2),
+    refreshMaxWaitMs: refreshHardTimeoutMs(config.oidc.timeoutMs) + config.oidc.timeoutMs,
+    now,
+    logger: app.log,
+  });
+  const persistence = persistenceFor(config.session.store, state, sealer, config.session.absoluteTimeoutSeconds);
+  const metrics = new Metrics(state.countSessions);
+  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
+  const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
+  const refresher = new TokenRefresher({
+    provider,
+    resultTtlMs: config.refresh.resultTtlSeconds * 1000,
+    resultMaxEntries: config.refresh.resultMaxEntries,
+    refreshSkewMs,
+    waitMs: config.oidc.timeoutMs,
+    now,
+    logger: app.log,
+    metrics,
+    ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
+  });
+  const revoker = new TokenRevoker(provider, now);
+  const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
+  const pendingLogins = new PendingLogins({
+    cookies,
+    sealer,
+    timeoutSeconds: config.session.pendingLoginTimeoutSeconds,
+    maxPerBrowser: config.session.maxPendingLogins,
+    now,
+  });
+  const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
+  const originCheck = createOriginCheck(config.csrf, config.publicUrl);
+  const cors = new Cors(config.csrf, config.csrf.header);
+
+  let shuttingDown = false;
+  app.decorate('beginShutdown', () => {
+    shuttingDown = true;
+  });
+  app.decorate('metrics', metrics);
+  app.decorateRequest('session', null);
+
+  // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
+  await app.register(fastifyCookie, { hook: false });
+  app.setErrorHandler((error, request, reply) => {
+    // The browser went away mid-body: nobody to answer, and nothing went wrong here.
+    if (browserAborted(error, request.raw)) {
+      metrics.requestAborted();
+      request.log.info({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'request aborted: the browser went away before sending the whole body');
+      // Fastify reports no completed request for it: its request line is written here.
+      requestLines.observe?.(request, reply, true);
+      if (!reply.raw.headersSent) reply.raw.destroy();
+      return reply;
+    }
+    const browserError = browserErrorOf(error);
+    if (browserError.status >= 500 && !(error instanceof BrowserError)) {
+      request.log.error({ err: error }, 'unhandled error');
+    }
+    if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
+    return sendError(reply, browserError);
+  });
+  // A host server keeps its own 404 for paths that are not ours.
+  if (binding) app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
+  // Called directly, not registered: it decorates every request of the app and feeds on Fastify's
+  // completed-request calls (in a host server, on an onResponse hook of the plugin's routes).
+  observeRequests(app, requestLines, {
+    metrics,
+    accessLog: binding?.accessLog ?? AccessLog.off(),
+    includeSubject: config.logging.includeSubject,
+    routePrefixes: config.routes.map((r) => r.prefix),
+  });
+
+  const checks: ReadinessCheck[] = [
+    { name: 'provider', check: () => provider.ready },
+    { name: 'shutdown', check: () => !shuttingDown },
+  ];
+  if (state.backend === 'redis') checks.push({ name: 'session_store', check: () => state.ping() });
+  await app.register(healthRoutes, { checks });
+  if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
+
+  if (config.rateLimit.enabled) {
+    await app.register(fastifyRateLimit, {
+      global: false,
+      // Counted in Redis when replicas share one; a Redis outage never blocks logins.
+      ...(state.rateLimit ? { ...state.rateLimit, skipOnError: true } : {}),
+      errorResponseBuilder: (_request, context) =>
+        Object.assign(new BrowserError('too_many_requests', `Too many sign-in attempts from this address: try again in ${context.after}.`), {
+          statusCode: 429,
+        }),
+    });
+  }
+  await app.register(authRoutes, {
+    rateLimit: config.rateLimit,
+    provider,
+    sessions,
+    sessionTokens,
+    refresher,
+    revoker,
+    waitMs: config.oidc.timeoutMs,
+    pendingLogins,
+    timeouts,
+    omitClaims: config.session.omitClaims,
+    csrfCheck,
+    originCheck,
+    cors,
+    forcedRefreshIntervalMs: config.refresh.forcedMinIntervalSeconds * 1000,
+    publicUrl: config.publicUrl,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+    now,
+    metrics,
+  });
+  // GET /auth/client.js: the browser helper SPAs import.
+  await app.register(clientModuleRoute);
+  await app.register(backchannelLogoutRoute, {
+    provider,
+    sessions,
+    seenOnce: state.seenOnce,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+  });
+  await app.register(apiRoutes, {
+    routes: config.routes,
+    cookies,
+    sessions,
+    sessionTokens,
+    clientTokens: new ClientTokens(provider, refreshSkewMs, now),
+    csrfCheck,
+    csrfHeader: config.csrf.header,
+    cors,
+    publicProto: secure ? 'https' : 'http',
+    publicHost: new URL(config.publicUrl).host,
+    replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
+    bodyLimitBytes: config.limits.bodyLimitBytes,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+    browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
+  });
+
+  let metricsServer: Server | undefined;
+  if (config.metrics.enabled && !config.metrics.onMainListener) {
+    const port = config.metrics.port;
+    metricsServer = createMetricsServer(metrics);
+    app.addHook('onListen', async () => {
+      // Listening already (a second listen of the same app): nothing to do.
+      if (metricsServer!.listening) return;
+      await new Promise<void>((resolve, reject) => {
+        metricsServer!.once('error', reject).listen(port, config.listen.host, () => resolve());
+      });
+      const address = metricsServer!.address();
+      app.log.info({ port: typeof address === 'object' && address ? address.port : port }, 'metrics served on a separate port');
+    });
+  }
+
+  app.addHook('onClose', async () => {
+    provider.stop();
+    await state.close();
+    if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
+  });
+
+  const discovery = provider.start();
+  if (options.waitForProvider) await discovery;
+};
+
+/**
+ * A request body that broke off because the browser left (its socket closed mid-body),
+ * as opposed to one that was refused or failed to parse.
+ */
+function browserAborted(error: unknown, raw: IncomingMessage): boolean {
+  const code = (error as { code?: unknown }).code;
+  return raw.aborted || ((code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') && raw.destroyed);
+}
