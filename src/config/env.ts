@@ -36,6 +36,11 @@ function envBindings(section: TSchema, path: string[] = []): EnvBinding[] {
 
 const bindings = envBindings(ConfigSchema);
 
+/** Every key's variable with the key's path and schema, in schema order. */
+export function configEnvBindings(): readonly EnvBinding[] {
+  return bindings;
+}
+
 /** Every environment variable that overrides a key, in schema order. */
 export function configEnvNames(): string[] {
   return bindings.map((binding) => binding.name);

@@ -32,8 +32,8 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /** A section with named keys, as opposed to a map of free keys (patternProperties). */
-export function isSection(schema: TSchema | undefined): schema is TSchema & { properties: Record<string, TSchema> } {
-  return schema?.type === 'object' && isRecord(schema.properties);
+export function isSection(schema: unknown): schema is TSchema & { properties: Record<string, TSchema> } {
+  return isRecord(schema) && schema.type === 'object' && isRecord(schema.properties);
 }
 
 /** The schema of the keys of a map such as oidc.authorizationParams. */

@@ -325,7 +325,7 @@ export const ConfigSchema = Type.Object(
     session: SessionSchema,
     routes: Type.Array(RouteSchema, {
       default: [],
-      description: 'API routes proxied with the access token attached. As a variable (TH_ROUTES): a JSON array replacing the whole list.',
+      description: 'API routes proxied with the access token attached. As a variable: a JSON array replacing the whole list.',
       'x-expected': 'a list of routes (objects with prefix and upstream)',
     }),
     refresh: RefreshSchema,
