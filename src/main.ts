@@ -1,11 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { buildApp } from './app.js';
+import { CONFIG_USAGE, EXIT_CONFIG, printConfigProblems, runConfigCommand } from './cli/config-command.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { demoMode } from './demo/mode.js';
-
-/** Exit code for invalid configuration (DESIGN.md). */
-const EXIT_CONFIG = 2;
 
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -16,9 +14,22 @@ async function main(argv: string[]): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'usage: token-handler [--config FILE]\n  configuration: FILE (YAML or JSON) or TH_CONFIG, then TH_* environment variables\n' +
-        '       token-handler demo\n  the built-in demo on 127.0.0.1 (also what runs when there is no configuration at all)\n',
+        '       token-handler demo\n  the built-in demo on 127.0.0.1 (also what runs when there is no configuration at all)\n' +
+        CONFIG_USAGE,
     );
     return;
+  }
+
+  const [command, ...rest] = positionals;
+  if (command === 'config') {
+    process.exitCode = await runConfigCommand(rest[0], values.config, process.env);
+    return;
+  }
+  // A file given without --config would otherwise be ignored, and the demo or the
+  // environment's configuration would run instead of the one meant.
+  if (command !== undefined && command !== 'demo') {
+    process.stderr.write(`token-handler: "${command}" is not a command; expected --config FILE, demo or config (see --help)\n`);
+    process.exit(EXIT_CONFIG);
   }
 
   // The demo: explicitly, or when nothing is configured (src/demo/mode.ts). Loaded lazily,
@@ -34,7 +45,7 @@ async function main(argv: string[]): Promise<void> {
     config = await loadConfig({ file: values.config, env: process.env });
   } catch (err) {
     if (err instanceof ConfigError) {
-      for (const problem of err.problems) process.stderr.write(`config: ${problem}\n`);
+      printConfigProblems(err);
       process.exit(EXIT_CONFIG);
     }
     throw err;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -7,6 +7,8 @@ import { freePort } from './support/ports.js';
 
 /** The CLI as users run it: the compiled dist/main.js (npm test builds first). */
 const MAIN = new URL('../dist/main.js', import.meta.url).pathname;
+const EXAMPLE = new URL('../config/example.yaml', import.meta.url).pathname;
+const SHIPPED_SCHEMA = new URL('../config/schema.json', import.meta.url).pathname;
 
 interface Run {
   code: number | null;
@@ -91,5 +93,60 @@ describe('token-handler CLI', () => {
     run.child!.kill('SIGTERM');
     const result = await run;
     expect(result.code).toBe(0);
+  });
+
+  it('refuses a file given without --config instead of ignoring it', async () => {
+    const run = await runCli([configFile('publicUrl: https://app.example.com\n')]);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim().split('\n')).toEqual([expect.stringMatching(/is not a command; expected --config FILE, demo or config/)]);
+  });
+});
+
+describe('token-handler config', () => {
+  it('config schema prints the JSON Schema, exactly what config/schema.json holds (npm run config:schema)', async () => {
+    const run = await runCli(['config', 'schema']);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toBe(readFileSync(SHIPPED_SCHEMA, 'utf8'));
+    expect(JSON.parse(run.stdout)).toMatchObject({ title: 'token-handler configuration', type: 'object' });
+  });
+
+  it('config check says OK in one line for a valid file, without starting anything', async () => {
+    const run = await runCli(['config', 'check', '--config', EXAMPLE]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`config OK: ${EXAMPLE} (1 route, store cookie)\n`);
+    expect(run.stderr).toBe('');
+  });
+
+  it('config check takes TH_CONFIG and the TH_* variables, and reports every problem with exit code 2', async () => {
+    const file = configFile('publicUrl: https://app.example.com/path\noidc: { issuer: https://idp.example.com, clientId: bff, clientSecret: hunter2-secret }\n');
+    const run = await runCli(['config', 'check'], { TH_CONFIG: file, TH_LISTEN_PORT: 'abc' });
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    // In the order of the keys in the schema: listen comes first.
+    expect(run.stderr.trim().split('\n')).toEqual([
+      'config: listen.port (from TH_LISTEN_PORT): is "abc"; expected an integer from 0 to 65535',
+      'config: publicUrl: has "/path" after the origin; expected a bare origin such as https://app.example.com (token-handler is served at the root)',
+      'config: session.secrets: is missing; expected a list of secrets of at least 32 characters (in the file or as TH_SESSION_SECRETS)',
+    ]);
+    expect(run.stderr).not.toContain('hunter2');
+  });
+
+  it('config check with the configuration in the environment alone', async () => {
+    const run = await runCli(['config', 'check'], {
+      TH_PUBLIC_URL: 'https://app.example.com',
+      TH_OIDC_ISSUER: 'https://idp.example.com',
+      TH_OIDC_CLIENT_ID: 'bff',
+      TH_OIDC_CLIENT_AUTH: 'none',
+      TH_SESSION_SECRETS: '0123456789abcdef0123456789abcdef',
+      TH_SESSION_STORE: 'memory',
+    });
+    expect(run).toMatchObject({ code: 0, stdout: 'config OK: the environment only (0 routes, store memory)\n' });
+  });
+
+  it('config without a known subcommand is refused with the usage', async () => {
+    const run = await runCli(['config', 'lint']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^token-handler config: "lint" is not a subcommand; expected schema or check\n/);
   });
 });

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { Ajv } from 'ajv';
+import { parse, stringify } from 'yaml';
 import { ConfigError, configEnvNames, envName, loadConfig, parseConfig, type Config } from '../src/config/index.js';
 
 const SECRET = 'a-session-secret-that-is-long-enough-0123456789';
@@ -569,6 +570,20 @@ describe('configuration files', () => {
     for (const name of configEnvNames()) expect(example, name).toContain(name);
     const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
+  });
+
+  it('the example names the shipped JSON Schema for editors, and passes it', () => {
+    const example = readFileSync(EXAMPLE, 'utf8');
+    expect(example.split('\n')[0]).toBe('# yaml-language-server: $schema=./schema.json');
+    const shipped = JSON.parse(readFileSync(fileURLToPath(new URL('../config/schema.json', import.meta.url)), 'utf8')) as object;
+    // What an editor does with it: unknown annotations are ignored, not errors.
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(shipped);
+    expect(validate(parse(example)), JSON.stringify(validate.errors)).toBe(true);
+    expect(validate(parse('listen: { prot: 1 }\nroutes: [{ prefix: /api }]\n'))).toBe(false);
+    expect(validate.errors?.map((e) => `${e.instancePath} ${e.message}`)).toEqual([
+      '/listen must NOT have additional properties',
+      "/routes/0 must have required property 'upstream'",
+    ]);
   });
 
   it('YAML and JSON files load alike', async () => {

@@ -1,0 +1,185 @@
+/**
+ * Rules that span several keys, which JSON Schema cannot express: defaults derived from
+ * another key, and combinations of valid values that do not work together. They see the
+ * configuration with every reported key removed, so they never pile on a problem already
+ * reported.
+ */
+import { parseUrl } from './checks.js';
+import { getAt, isRecord, setAt, type KeyPath } from './paths.js';
+import { quote, type ProblemList } from './problems.js';
+import type { Config } from './types.js';
+
+/** The configuration as far as it has been validated; invalid values are left out. */
+type DeepPartial<T> = T extends readonly (infer I)[]
+  ? Array<DeepPartial<I>>
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+export type Draft = DeepPartial<Config>;
+
+/**
+ * Fills the defaults that depend on another key (before validation, from the values as
+ * given) and returns their keys: when one cannot be derived, the key it derives from has
+ * the problem, so the derived key is not reported missing as well.
+ */
+export function applyDerivedDefaults(data: Record<string, unknown>): KeyPath[] {
+  const derived: Array<{ path: KeyPath; value: () => unknown }> = [
+    {
+      path: ['oidc', 'postLogoutRedirectUri'],
+      value: () => {
+        const publicUrl = getAt(data, ['publicUrl']);
+        const url = typeof publicUrl === 'string' ? parseUrl(publicUrl) : undefined;
+        return url && ['http:', 'https:'].includes(url.protocol) ? `${url.origin}/` : undefined;
+      },
+    },
+    // Never the main listener's own port by default.
+    { path: ['metrics', 'port'], value: () => (getAt(data, ['listen', 'port']) === 9090 ? 9091 : 9090) },
+  ];
+  for (const { path, value } of derived) {
+    const section = getAt(data, path.slice(0, -1));
+    if (section !== undefined && !isRecord(section)) continue;
+    const fallback = getAt(data, path) === undefined ? value() : undefined;
+    if (fallback !== undefined) setAt(data, path, fallback);
+  }
+  return derived.map(({ path }) => path);
+}
+
+type CrossRule = (draft: Draft, problems: ProblemList) => void;
+
+/** Absent from the input, as opposed to present but already reported as invalid. */
+function absent(problems: ProblemList, path: KeyPath, value: unknown): boolean {
+  return value === undefined && !problems.hasFailed(path);
+}
+
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
+
+const crossRules: CrossRule[] = [
+  function insecureIssuer(draft, problems) {
+    const oidc = draft.oidc;
+    const url = oidc?.issuer === undefined ? undefined : parseUrl(oidc.issuer);
+    if (!oidc || url?.protocol !== 'http:') return;
+    // A local provider in development and tests is the one case plain http is normal.
+    if (LOOPBACK_HOSTS.includes(url.hostname)) {
+      oidc.allowInsecureIssuer = true;
+    } else if (oidc.allowInsecureIssuer === false) {
+      problems.addCrossKey(['oidc', 'issuer'], `is ${quote(oidc.issuer ?? '')}, plain http; expected https (http only on localhost or with oidc.allowInsecureIssuer: true)`);
+    }
+  },
+
+  function clientCredentials(draft, problems) {
+    const oidc = draft.oidc;
+    if (!oidc) return;
+    switch (oidc.clientAuth) {
+      case 'client_secret_basic':
+      case 'client_secret_post':
+        if (absent(problems, ['oidc', 'clientSecret'], oidc.clientSecret)) {
+          problems.addCrossKey(['oidc', 'clientSecret'], `is missing; required when oidc.clientAuth is ${oidc.clientAuth}`);
+        }
+        break;
+      case 'private_key_jwt':
+        if (absent(problems, ['oidc', 'privateKeyJwk'], oidc.privateKeyJwk)) {
+          problems.addCrossKey(['oidc', 'privateKeyJwk'], 'is missing; required when oidc.clientAuth is private_key_jwt (a private JWK with "kty" and "d")');
+        }
+        break;
+      case 'none':
+        if (oidc.clientSecret !== undefined) {
+          problems.addCrossKey(['oidc', 'clientSecret'], 'is set; a public client (oidc.clientAuth: none) must not have one — remove it or choose client_secret_basic');
+        }
+        break;
+    }
+  },
+
+  function sessionTimeouts(draft, problems) {
+    const { idleTimeoutSeconds: idle, absoluteTimeoutSeconds: absolute } = draft.session ?? {};
+    if (idle !== undefined && absolute !== undefined && absolute < idle) {
+      problems.addCrossKey(['session', 'absoluteTimeoutSeconds'], `is ${absolute}; expected at least session.idleTimeoutSeconds (${idle})`);
+    }
+  },
+
+  function redisStore(draft, problems) {
+    const session = draft.session;
+    const url: KeyPath = ['session', 'redis', 'url'];
+    if (session?.store === 'redis' && absent(problems, url, session.redis?.url) && !problems.hasFailed(['session', 'redis'])) {
+      problems.addCrossKey(url, 'is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379)');
+    }
+  },
+
+  function distinctPrefixes(draft, problems) {
+    const seen = new Map<string, number>();
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.prefix === undefined) return;
+      const first = seen.get(route.prefix);
+      if (first === undefined) {
+        seen.set(route.prefix, index);
+      } else {
+        problems.addCrossKey(['routes', index, 'prefix'], `is ${quote(route.prefix)}, the same as routes[${first}].prefix; each route needs its own prefix`);
+      }
+    });
+  },
+
+  function anonymousRoutes(draft, problems) {
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.anonymous === true && route.token === 'user') {
+        problems.addCrossKey(
+          ['routes', index, 'anonymous'],
+          'is true but token is user; only token: client and token: none routes can let callers without a session through',
+        );
+      }
+    });
+  },
+
+  function upstreamBasePath(draft, problems) {
+    (draft.routes ?? []).forEach((route, index) => {
+      const url = route.upstream === undefined ? undefined : parseUrl(route.upstream);
+      if (!url) return;
+      if (url.search || url.hash) {
+        problems.addCrossKey(['routes', index, 'upstream'], 'has a query or fragment; expected a base URL such as http://api:8080 or http://api:8080/base');
+        return;
+      }
+      // The upstream's path is a base that rewritePrefix is appended to. One that repeats it
+      // most likely meant the path once (earlier versions took rewritePrefix alone): say so.
+      const base = url.pathname.replace(/\/+$/, '');
+      const rewrite = route.rewritePrefix;
+      if (base !== '' && rewrite !== undefined && (rewrite === base || rewrite.startsWith(`${base}/`))) {
+        problems.addCrossKey(
+          ['routes', index, 'rewritePrefix'],
+          `is ${quote(rewrite)}, which repeats the upstream's path ${quote(base)}: it is appended to that path (${route.prefix ?? '/prefix'}/x would go to ${base}${rewrite}/x); expected "" or only what comes after ${quote(base)}`,
+        );
+      }
+    });
+  },
+
+  function serverTimeouts(draft, problems) {
+    const { requestTimeoutMs: request, headersTimeoutMs: headers } = draft.limits ?? {};
+    if (request !== undefined && headers !== undefined && headers > request) {
+      problems.addCrossKey(['limits', 'headersTimeoutMs'], `is ${headers}; expected at most limits.requestTimeoutMs (${request})`);
+    }
+  },
+
+  function metricsPort(draft, problems) {
+    const { enabled, port, onMainListener } = draft.metrics ?? {};
+    if (enabled && !onMainListener && port !== undefined && port !== 0 && port === draft.listen?.port) {
+      problems.addCrossKey(
+        ['metrics', 'port'],
+        `is ${port}, the same as listen.port; expected another port, or metrics.onMainListener: true to serve /metrics on the main listener`,
+      );
+    }
+  },
+
+  function clientTokenRoutes(draft, problems) {
+    if (draft.oidc?.clientAuth !== 'none') return;
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.token === 'client') {
+        problems.addCrossKey(
+          ['routes', index, 'token'],
+          'is "client" but oidc.clientAuth is none; client-credentials tokens need a confidential client (client_secret_basic, client_secret_post or private_key_jwt)',
+        );
+      }
+    });
+  },
+];
+
+/** Applies every rule across keys to `draft` (which a rule may complete, e.g. allowInsecureIssuer). */
+export function checkAcrossKeys(draft: Draft, problems: ProblemList): void {
+  for (const rule of crossRules) rule(draft, problems);
+}
