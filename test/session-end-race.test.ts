@@ -77,6 +77,8 @@ async function replicas(setup: StoreSetup): Promise<FastifyInstance[]> {
       },
       { now },
     );
+    // Traffic reaches a replica once it is ready (its Redis connection is up).
+    await expect.poll(async () => (await bff.app.inject({ method: 'GET', url: '/readyz' })).statusCode, { timeout: 5000 }).toBe(200);
     apps.push(bff.app);
   }
   return apps;

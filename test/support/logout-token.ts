@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { importJWK, SignJWT, type JWK } from 'jose';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import type { TestProvider } from './provider.js';
 
 export const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
@@ -32,7 +32,7 @@ export async function signLogoutToken(
 }
 
 /** Delivers a logout token to token-handler's back-channel logout endpoint. */
-export function postLogoutToken(app: FastifyInstance, token: string) {
+export function postLogoutToken(app: FastifyInstance, token: string): Promise<LightMyRequestResponse> {
   return app.inject({
     method: 'POST',
     url: '/auth/backchannel-logout',
