@@ -39,6 +39,8 @@ import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { RequestLines, loggableUrl, observeRequests, requestId } from './ops/request-log.js';
 import { AccessLog } from './ops/access-log.js';
 import { logDestination } from './ops/log-destination.js';
+import { startTracing } from './ops/tracing.js';
+import { traceRequests } from './ops/request-tracing.js';
 
 export interface BuildOptions {
   /** Clock in epoch milliseconds; tests inject one to move time without sleeping. */
@@ -135,6 +137,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   makeChildLoggersLazy(app.log);
 
   const secure = config.publicUrl.startsWith('https:');
+  // Off (no SDK, no hook) unless the OTEL_* environment configures an exporter; before any route, whose hooks it adds.
+  const tracing = await startTracing(app.log);
+  if (tracing) traceRequests(app, tracing, secure ? 'https' : 'http');
   if (!secure) {
     app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
   }
@@ -322,6 +327,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await persistence.close();
     if (redis) await redis.quit().catch(() => redis.disconnect());
     if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
+    // Last, so the spans of everything above are exported too.
+    await tracing?.shutdown();
   });
 
   const discovery = provider.start();
