@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
+import type { Span } from '@opentelemetry/api';
 import type { RouteConfig } from '../config/types.js';
 import { BrowserError, idpUnavailable, loginRequired, upstreamUnavailable } from '../errors.js';
 import { ProviderError } from '../oidc/errors.js';
@@ -13,6 +14,7 @@ import type { SessionTokens } from '../tokens/session-tokens.js';
 import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { andThen, settle } from '../awaitable.js';
 import { Cors } from './cors.js';
+import { UpstreamTracing } from './upstream-tracing.js';
 
 export interface ApiRoutesOptions {
   routes: RouteConfig[];
@@ -55,6 +57,8 @@ interface ProxyState {
   retried: boolean;
   dest: string;
   fromOptions: Record<string, unknown>;
+  /** The span of the upstream call in flight (tracing on only). */
+  upstreamSpan?: Span;
 }
 
 declare module 'fastify' {
@@ -81,6 +85,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   // reply-from resolves every destination against the upstream's origin.
   const upstreamUrl = new URL(route.upstream);
   const rewritePrefix = upstreamUrl.pathname.replace(/\/+$/, '') + route.rewritePrefix;
+  const upstreamTracing = UpstreamTracing.forRoute(upstreamUrl, route.prefix);
 
   /**
    * Runs before a request body is read (from the body parser, so a request without a body
@@ -302,11 +307,17 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           request.proxyState?.authorization,
         );
         upstreamHeaders['x-request-id'] = String(request.id);
+        const state = request.proxyState;
+        if (upstreamTracing && state) state.upstreamSpan = upstreamTracing.start(request, upstreamHeaders, state.dest);
         return upstreamHeaders;
       },
       rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
       // reply-from's errors carry the status it would answer with: 504 for a timeout.
-      onError: (reply, { error }) => upstreamFailed(reply as FastifyReply, error, (error as { statusCode?: number }).statusCode === 504),
+      onError: (reply, { error }) => {
+        const timedOut = (error as { statusCode?: number }).statusCode === 504;
+        if (upstreamTracing) upstreamTracing.failed((reply as FastifyReply).request.proxyState?.upstreamSpan, error, timedOut);
+        upstreamFailed(reply as FastifyReply, error, timedOut);
+      },
       onResponse: (rawRequest, rawReply, rawRes) => {
         // reply-from's typings are wider than what it passes: the request and reply are ours,
         // the response is undici's { statusCode, headers, stream }.
@@ -314,6 +325,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const reply = rawReply as FastifyReply;
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
+        if (upstreamTracing) upstreamTracing.answered(state?.upstreamSpan, res.statusCode);
         if (res.statusCode === 401 && retryOn401 && state && mayRetry(state)) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);
