@@ -3,7 +3,8 @@
  * would listen: accepts `POST /v1/traces` with OTLP JSON (gzip or not), answers 200 `{}`,
  * and keeps every span it received, flattened, plus the raw request bodies for leak scans.
  */
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer } from 'node:http';
+import { buffer } from 'node:stream/consumers';
 import { gunzipSync } from 'node:zlib';
 import { closeServer, listen, originOf } from './ports.js';
 
@@ -67,7 +68,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const bodies: string[] = [];
   const strayRequests: string[] = [];
   const server = createServer((req, res) => {
-    readBody(req)
+    buffer(req)
       .then((raw) => {
         if (req.method !== 'POST' || req.url !== '/v1/traces') {
           strayRequests.push(`${req.method} ${req.url}`);
@@ -88,15 +89,6 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   });
   const port = await listen(server, 0);
   return { url: originOf(port), spans, bodies, strayRequests, close: () => closeServer(server) };
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 function flatten(request: ExportTraceServiceRequest): ReceivedSpan[] {
