@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { get } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
@@ -190,6 +192,28 @@ describe('tracing configured by OTEL_EXPORTER_OTLP_ENDPOINT', () => {
     expect(secrets.length).toBeGreaterThan(5);
     for (const secret of secrets) expect(exported.includes(secret), `a span holds ${secret.slice(0, 8)}…`).toBe(false);
     expect(exported).not.toMatch(/bearer|authorization|cookie/i);
+  });
+
+  it('ends the upstream span, marked failed, when the browser leaves before the upstream answers', async () => {
+    const bff = await tracedBff();
+    const browser = new TestBrowser(bff.app);
+    await browser.login();
+    await bff.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = bff.app.server.address() as AddressInfo;
+    await new Promise<void>((resolve) => {
+      const request = get({ host: '127.0.0.1', port, path: '/api/slow?ms=1500', agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } });
+      request.on('error', () => undefined);
+      request.on('close', () => resolve());
+      setTimeout(() => request.destroy(), 200);
+    });
+    await expect.poll(() => upstream.requests.some((r) => r.url.startsWith('/slow'))).toBe(true);
+
+    const spans = await exportedBy(bff);
+    const server = only(spans, (s) => s.name === 'GET /api/*', 'proxied request span');
+    expect(server.attributes['token_handler.cut_off']).toBe(true);
+    const client = only(spans, (s) => s.kind === 'client' && s.parentSpanId === server.spanId, 'upstream span');
+    expect(client.status.code).toBe('error');
+    expect(client.attributes['error.type']).toBe('browser_left');
   });
 
   it('follows OTEL_TRACES_SAMPLER: a trace sampled out exports nothing, and the upstream still gets a traceparent marked not sampled', async () => {

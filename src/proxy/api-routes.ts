@@ -58,7 +58,7 @@ interface ProxyState {
   dest: string;
   fromOptions: Record<string, unknown>;
   /** The span of the upstream call in flight (tracing on only). */
-  upstreamSpan?: Span;
+  upstreamSpan?: Span | undefined;
 }
 
 declare module 'fastify' {
@@ -189,6 +189,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           : (fromOptions as Record<string, unknown>),
     };
     request.proxyState = state;
+    if (upstreamTracing) upstreamTracing.endWithResponse(reply.raw, state);
     settle(
       () => authorize(request, reply, state),
       (err) => {
@@ -308,14 +309,14 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         );
         upstreamHeaders['x-request-id'] = String(request.id);
         const state = request.proxyState;
-        if (upstreamTracing && state) state.upstreamSpan = upstreamTracing.start(request, upstreamHeaders, state.dest);
+        if (upstreamTracing && state) upstreamTracing.start(request, state, upstreamHeaders, state.dest);
         return upstreamHeaders;
       },
       rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
       // reply-from's errors carry the status it would answer with: 504 for a timeout.
       onError: (reply, { error }) => {
         const timedOut = (error as { statusCode?: number }).statusCode === 504;
-        if (upstreamTracing) upstreamTracing.failed((reply as FastifyReply).request.proxyState?.upstreamSpan, error, timedOut);
+        if (upstreamTracing) upstreamTracing.failed((reply as FastifyReply).request.proxyState, error, timedOut);
         upstreamFailed(reply as FastifyReply, error, timedOut);
       },
       onResponse: (rawRequest, rawReply, rawRes) => {
@@ -325,7 +326,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const reply = rawReply as FastifyReply;
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
-        if (upstreamTracing) upstreamTracing.answered(state?.upstreamSpan, res.statusCode);
+        if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
         if (res.statusCode === 401 && retryOn401 && state && mayRetry(state)) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);
