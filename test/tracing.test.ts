@@ -216,6 +216,16 @@ describe('tracing configured by OTEL_EXPORTER_OTLP_ENDPOINT', () => {
     expect(client.attributes['error.type']).toBe('browser_left');
   });
 
+  it('makes no span for health probes and metrics scrapes', async () => {
+    const bff = await tracedBff();
+    for (const path of ['/healthz', '/readyz', '/metrics']) expect((await bff.app.inject(path)).statusCode).toBe(200);
+    expect((await bff.app.inject('/nowhere')).statusCode).toBe(404);
+
+    const names = (await exportedBy(bff)).map((s) => s.name);
+    expect(names).toContain('GET');
+    expect(names.filter((name) => /healthz|readyz|metrics/.test(name))).toEqual([]);
+  });
+
   it('follows OTEL_TRACES_SAMPLER: a trace sampled out exports nothing, and the upstream still gets a traceparent marked not sampled', async () => {
     vi.stubEnv('OTEL_TRACES_SAMPLER', 'always_off');
     const bff = await tracedBff();

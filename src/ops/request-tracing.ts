@@ -17,8 +17,11 @@ declare module 'fastify' {
   }
 }
 
+/** Probes and scrapes, every few seconds from every replica: traces of them would drown the requests. */
+const UNTRACED_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
 /**
- * A server span per request, continuing the browser's W3C trace when its `traceparent` is
+ * A server span per request (probes and scrapes excepted), continuing the browser's W3C trace when its `traceparent` is
  * valid (else a new trace), named `METHOD route` (`GET /api/*`). Its context is made active
  * for the request's hooks and handler, so provider and Redis spans become its children.
  * Registered only while tracing is on: these hooks are the whole per-request cost of it.
@@ -27,8 +30,12 @@ export function traceRequests(app: FastifyInstance, tracing: ActiveTracing, sche
   const { tracer, propagator } = tracing;
   app.decorateRequest('traceContext', null);
   app.addHook('onRequest', (request, reply, done) => {
-    const parent = propagator.extract(ROOT_CONTEXT, request.headers, defaultTextMapGetter);
     const route = request.routeOptions.url;
+    if (route !== undefined && UNTRACED_ROUTES.has(route)) {
+      done();
+      return;
+    }
+    const parent = propagator.extract(ROOT_CONTEXT, request.headers, defaultTextMapGetter);
     const span = tracer.startSpan(
       route ? `${request.method} ${route}` : request.method,
       {
