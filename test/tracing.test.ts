@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
+import { freePort } from './support/ports.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './support/otlp-receiver.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
@@ -224,6 +225,18 @@ describe('tracing configured by OTEL_EXPORTER_OTLP_ENDPOINT', () => {
     const names = (await exportedBy(bff)).map((s) => s.name);
     expect(names).toContain('GET');
     expect(names.filter((name) => /healthz|readyz|metrics/.test(name))).toEqual([]);
+  });
+
+  it('keeps serving when the collector is unreachable, and says so in a warning', async () => {
+    vi.stubEnv('OTEL_EXPORTER_OTLP_TIMEOUT', '500');
+    vi.stubEnv('OTEL_EXPORTER_OTLP_ENDPOINT', `http://127.0.0.1:${await freePort()}`);
+    const bff = await bffWith();
+    const browser = new TestBrowser(bff.app);
+    await browser.login();
+    expect((await browser.request('/api/orders')).statusCode).toBe(200);
+    await exportedBy(bff);
+    const warnings = bff.logs.filter((line) => line.level === 40 && String(line.msg).startsWith('tracing:'));
+    expect(warnings.length).toBeGreaterThan(0);
   });
 
   it('follows OTEL_TRACES_SAMPLER: a trace sampled out exports nothing, and the upstream still gets a traceparent marked not sampled', async () => {

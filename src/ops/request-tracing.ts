@@ -21,10 +21,11 @@ declare module 'fastify' {
 const UNTRACED_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /**
- * A server span per request (probes and scrapes excepted), continuing the browser's W3C trace when its `traceparent` is
- * valid (else a new trace), named `METHOD route` (`GET /api/*`). Its context is made active
- * for the request's hooks and handler, so provider and Redis spans become its children.
- * Registered only while tracing is on: these hooks are the whole per-request cost of it.
+ * A server span per request (probes and scrapes excepted), continuing the browser's W3C
+ * trace when its `traceparent` is valid (else a new trace), named `METHOD route`
+ * (`GET /api/*`). Its context is made active for the request's hooks and handler, so
+ * provider and Redis spans become its children. Registered only while tracing is on:
+ * these hooks are the whole per-request cost of it.
  */
 export function traceRequests(app: FastifyInstance, tracing: ActiveTracing, scheme: 'http' | 'https'): void {
   const { tracer, propagator } = tracing;

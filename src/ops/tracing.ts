@@ -61,13 +61,11 @@ export function tracingSettings(env: NodeJS.ProcessEnv): TracingSettings | undef
  * (sampler, batch delays, exporter headers and timeout); OTEL_SERVICE_NAME defaults to
  * token-handler.
  */
-export async function startTracing(logger: FastifyBaseLogger, env: NodeJS.ProcessEnv = process.env): Promise<Tracing | undefined> {
-  const settings = tracingSettings(env);
+export async function startTracing(logger: FastifyBaseLogger): Promise<Tracing | undefined> {
+  const settings = tracingSettings(process.env);
   if (!settings) return undefined;
-  if (sdk) {
-    sdk.users++;
-    return sdk.tracing;
-  }
+  const running = joinRunningSdk();
+  if (running) return running;
   // Loaded only now: a service without tracing never loads the SDK.
   const [{ NodeTracerProvider, BatchSpanProcessor }, { OTLPTraceExporter }, { defaultResource, detectResources, envDetector, resourceFromAttributes }, { W3CTraceContextPropagator }] =
     await Promise.all([
@@ -76,11 +74,14 @@ export async function startTracing(logger: FastifyBaseLogger, env: NodeJS.Proces
       import('@opentelemetry/resources'),
       import('@opentelemetry/core'),
     ]);
+  // Another app of this process may have started it while the SDK was loading.
+  const started = joinRunningSdk();
+  if (started) return started;
   // Export failures reach the log (the SDK is silent otherwise); its diagnostics never carry span data.
   diag.setLogger(
     {
-      error: (message) => logger.warn({ otel: message }, 'tracing: span export problem'),
-      warn: (message) => logger.warn({ otel: message }, 'tracing: span export problem'),
+      error: (message) => logger.warn({ otel: message }, 'tracing: OpenTelemetry SDK problem (e.g. a failed span export)'),
+      warn: (message) => logger.warn({ otel: message }, 'tracing: OpenTelemetry SDK problem (e.g. a failed span export)'),
       info: () => undefined,
       debug: () => undefined,
       verbose: () => undefined,
@@ -118,6 +119,12 @@ export async function startTracing(logger: FastifyBaseLogger, env: NodeJS.Proces
     logger.warn({ protocol: settings.protocolIgnored }, 'tracing: this build sends OTLP/HTTP JSON only; OTEL_EXPORTER_OTLP_PROTOCOL is not followed');
   }
   return tracing;
+}
+
+function joinRunningSdk(): Tracing | undefined {
+  if (!sdk) return undefined;
+  sdk.users++;
+  return sdk.tracing;
 }
 
 /** How a failure is shown on a span: a type always, a message only where it is known to hold no secret. */
