@@ -26,6 +26,8 @@ import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { RequestLines, observeRequests } from './ops/request-log.js';
 import { AccessLog } from './ops/access-log.js';
+import { startTracing } from './ops/tracing.js';
+import { traceRequests } from './ops/request-tracing.js';
 
 /** Options of the plugin: a validated configuration (see `loadConfig`), and for tests a clock. */
 export type TokenHandlerOptions = Config & {
@@ -74,6 +76,9 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
 
 
   const secure = config.publicUrl.startsWith('https:');
+  // Off (no SDK, no hook) unless the OTEL_* environment configures an exporter; before any route, whose hooks it adds.
+  const tracing = await startTracing(app.log);
+  if (tracing) traceRequests(app, tracing, secure ? 'https' : 'http');
   if (!secure) {
     app.log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http: session cookies lose the __Host- prefix and Secure (local development only)');
   }
@@ -254,6 +259,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     provider.stop();
     await state.close();
     if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));
+    // Last, so the spans of everything above are exported too.
+    await tracing?.shutdown();
   });
 
   const discovery = provider.start();

@@ -1,6 +1,9 @@
 import * as client from 'openid-client';
-import { createRemoteJWKSet, errors as joseErrors, importJWK, jwtVerify } from 'jose';
+import { createRemoteJWKSet, customFetch, errors as joseErrors, importJWK, jwtVerify } from 'jose';
 import type { FastifyBaseLogger } from 'fastify';
+import type { Span } from '@opentelemetry/api';
+import { ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS } from '@opentelemetry/semantic-conventions';
+import { activeTracing, inSpan, SpanKind, type FailureDescription } from '../ops/tracing.js';
 import type { OidcConfig } from '../config/types.js';
 import { classifyProviderError, discoveryFailure, ProviderError, type ClassifyOptions } from './errors.js';
 import { tokenSetFrom, type TokenSet } from './token-set.js';
@@ -49,8 +52,12 @@ export class OidcProvider {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private wakeRetry: (() => void) | undefined;
+  /** The provider's host, for spans. */
+  private readonly issuerHost: string;
 
-  constructor(private readonly options: OidcProviderOptions) {}
+  constructor(private readonly options: OidcProviderOptions) {
+    this.issuerHost = URL.canParse(options.config.issuer) ? new URL(options.config.issuer).hostname : '';
+  }
 
   get ready(): boolean {
     return this.configuration !== undefined;
@@ -99,16 +106,24 @@ export class OidcProvider {
   private async discover(): Promise<client.Configuration> {
     const { config } = this.options;
     const execute = config.allowInsecureIssuer ? [client.allowInsecureRequests] : [];
-    const configuration = await client.discovery(
-      new URL(config.issuer),
-      config.clientId,
-      { redirect_uris: [this.options.redirectUri], response_types: ['code'] },
-      await clientAuthentication(config),
-      { execute, timeout: config.timeoutMs / 1000 },
+    const authentication = await clientAuthentication(config);
+    const configuration = await this.traced('discovery', () =>
+      client.discovery(
+        new URL(config.issuer),
+        config.clientId,
+        { redirect_uris: [this.options.redirectUri], response_types: ['code'] },
+        authentication,
+        { execute, timeout: config.timeoutMs / 1000 },
+      ),
     );
     // Calls are cut off at the hard timeout; callers wait at most timeoutMs (see deadline()).
     configuration.timeout = refreshHardTimeoutMs(config.timeoutMs) / 1000;
     return configuration;
+  }
+
+  /** A provider call in a span named `oidc <operation>` while tracing is on. */
+  private traced<T>(operation: string, call: (span: Span | undefined) => Promise<T>): Promise<T> {
+    return inSpan(`oidc ${operation}`, SpanKind.CLIENT, { [ATTR_SERVER_ADDRESS]: this.issuerHost, 'oidc.operation': operation }, call, describeProviderFailure);
   }
 
   /** Answers a caller within `oidc.timeoutMs`; the call itself may go on until the hard timeout. */
@@ -157,12 +172,14 @@ export class OidcProvider {
       code_challenge_method: 'S256',
     };
     if (!par) return { url: client.buildAuthorizationUrl(configuration, parameters).href, transaction };
-    try {
-      const url = await this.deadline(client.buildAuthorizationUrlWithPAR(configuration, parameters), 'pushed authorization request');
-      return { url: url.href, transaction };
-    } catch (err) {
-      throw await this.classify(err, 'pushed authorization request');
-    }
+    return this.traced('pushed authorization request', async () => {
+      try {
+        const url = await this.deadline(client.buildAuthorizationUrlWithPAR(configuration, parameters), 'pushed authorization request');
+        return { url: url.href, transaction };
+      } catch (err) {
+        throw await this.classify(err, 'pushed authorization request');
+      }
+    });
   }
 
   /** Validates the authorization response (state, iss, errors) and exchanges the code. */
@@ -180,11 +197,13 @@ export class OidcProvider {
       }
       return tokenSetFrom(response, this.tokenSetDefaults());
     };
-    try {
-      return await this.deadline(exchange(), 'code exchange');
-    } catch (err) {
-      throw await this.classify(err, 'code exchange', true);
-    }
+    return this.traced('code exchange', async () => {
+      try {
+        return await this.deadline(exchange(), 'code exchange');
+      } catch (err) {
+        throw await this.classify(err, 'code exchange', true);
+      }
+    });
   }
 
   /**
@@ -195,44 +214,50 @@ export class OidcProvider {
    */
   async refresh(refreshToken: string, scope?: string): Promise<TokenSet> {
     const configuration = this.requireConfiguration('refresh');
-    try {
-      const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
-      const verified = await this.verifyIdTokenSignature(response.id_token);
-      const tokens = tokenSetFrom(response, this.tokenSetDefaults());
-      if (!verified) {
-        this.options.logger.warn('refreshed ID token kept out: provider keys unreachable; the previous claims stay');
-        delete tokens.idToken;
-        delete tokens.claims;
+    return this.traced('refresh', async () => {
+      try {
+        const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
+        const verified = await this.verifyIdTokenSignature(response.id_token);
+        const tokens = tokenSetFrom(response, this.tokenSetDefaults());
+        if (!verified) {
+          this.options.logger.warn('refreshed ID token kept out: provider keys unreachable; the previous claims stay');
+          delete tokens.idToken;
+          delete tokens.claims;
+        }
+        return tokens;
+      } catch (err) {
+        throw await this.classify(err, 'refresh', true);
       }
-      return tokens;
-    } catch (err) {
-      throw await this.classify(err, 'refresh', true);
-    }
+    });
   }
 
   async clientCredentials(scopes: readonly string[]): Promise<TokenSet> {
     const configuration = this.requireConfiguration('client credentials');
-    try {
-      const response = await this.deadline(
-        client.clientCredentialsGrant(configuration, scopes.length > 0 ? { scope: scopes.join(' ') } : undefined),
-        'client credentials',
-      );
-      return tokenSetFrom(response, this.tokenSetDefaults());
-    } catch (err) {
-      throw await this.classify(err, 'client credentials');
-    }
+    return this.traced('client credentials', async () => {
+      try {
+        const response = await this.deadline(
+          client.clientCredentialsGrant(configuration, scopes.length > 0 ? { scope: scopes.join(' ') } : undefined),
+          'client credentials',
+        );
+        return tokenSetFrom(response, this.tokenSetDefaults());
+      } catch (err) {
+        throw await this.classify(err, 'client credentials');
+      }
+    });
   }
 
   /** RFC 7009 revocation where the provider offers it; false when it has no revocation endpoint. */
   async revoke(token: string, hint: 'refresh_token' | 'access_token'): Promise<boolean> {
     const configuration = this.requireConfiguration('revocation');
     if (!configuration.serverMetadata().revocation_endpoint) return false;
-    try {
-      await this.deadline(client.tokenRevocation(configuration, token, { token_type_hint: hint }), 'revocation');
-      return true;
-    } catch (err) {
-      throw await this.classify(err, 'revocation');
-    }
+    return this.traced('revocation', async () => {
+      try {
+        await this.deadline(client.tokenRevocation(configuration, token, { token_type_hint: hint }), 'revocation');
+        return true;
+      } catch (err) {
+        throw await this.classify(err, 'revocation');
+      }
+    });
   }
 
   /** RP-initiated logout URL, or null when the provider has no end-session endpoint (or is not loaded). */
@@ -255,8 +280,18 @@ export class OidcProvider {
     this.jwks ??= createRemoteJWKSet(new URL(jwksUri), {
       timeoutDuration: this.options.config.timeoutMs,
       cooldownDuration: JWKS_REFETCH_COOLDOWN_MS,
+      ...(activeTracing() ? { [customFetch]: (url: string, init: RequestInit) => this.fetchKeysTraced(url, init) } : {}),
     });
     return this.jwks;
+  }
+
+  /** jose's JWKS fetch, in a span (only set up while tracing is on). */
+  private fetchKeysTraced(url: string, init: RequestInit): Promise<Response> {
+    return this.traced('jwks fetch', async (span) => {
+      const response = await fetch(url, init);
+      span?.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, response.status);
+      return response;
+    });
   }
 
   /**
@@ -365,6 +400,10 @@ function clientRefusedHint(config: OidcConfig): string | undefined {
     ? 'the client id or secret contains characters that RFC 6749 form-encoding changes (e.g. - + / : %); many providers do not decode them: try oidc.clientSecretBasicEncoding: plain (or oidc.clientAuth: client_secret_post)'
     : 'oidc.clientSecretBasicEncoding is plain; if the provider form-decodes the credentials (RFC 6749), try rfc6749 (or oidc.clientAuth: client_secret_post)';
 }
+
+/** A ProviderError's message is what the logs carry (never a token); anything else shows by name only. */
+const describeProviderFailure: FailureDescription = (err) =>
+  err instanceof ProviderError ? { type: err.kind, message: err.message } : { type: err instanceof Error ? err.name : 'unknown' };
 
 const PAR_MISSING =
   'oidc.pushedAuthorizationRequests is always but the provider advertises no pushed_authorization_request_endpoint: logins cannot start; set it to auto, or enable PAR at the provider';

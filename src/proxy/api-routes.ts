@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
+import type { Span } from '@opentelemetry/api';
 import type { RouteConfig } from '../config/types.js';
 import { BrowserError, loginRequired, upstreamUnavailable } from '../errors.js';
 import type { SessionCookies } from '../session/cookies.js';
@@ -13,6 +14,7 @@ import { Cors } from './cors.js';
 import { bodyExceeded, bodyTooLarge, forwardOptions, isReplayable, readBody } from './request-body.js';
 import { dropUpstreamHeaders, fitsBuffer, passWhole, type UpstreamResponse } from './response-body.js';
 import { tokenSourceFor, type Credential } from './token-source.js';
+import { UpstreamTracing } from './upstream-tracing.js';
 
 export interface ApiRoutesOptions {
   routes: RouteConfig[];
@@ -42,6 +44,8 @@ interface ProxyState {
   retried: boolean;
   dest: string;
   fromOptions: Record<string, unknown>;
+  /** The span of the upstream call in flight (tracing on only). */
+  upstreamSpan?: Span | undefined;
 }
 
 declare module 'fastify' {
@@ -69,6 +73,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
   // reply-from resolves every destination against the upstream's origin.
   const upstreamUrl = new URL(route.upstream);
   const rewritePrefix = upstreamUrl.pathname.replace(/\/+$/, '') + route.rewritePrefix;
+  const upstreamTracing = UpstreamTracing.forRoute(upstreamUrl, route.prefix);
 
   /**
    * Runs before a request body is read (from the body parser, so a request without a body
@@ -125,6 +130,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
       fromOptions: forwardOptions(request, fromOptions),
     };
     request.proxyState = state;
+    if (upstreamTracing) upstreamTracing.endWithResponse(reply.raw, state);
     settle(
       () => {
         csrfCheck(request);
@@ -204,11 +210,17 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
           request.proxyState?.credential?.authorization,
         );
         upstreamHeaders['x-request-id'] = String(request.id);
+        const state = request.proxyState;
+        if (upstreamTracing && state) upstreamTracing.start(request, state, upstreamHeaders, state.dest);
         return upstreamHeaders;
       },
       rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
       // reply-from's errors carry the status it would answer with: 504 for a timeout.
-      onError: (reply, { error }) => upstreamFailed(reply as FastifyReply, error, (error as { statusCode?: number }).statusCode === 504),
+      onError: (reply, { error }) => {
+        const timedOut = (error as { statusCode?: number }).statusCode === 504;
+        if (upstreamTracing) upstreamTracing.failed((reply as FastifyReply).request.proxyState, error, timedOut);
+        upstreamFailed(reply as FastifyReply, error, timedOut);
+      },
       onResponse: (rawRequest, rawReply, rawRes) => {
         // reply-from's typings are wider than what it passes: the request and reply are ours,
         // the response is undici's { statusCode, headers, stream }.
@@ -216,6 +228,7 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
         const reply = rawReply as FastifyReply;
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
+        if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
         const renewal = res.statusCode === 401 && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
         if (renewal) {
           res.stream.resume();

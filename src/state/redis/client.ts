@@ -1,5 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
+import { ATTR_DB_OPERATION_NAME, ATTR_DB_SYSTEM_NAME } from '@opentelemetry/semantic-conventions';
+import { activeTracing, inSpan, SpanKind } from '../../ops/tracing.js';
 import { SessionStoreUnavailableError } from '../ports.js';
 
 /**
@@ -30,11 +32,16 @@ export function createRedis(url: string, logger: FastifyBaseLogger, extra: Redis
   return redis;
 }
 
-/** Runs a Redis operation; any failure becomes SessionStoreUnavailableError. */
+/** Runs a Redis operation (in a span while tracing is on); any failure becomes SessionStoreUnavailableError. */
 export async function storeCall<T>(operation: string, call: () => Promise<T>): Promise<T> {
   try {
-    return await call();
+    return await (activeTracing() ? inSpan(`redis ${operation}`, SpanKind.CLIENT, storeSpanAttributes(operation), call) : call());
   } catch (err) {
     throw new SessionStoreUnavailableError(operation, { cause: err });
   }
+}
+
+/** What a store span says: our operation's name (never a key: keys hold session ids and token hashes). */
+function storeSpanAttributes(operation: string) {
+  return { [ATTR_DB_SYSTEM_NAME]: 'redis', [ATTR_DB_OPERATION_NAME]: operation };
 }
