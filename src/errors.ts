@@ -13,7 +13,7 @@ export abstract class TokenHandlerError extends Error {
 
 /**
  * Browser-facing errors. Every error a browser can see is one of these codes, sent as
- * JSON `{ error, error_description }` (DESIGN.md "HTTP surface"). Never a stack trace,
+ * JSON `{ error, error_description }` (docs/contracts.md "Browser errors"). Never a stack trace,
  * never a token: descriptions are fixed human text chosen here, not upstream messages.
  */
 export type BrowserErrorCode =

@@ -318,7 +318,7 @@ function problemsOf(run: () => unknown): string[] {
   throw new Error('expected a ConfigError, but the configuration was accepted');
 }
 
-/** Default of shutdown.gracePeriodSeconds (config/example.yaml, DESIGN.md). */
+/** Default of shutdown.gracePeriodSeconds (config/example.yaml). */
 const DEFAULT_GRACE_PERIOD_SECONDS = 25;
 
 function gracePeriodOf(raw: Json): number {

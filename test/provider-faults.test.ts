@@ -1,7 +1,7 @@
 /**
  * Provider faults (issue 9): what the browser sees when the OpenID provider is down, slow,
  * broken or misconfigured, and that the same browser's session comes back by itself (no new
- * login) once the provider is healthy again. Expected outcomes are DESIGN.md's refresh-token
+ * login) once the provider is healthy again. Expected outcomes are docs/contracts.md's refresh-token
  * rules: network errors, timeouts and 5xx are transient (503 idp_unavailable with Retry-After,
  * session kept); a response that fails validation and invalid_client / unauthorized_client /
  * invalid_scope are faults to log loudly (503, error-level log, session kept); only
@@ -109,7 +109,7 @@ async function sessionWithExpiredToken(p: TestProvider, options: BffOptions = {}
   return { bff, browser, time, loginsBefore: logins(p), refreshesBefore: successfulRefreshes(p) };
 }
 
-/** DESIGN.md: 503 idp_unavailable with Retry-After, JSON only, and the session cookie kept. */
+/** docs/contracts.md "Refresh outcomes": 503 idp_unavailable with Retry-After, JSON only, and the session cookie kept. */
 function expectIdpUnavailable(response: LightMyRequestResponse, browser: TestBrowser): void {
   expect(response.statusCode).toBe(503);
   expect(response.headers['content-type']).toMatch(/^application\/json/);
@@ -308,8 +308,8 @@ describe('provider answers a refresh with an error or a broken response', () => 
 describe('client configuration faults at the provider', () => {
   it('ends the session (401 login_required, cookie cleared) when the provider no longer allows this client the refresh grant and says so with 400 invalid_request', async () => {
     // Real provider: the client is re-registered without the refresh_token grant. oidc-provider 9
-    // answers 400 invalid_request ("requested grant type is not allowed for this client"). DESIGN.md
-    // "Refresh outcomes": a 400 with any error but invalid_client / unauthorized_client means the
+    // answers 400 invalid_request ("requested grant type is not allowed for this client").
+    // docs/contracts.md "Refresh outcomes": a 400 with any error but invalid_client / unauthorized_client means the
     // grant cannot be used (real providers answer dead refresh tokens with invalid_request too),
     // so the session ends rather than leaving the user on 503 until the absolute timeout.
     const { browser } = await sessionWithExpiredToken(provider);

@@ -3,7 +3,7 @@
  * and documentation. Written with TypeBox because one object then gives three things:
  * standard JSON Schema (shipped as config/schema.json, so editors complete and check
  * configuration files), the TypeScript types (`Static<>` in types.ts), and validation by
- * ajv — the validator Fastify itself uses — in validate.ts.
+ * ajv — the validator Fastify itself uses — in validator.ts.
  *
  * Two annotations of our own ride along (JSON Schema tools ignore them): `x-expected`,
  * what a valid value looks like in a problem line, and `writeOnly` (standard), which marks

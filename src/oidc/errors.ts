@@ -2,8 +2,8 @@ import * as client from 'openid-client';
 import { TokenHandlerError } from '../errors.js';
 
 /**
- * What a failed provider call means for the session (DESIGN.md, "Refresh outcomes by what the
- * provider answered"):
+ * What a failed provider call means for the session (docs/contracts.md "Refresh
+ * outcomes"):
  * - `invalid_grant`: the grant is unusable (invalid_grant, any other 400 error except the client
  *   ones, a 400 without a parseable body): the user must log in again.
  * - `config_fault`: our client registration or configuration is wrong (invalid_client,
@@ -118,7 +118,7 @@ export async function classifyProviderError(err: unknown, operation: string, opt
   return new ProviderError('invalid_response', `${operation}: provider response rejected (${describeError(err)})`, { cause: err });
 }
 
-/** The table of DESIGN.md "Refresh outcomes", extended to the other token-endpoint calls. */
+/** The table of docs/contracts.md "Refresh outcomes", extended to the other token-endpoint calls. */
 function byStatus(
   operation: string,
   options: ClassifyOptions,

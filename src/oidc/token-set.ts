@@ -27,7 +27,7 @@ export const MAX_ACCESS_TOKEN_SECONDS = 86_400;
  * Expiry comes from `expires_in` (openid-client already accepts it as a string, e.g.
  * "3600"), capped at MAX_ACCESS_TOKEN_SECONDS; when absent or 0 (some providers send 0 for
  * "unknown"), from the access token's own `exp` if it is a JWT; else from the configured
- * default (DESIGN.md: expires_in may be absent).
+ * default (docs/contracts.md "Refresh-token rules": expires_in may be absent).
  */
 export function tokenSetFrom(
   response: TokenEndpointResult,

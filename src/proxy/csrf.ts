@@ -24,7 +24,7 @@ export function createOriginCheck(config: CsrfConfig, publicOrigin: string): Req
 }
 
 /**
- * The CSRF rule of DESIGN.md for proxied calls and state-changing `/auth` calls: the
+ * The CSRF rule of docs/contracts.md "CSRF" for proxied calls and state-changing `/auth` calls: the
  * custom header (which forces a CORS preflight, so no other origin can send it without
  * our consent) must be present with the value `1`, and the origin check must pass.
  */

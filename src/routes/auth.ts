@@ -49,7 +49,7 @@ export interface AuthRoutesOptions {
  */
 export const AUTH_BODY_LIMIT_BYTES = 4096;
 
-/** The `/auth/*` endpoints of DESIGN.md. */
+/** The `/auth/*` endpoints of docs/contracts.md "HTTP surface". */
 export async function authRoutes(app: FastifyInstance, options: AuthRoutesOptions): Promise<void> {
   const { provider, sessions, sessionTokens, pendingLogins, timeouts, csrfCheck, now, metrics, cors } = options;
   const omitClaims = new Set(options.omitClaims);

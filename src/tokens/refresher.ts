@@ -31,7 +31,7 @@ export type RefreshReason = 'proactive' | 'upstream_401' | 'forced';
 
 /**
  * Refreshes a session's tokens so that one refresh token is spent at most once
- * (DESIGN.md: reuse under rotation may revoke the whole grant):
+ * (docs/contracts.md "Refresh-token rules": reuse under rotation may revoke the whole grant):
  * - concurrent refreshes of the same refresh token share one token-endpoint call;
  * - the result is remembered for a short window, keyed by a hash of the spent refresh
  *   token, so a request that still carries the old cookie (another tab, a response
@@ -180,7 +180,7 @@ function recordRefreshKey(record: SessionRecord & { refreshToken: string }): str
 }
 
 /**
- * Rotation rules (DESIGN.md): a new refresh token replaces the old one, none keeps it;
+ * Rotation rules (docs/contracts.md "Refresh-token rules"): a new refresh token replaces the old one, none keeps it;
  * a new ID token replaces the old one and must be about the same user.
  */
 export function applyTokens(record: SessionRecord, tokens: TokenSet, now: number): SessionRecord {

@@ -24,7 +24,7 @@ export interface SessionTokensOptions {
 /**
  * A request's session with a usable access token: loads the session, refreshes when the
  * token is due, stores the result and sends the updated cookie. Refresh failures become
- * the browser errors DESIGN.md prescribes.
+ * the browser errors of docs/contracts.md "Refresh outcomes".
  */
 export class SessionTokens {
   /**

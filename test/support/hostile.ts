@@ -117,7 +117,7 @@ export interface ErrorAnswer {
 }
 
 /**
- * The contract of every hostile case (DESIGN.md "HTTP surface"): a 4xx with a JSON body of
+ * The contract of every hostile case (docs/contracts.md "Browser errors"): a 4xx with a JSON body of
  * exactly `{error, error_description}` (strings), no stack trace, no file path.
  */
 export function expectErrorAnswer(answer: ErrorAnswer, allowed?: readonly number[], context = ''): { error: string; error_description: string } {

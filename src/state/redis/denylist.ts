@@ -7,7 +7,7 @@ import type { RedisTrackedCache } from './tracked-cache.js';
 
 /**
  * The denylist shared by every replica through Redis: one MGET per check, or none when
- * the replica's local cache (Redis client tracking, see redis-tracked-cache.ts) holds the
+ * the replica's local cache (Redis client tracking, see tracked-cache.ts) holds the
  * three answers; a deny written by any replica drops them from every cache at once.
  */
 export class RedisDenylist implements Denylist {

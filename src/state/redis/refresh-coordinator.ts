@@ -35,7 +35,7 @@ export interface RedisRefreshCoordinatorOptions {
   lockTtlMs: number;
   /** The longest a waiter keeps waiting for another replica's refresh. */
   maxWaitMs: number;
-  /** How often waiters look for the result (polling: see README "Scale-out" for the measurement). */
+  /** How often waiters look for the result (polling: see README "Stores and scale-out" for the measurement). */
   pollIntervalMs: number;
   now: () => number;
 }

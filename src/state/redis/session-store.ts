@@ -39,7 +39,7 @@ export interface RedisSessionStoreOptions {
   absoluteTimeoutSeconds: number;
   /**
    * Records kept in this process, invalidated by Redis on any change (see
-   * redis-tracked-cache.ts), so a busy session's requests do not each wait for Redis.
+   * tracked-cache.ts), so a busy session's requests do not each wait for Redis.
    */
   localCache?: RedisTrackedCache;
 }
