@@ -63,7 +63,19 @@ export interface TokenHandlerClient {
   logout(): Promise<{ logoutUrl: string | null }>;
   /** `/auth/login?returnTo=...` for a sign-in link; `returnTo` defaults to the current page. */
   loginUrl(returnTo?: string): string;
+  /**
+   * Session events from `GET /auth/events`, one stream shared by every tab of this origin
+   * (Web Locks + BroadcastChannel; a stream per tab where those are missing). Returns the
+   * function that stops listening.
+   */
+  onSessionEvent(listener: (event: SessionEvent) => void): () => void;
 }
+
+/** What `GET /auth/events` tells a page. */
+export type SessionEvent =
+  | { type: 'session-refreshed'; accessTokenExpiresAt: string }
+  | { type: 'session-expiring'; idleExpiresAt: string }
+  | { type: 'session-ended'; reason: 'logout' | 'backchannel' | 'timeout' | 'revoked' | 'ended-elsewhere' };
 
 /** token-handler's error answer (`{ error, error_description }`) with its HTTP status. */
 export declare class TokenHandlerError extends Error {
@@ -86,3 +98,5 @@ export declare function logout(): Promise<{ logoutUrl: string | null }>;
 export declare function refresh(): Promise<SessionView | null>;
 /** `createClient().loginUrl` with the default options. */
 export declare function loginUrl(returnTo?: string): string;
+/** Session events with the default client; returns the function that stops listening. */
+export declare function onSessionEvent(listener: (event: SessionEvent) => void): () => void;

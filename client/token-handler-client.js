@@ -8,6 +8,7 @@
  *   if (!user) location.assign(loginUrl());    // sign in, then come back here
  *   const answer = await apiFetch('/api/orders');  // CSRF header + cookie; 401 login_required → sign-in
  *   await logout();                            // ends the session, then the provider's logout page
+ *   onSessionEvent((e) => { if (e.type === 'session-ended') showSignedOut(e.reason); });
  *
  * The page never sees a token: the session lives in an HttpOnly cookie and
  * token-handler attaches the access token when it proxies the call.
@@ -138,8 +139,88 @@ export function createClient(options = {}) {
     return { logoutUrl: typeof logoutUrl === 'string' ? logoutUrl : null };
   }
 
+  const sessionListeners = new Set();
+  let sessionEvents;
+
+  /**
+   * One `/auth/events` stream for all tabs of this origin where the browser can share it:
+   * the tab holding a Web Lock reads the stream and relays each event over a
+   * BroadcastChannel; when it closes, another tab takes the lock and the stream. Without
+   * those APIs, each tab reads its own stream.
+   */
+  function startSessionEvents() {
+    const deliver = (event) => {
+      for (const listener of sessionListeners) {
+        try {
+          listener(event);
+        } catch {
+          // One listener's fault must not keep the event from the others.
+        }
+      }
+    };
+    const channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel(`token-handler-events:${authPath}`) : null;
+    const locks = globalThis.navigator?.locks;
+    let source;
+    let stopped = false;
+    let releaseLock;
+    const read = (relay) => {
+      source = new EventSource(`${authPath}/events`, { withCredentials: true });
+      for (const type of ['session-refreshed', 'session-expiring', 'session-ended']) {
+        source.addEventListener(type, (message) => {
+          let data = {};
+          try {
+            data = JSON.parse(message.data);
+          } catch {
+            // not JSON: deliver the type alone
+          }
+          const event = { type, ...data };
+          deliver(event);
+          if (relay) channel.postMessage(event);
+          // The session is over: the stream has closed for good, no reconnect.
+          if (type === 'session-ended') source.close();
+        });
+      }
+    };
+    if (channel && locks && typeof locks.request === 'function') {
+      channel.onmessage = (message) => deliver(message.data);
+      locks
+        .request(`token-handler-events:${authPath}`, () => new Promise((resolve) => {
+          if (stopped) {
+            resolve();
+            return;
+          }
+          releaseLock = resolve;
+          read(true);
+        }))
+        .catch(() => undefined);
+    } else {
+      read(false);
+    }
+    return {
+      close() {
+        stopped = true;
+        source?.close();
+        channel?.close();
+        releaseLock?.();
+      },
+    };
+  }
+
+  function onSessionEvent(listener) {
+    sessionListeners.add(listener);
+    sessionEvents ??= startSessionEvents();
+    return () => {
+      sessionListeners.delete(listener);
+      if (sessionListeners.size === 0 && sessionEvents) {
+        sessionEvents.close();
+        sessionEvents = undefined;
+      }
+    };
+  }
+
   return {
     fetch: apiFetch,
+    onSessionEvent,
     getUser: () => sessionView('GET', 'user'),
     refresh: () => sessionView('POST', 'refresh'),
     logout,
@@ -160,3 +241,9 @@ export const logout = () => byDefault().logout();
 export const refresh = () => byDefault().refresh();
 /** `/auth/login?returnTo=...` (default: back to the current page), for a sign-in link. */
 export const loginUrl = (returnTo) => byDefault().loginUrl(returnTo);
+/**
+ * Calls `listener` with every session event (`session-refreshed`, `session-expiring`,
+ * `session-ended` with its `reason`), one stream shared by the tabs of this origin;
+ * returns the function that stops listening.
+ */
+export const onSessionEvent = (listener) => byDefault().onSessionEvent(listener);

@@ -21,6 +21,7 @@ export type BrowserErrorCode =
   | 'csrf_failed'
   | 'bad_request'
   | 'not_found'
+  | 'not_supported'
   | 'idp_unavailable'
   | 'session_store_unavailable'
   | 'upstream_unavailable'
@@ -37,6 +38,7 @@ const statusOf: Record<BrowserErrorCode, number> = {
   csrf_failed: 403,
   bad_request: 400,
   not_found: 404,
+  not_supported: 501,
   idp_unavailable: 503,
   session_store_unavailable: 503,
   upstream_unavailable: 502,

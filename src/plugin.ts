@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { Config } from './config/types.js';
@@ -26,6 +26,9 @@ import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
 import { RequestLines, observeRequests } from './ops/request-log.js';
 import { AccessLog } from './ops/access-log.js';
+import { adminHandler, type AdminMatch } from './ops/admin.js';
+import { sessionsRoutes } from './routes/sessions.js';
+import { eventsRoute } from './routes/events.js';
 import { startTracing } from './ops/tracing.js';
 import { traceRequests } from './ops/request-tracing.js';
 
@@ -113,7 +116,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   });
   const persistence = persistenceFor(config.session.store, state, sealer, config.session.absoluteTimeoutSeconds);
   const metrics = new Metrics(state.countSessions);
-  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics });
+  const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics, signals: state.signals });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
     provider,
@@ -206,6 +209,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     pendingLogins,
     timeouts,
     omitClaims: config.session.omitClaims,
+    keepUserAgent: state.sessionStore !== undefined,
     csrfCheck,
     originCheck,
     cors,
@@ -215,6 +219,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     now,
     metrics,
   });
+  await app.register(sessionsRoutes, { sessions, store: state.sessionStore, revoker, timeouts, now, csrfCheck, originCheck });
+  await app.register(eventsRoute, { sessions, signals: state.signals, timeouts, now, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
   // GET /auth/client.js: the browser helper SPAs import.
   await app.register(clientModuleRoute);
   await app.register(backchannelLogoutRoute, {
@@ -243,7 +249,24 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   let metricsServer: Server | undefined;
   if (config.metrics.enabled && !config.metrics.onMainListener) {
     const port = config.metrics.port;
-    metricsServer = createMetricsServer(metrics);
+    // Ends the matching sessions everywhere and revokes their grants where the store holds them.
+    const revokeMatching = async (match: AdminMatch, log: FastifyBaseLogger): Promise<{ ended: number | null }> => {
+      const store = state.sessionStore;
+      if (!store) {
+        await sessions.endProviderSessions(match, log, 'elsewhere');
+        return { ended: null };
+      }
+      let ended = 0;
+      for (const id of 'sid' in match ? await store.findBySid(match.sid) : await store.findBySub(match.sub)) {
+        const record = await store.get(id);
+        if (!record) continue;
+        const last = await sessions.endSession(record, 'elsewhere', log);
+        await revoker.revoke([record, last], log, 'ended by an operator');
+        ended++;
+      }
+      return { ended };
+    };
+    metricsServer = createMetricsServer(metrics, adminHandler({ token: config.admin.token, revoke: revokeMatching, logger: app.log }));
     app.addHook('onListen', async () => {
       // Listening already (a second listen of the same app): nothing to do.
       if (metricsServer!.listening) return;

@@ -87,6 +87,7 @@ describe('defaults', () => {
         pendingLoginTimeoutSeconds: 600,
         maxPendingLogins: 5,
       omitClaims: ['nonce', 'at_hash', 'c_hash', 's_hash'],
+      maxEventStreams: 5,
       },
       routes: [],
       refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576, forcedMinIntervalSeconds: 10 },
@@ -103,6 +104,7 @@ describe('defaults', () => {
       },
       shutdown: { gracePeriodSeconds: 25 },
       rateLimit: { enabled: true, loginPerMinute: 30, callbackPerMinute: 30 },
+      admin: {},
     });
   });
 
@@ -196,7 +198,7 @@ describe('problem reporting', () => {
     const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
     expect(problems).toEqual([
       'listen.prot: is not a known key (did you mean port?); known keys here: host, port, trustProxy',
-      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit, admin',
     ]);
   });
 

@@ -169,6 +169,7 @@ export const SessionSchema = Section(
       default: ['nonce', 'at_hash', 'c_hash', 's_hash'],
       description: 'ID-token claims GET /auth/user leaves out: protocol fields, not facts about the user. As a variable: comma-separated.',
     }),
+    maxEventStreams: Int(1, 100, { default: 5, description: 'GET /auth/events streams one session may hold open on one replica (one per tab; 429 beyond).' }),
   },
   'Sessions and their cookie.',
 );
@@ -314,6 +315,21 @@ export const RateLimitSchema = Section(
   'Rate limits of the login endpoints.',
 );
 
+export const AdminSchema = Section(
+  {
+    token: Type.Optional(
+      Type.String({
+        minLength: 32,
+        writeOnly: true,
+        description:
+          'Bearer token of the operator endpoints on the metrics listener (POST /admin/sessions/revoke); at least 32 characters. Without it they answer 401. Better set from the environment (TH_ADMIN_TOKEN).',
+        'x-expected': 'a token of at least 32 characters',
+      }),
+    ),
+  },
+  'Operator endpoints, served on the metrics listener only.',
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
@@ -335,6 +351,7 @@ export const ConfigSchema = Type.Object(
     limits: LimitsSchema,
     shutdown: ShutdownSchema,
     rateLimit: RateLimitSchema,
+    admin: AdminSchema,
   },
   {
     $schema: 'http://json-schema.org/draft-07/schema#',

@@ -13,6 +13,7 @@ import type {
   MetricsSchema,
   OidcSchema,
   RateLimitSchema,
+  AdminSchema,
   RedisSchema,
   RefreshSchema,
   RouteSchema,
@@ -33,6 +34,7 @@ export type MetricsConfig = Static<typeof MetricsSchema>;
 export type LimitsConfig = Static<typeof LimitsSchema>;
 export type ShutdownConfig = Static<typeof ShutdownSchema>;
 export type RateLimitConfig = Static<typeof RateLimitSchema>;
+export type AdminConfig = Static<typeof AdminSchema>;
 
 export type ClientAuthMethod = OidcConfig['clientAuth'];
 /** How client_secret_basic builds its credentials: RFC 6749 §2.3.1 form-encodes id and secret first; `plain` does not. */

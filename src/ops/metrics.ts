@@ -1,11 +1,11 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ProviderFailureKind } from '../oidc/errors.js';
 
 export type RefreshOutcome = 'success' | ProviderFailureKind;
 export type LoginOutcome = 'success' | 'failure';
-export type LogoutReason = 'user' | 'backchannel' | 'expired' | 'invalid_grant';
+export type LogoutReason = 'user' | 'backchannel' | 'expired' | 'invalid_grant' | 'revoked';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -123,10 +123,11 @@ export async function metricsRoute(app: FastifyInstance, options: { metrics: Met
 }
 
 /** `/metrics` on a separate port (`metrics.port`), so it need not be exposed publicly. */
-export function createMetricsServer(metrics: Metrics): Server {
+export function createMetricsServer(metrics: Metrics, admin?: (request: IncomingMessage, response: ServerResponse) => boolean): Server {
   return createServer((request, response) => {
+    if (admin?.(request, response)) return;
     if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {
-      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","error_description":"Only /metrics here."}');
+      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","error_description":"Only /metrics and /admin here."}');
       return;
     }
     metrics.exposition().then(

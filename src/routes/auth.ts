@@ -34,6 +34,8 @@ export interface AuthRoutesOptions {
   csrfCheck: RequestCheck;
   /** For reading endpoints: only our own (or an allowed) origin may ask. */
   originCheck: RequestCheck;
+  /** Keep the browser's User-Agent with the session (server-side stores: GET /auth/sessions shows it). */
+  keepUserAgent: boolean;
   cors: Cors;
   /** `POST /auth/refresh` at most once per this many ms per session (0: no limit). */
   forcedRefreshIntervalMs: number;
@@ -145,6 +147,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
       ...(tokens.idToken ? { idToken: tokens.idToken } : {}),
       ...(tokens.scope ? { scope: tokens.scope } : {}),
+      ...(options.keepUserAgent ? userAgentOf(request) : {}),
     };
     // A login replaces whatever session this browser had.
     const previous = await sessions.load(request, reply);
@@ -214,4 +217,10 @@ function isFormPost(request: FastifyRequest): boolean {
 function singleQueryValue(request: FastifyRequest, name: string): string | undefined {
   const value = (request.query as Record<string, unknown> | undefined)?.[name];
   return typeof value === 'string' ? value : undefined;
+}
+
+/** The browser's User-Agent, bounded: it is shown back to its user in GET /auth/sessions. */
+function userAgentOf(request: FastifyRequest): { userAgent?: string } {
+  const agent = request.headers['user-agent'];
+  return typeof agent === 'string' && agent !== '' ? { userAgent: agent.slice(0, 256) } : {};
 }

@@ -5,7 +5,7 @@ import type { SessionCookies } from './cookies.js';
 import type { ProviderLogout, SessionPersistence } from './persistence.js';
 import { sessionExpiry, type SessionTimeouts } from './record.js';
 import type { LogoutReason, Metrics } from '../ops/metrics.js';
-import { SessionEndedError } from '../state/ports.js';
+import { SessionEndedError, type SessionEndKind, type SessionSignal, type SessionSignals } from '../state/ports.js';
 import { sessionHash, sessionHashOfId, type SessionRecord } from '../state/record.js';
 
 declare module 'fastify' {
@@ -22,6 +22,8 @@ export interface SessionManagerOptions {
   timeouts: SessionTimeouts;
   now: () => number;
   logger: FastifyBaseLogger;
+  /** Told of every refresh, slide and end, on every replica (events, sockets). */
+  signals?: SessionSignals;
 }
 
 /** A session as loaded for one request. */
@@ -38,7 +40,11 @@ interface Slide {
   written?: string;
 }
 
-export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 'backchannel';
+/**
+ * Why a session ended: the user's logout, a timeout, a refused grant, the provider's
+ * back-channel logout, or another of the user's sessions or an operator ending it.
+ */
+export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 'backchannel' | 'elsewhere';
 
 /**
  * Reads, writes and ends sessions: cookie handling, idle (sliding) and absolute
@@ -169,7 +175,10 @@ export class SessionManager {
       const record = { ...loaded.record, lastSeenAt: now };
       const started: Slide = { record, cookieValue: this.persist(record, now, loaded) };
       started.cookieValue.then(
-        (value) => (started.written = value),
+        (value) => {
+          started.written = value;
+          this.signal({ kind: 'touched', match: { sessionHash: sessionHash(record) }, lastSeenAt: now }, request.log);
+        },
         () => this.slides.delete(loaded.record),
       );
       this.slides.set(loaded.record, started);
@@ -199,19 +208,38 @@ export class SessionManager {
    */
   async end(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, reason: SessionEndReason): Promise<SessionRecord | null> {
     this.options.cookies.clearSession(request, reply);
-    const last = await this.options.persistence.remove(record);
     request.session = null;
+    return this.endSession(record, reason, request.log);
+  }
+
+  /** The session behind a cookie value as the store has it now (null once it ended). */
+  reread(cookieValue: string): Awaitable<SessionRecord | null> {
+    return this.options.persistence.read(cookieValue);
+  }
+
+  /** Ends a session that is not this request's (another of the user's, an operator's choice). */
+  async endSession(record: SessionRecord, reason: SessionEndReason, log: FastifyBaseLogger): Promise<SessionRecord | null> {
+    const last = await this.options.persistence.remove(record);
     this.options.metrics?.logout(logReason(reason));
-    request.log.info({ session: sessionHash(record), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
+    log.info({ session: sessionHash(record), reason: logReason(reason), ...(reason === 'idle' || reason === 'absolute' ? { timeout: reason } : {}) }, 'session ended');
+    this.signal({ kind: 'ended', match: { sessionHash: sessionHash(record) }, reason: endKind(reason) }, log);
     return last;
   }
 
-  /** Back-channel logout: ends every session of a provider session, or all of a user's. */
-  async endProviderSessions(match: ProviderLogout, log: FastifyBaseLogger): Promise<number | undefined> {
-    const ended = await this.options.persistence.endMatching(match, this.options.now());
-    this.options.metrics?.logout('backchannel', ended ?? 1);
-    log.info({ reason: 'backchannel', byProviderSession: match.sid !== undefined, sessions: ended ?? 'denylisted' }, 'session ended');
+  /** Ends every session of a provider session (`sid`), or all of a user's (`sub` only). */
+  async endProviderSessions(match: ProviderLogout, log: FastifyBaseLogger, reason: 'backchannel' | 'elsewhere' = 'backchannel'): Promise<number | undefined> {
+    const at = this.options.now();
+    const ended = await this.options.persistence.endMatching(match, at);
+    this.options.metrics?.logout(logReason(reason), ended ?? 1);
+    log.info({ reason: logReason(reason), byProviderSession: match.sid !== undefined, sessions: ended ?? 'denylisted' }, 'session ended');
+    const signalMatch = match.sid !== undefined ? { sid: match.sid } : { sub: match.sub!, createdBefore: at };
+    this.signal({ kind: 'ended', match: signalMatch, reason: endKind(reason) }, log);
     return ended;
+  }
+
+  /** Tells every replica; a signal that cannot be sent (Redis away) never fails the request. */
+  signal(signal: SessionSignal, log: FastifyBaseLogger): void {
+    this.options.signals?.publish(signal).catch((err: unknown) => log.warn({ err: err instanceof Error ? err.message : String(err), signal: signal.kind }, 'session signal not sent'));
   }
 
   /** Server-side lifetime: the idle window, never past the absolute end. */
@@ -228,7 +256,25 @@ export class SessionManager {
   }
 }
 
-/** The reasons operators see: user, backchannel, expired, invalid_grant. */
+/** The reasons operators see: user, backchannel, expired, invalid_grant, revoked. */
 function logReason(reason: SessionEndReason): LogoutReason {
-  return reason === 'idle' || reason === 'absolute' ? 'expired' : reason;
+  if (reason === 'idle' || reason === 'absolute') return 'expired';
+  return reason === 'elsewhere' ? 'revoked' : reason;
+}
+
+/** The reasons the browser is told (`/auth/events`, socket close reasons). */
+function endKind(reason: SessionEndReason): SessionEndKind {
+  switch (reason) {
+    case 'user':
+      return 'logout';
+    case 'idle':
+    case 'absolute':
+      return 'timeout';
+    case 'invalid_grant':
+      return 'revoked';
+    case 'backchannel':
+      return 'backchannel';
+    case 'elsewhere':
+      return 'ended-elsewhere';
+  }
 }

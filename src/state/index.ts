@@ -2,7 +2,9 @@ import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { SessionConfig } from '../config/types.js';
 import type { Sealer } from './sealer.js';
-import type { Denylist, RefreshCoordinator, SeenOnce, SessionStore } from './ports.js';
+import type { Denylist, RefreshCoordinator, SeenOnce, SessionSignals, SessionStore } from './ports.js';
+import { MemorySessionSignals } from './memory/session-signals.js';
+import { RedisSessionSignals } from './redis/session-signals.js';
 import { MemoryDenylist } from './memory/denylist.js';
 import { MemorySeenOnce } from './memory/seen-once.js';
 import { MemorySessionStore } from './memory/session-store.js';
@@ -30,6 +32,8 @@ export interface SharedState {
   readonly denylist?: Denylist;
   /** Identifiers refused a second time (logout-token `jti`s). */
   readonly seenOnce: SeenOnce;
+  /** What happens to sessions (refreshed, slid, ended), told to every replica. */
+  readonly signals: SessionSignals;
   /** One refresh per refresh token across replicas; absent with one process. */
   readonly refreshCoordinator?: RefreshCoordinator;
   /** Where rate limits count, when replicas share them. */
@@ -68,6 +72,7 @@ function memoryState({ session, now }: StateOptions): SharedState {
     ...(sessionStore ? { sessionStore, countSessions: () => sessionStore.count() } : {}),
     ...(denylist ? { denylist } : {}),
     seenOnce: new MemorySeenOnce(10_000, now),
+    signals: new MemorySessionSignals(),
     ping: async () => true,
     close: async () => {
       await sessionStore?.close();
@@ -93,12 +98,14 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
   // A memory session store beside Redis: records stay in this process, coordination is shared.
   const memoryStore = session.store === 'memory' ? new MemorySessionStore(options.now) : undefined;
   const store = sessionStore ?? memoryStore;
+  const signals = new RedisSessionSignals(redis, keyPrefix, logger);
   return {
     backend: 'redis',
     ...(store ? { sessionStore: store } : {}),
     ...(memoryStore ? { countSessions: () => memoryStore.count() } : {}),
     ...(denylist ? { denylist } : {}),
     seenOnce: new RedisSeenOnce(redis, keyPrefix),
+    signals,
     refreshCoordinator: new RedisRefreshCoordinator({
       redis,
       keyPrefix,
@@ -118,6 +125,7 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
       }
     },
     close: async () => {
+      signals.close();
       localCache?.close();
       await memoryStore?.close();
       await redis.quit().catch(() => redis.disconnect());

@@ -87,3 +87,25 @@ export interface RefreshCoordinator {
   /** What a finished refresh of this key obtained, while it is remembered across replicas. */
   remembered(key: string): Promise<TokenSet | null>;
 }
+
+/** Why a session ended, as `/auth/events` and closed sockets report it. */
+export type SessionEndKind = 'logout' | 'backchannel' | 'timeout' | 'revoked' | 'ended-elsewhere';
+
+/** Which sessions a signal is about: one (by its log-safe hash), or all of a provider session or user. */
+export type SessionMatch = { sessionHash: string } | { sid: string } | { sub: string; createdBefore: number };
+
+/**
+ * Something that happened to sessions, told to every replica: a refresh (new access-token
+ * expiry), an idle-timeout slide, an end. Carries no token and no session id.
+ */
+export type SessionSignal =
+  | { kind: 'refreshed'; match: SessionMatch; accessTokenExpiresAt: number; lastSeenAt: number }
+  | { kind: 'touched'; match: SessionMatch; lastSeenAt: number }
+  | { kind: 'ended'; match: SessionMatch; reason: SessionEndKind };
+
+/** Session signals across replicas (in this process, or through Redis pub/sub). */
+export interface SessionSignals {
+  publish(signal: SessionSignal): Promise<void>;
+  /** Calls `listener` for every signal from now on, on this replica; returns the unsubscribe. */
+  subscribe(listener: (signal: SessionSignal) => void): () => void;
+}

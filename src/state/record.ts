@@ -17,6 +17,8 @@ export interface SessionRecord extends Omit<TokenSet, 'claims'> {
   lastSeenAt: number;
   /** Epoch milliseconds of the last successful refresh, if any. */
   refreshedAt?: number;
+  /** The browser's User-Agent at login (server-side stores only: it would only grow a cookie). */
+  userAgent?: string;
 }
 
 /** Grows with every refresh; a record with a lower version holds spent tokens. */

@@ -8,7 +8,7 @@ import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { isAccessTokenDue, refreshTokenKey, type RefreshReason, type TokenRefresher } from './refresher.js';
 import type { TokenRevoker } from './revoker.js';
 import { SessionEndedError } from '../state/ports.js';
-import type { SessionRecord } from '../state/record.js';
+import { sessionHash, type SessionRecord } from '../state/record.js';
 
 export interface SessionTokensOptions {
   sessions: SessionManager;
@@ -104,6 +104,7 @@ export class SessionTokens {
     }
     try {
       const saved = await sessions.save(request, reply, record, loaded);
+      sessions.signal({ kind: 'refreshed', match: { sessionHash: sessionHash(saved) }, accessTokenExpiresAt: saved.accessTokenExpiresAt, lastSeenAt: saved.lastSeenAt }, request.log);
       return { record: saved, cookieValue: loaded.cookieValue };
     } catch (err) {
       // The session ended while the provider answered: its new tokens must not live on.
