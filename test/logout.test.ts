@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { isTokenActive, startProvider, type TestProvider } from './support/provider.js';
 import { CookieJar, completeProviderLogin, completeProviderLogout } from './support/browser.js';
-import { startUpstream, type Upstream } from './support/upstream.js';
+import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { freePort } from './support/ports.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { BACKCHANNEL_EVENT, postLogoutToken, signLogoutToken as signLogoutToken_ } from './support/logout-token.js';
@@ -28,11 +28,7 @@ beforeAll(async () => {
     redirectUris: [REDIRECT_URI],
     backchannelLogoutUri: `http://127.0.0.1:${backchannelPort}/auth/backchannel-logout`,
   });
-  upstream = await startUpstream({
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  upstream = await startIntrospectingUpstream(provider);
   if (hasRedis) redisServer = await startRedisServer();
 });
 

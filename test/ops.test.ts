@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProvider, type TestProvider } from './support/provider.js';
-import { startUpstream, type Upstream } from './support/upstream.js';
+import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { freePort } from './support/ports.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 
@@ -16,11 +16,7 @@ const started: TestBff[] = [];
 
 beforeAll(async () => {
   provider = await startProvider({ redirectUris: [REDIRECT_URI] });
-  upstream = await startUpstream({
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  upstream = await startIntrospectingUpstream(provider);
 });
 
 afterAll(async () => {

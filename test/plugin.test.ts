@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, tokenHandler, type Config } from '../src/app.js';
 import { startProvider, type TestProvider } from './support/provider.js';
-import { startUpstream, type Upstream } from './support/upstream.js';
+import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { PUBLIC_URL, REDIRECT_URI, SECRET, TestBrowser } from './support/bff.js';
 
 let provider: TestProvider;
@@ -27,11 +27,7 @@ function configFor(): Config {
 
 beforeAll(async () => {
   provider = await startProvider({ redirectUris: [REDIRECT_URI] });
-  upstream = await startUpstream({
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  upstream = await startIntrospectingUpstream(provider);
   host = Fastify();
   host.get('/hello', async () => ({ hello: 'from the host' }));
   await host.register(tokenHandler, { ...configFor(), waitForProvider: true });

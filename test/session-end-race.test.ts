@@ -14,7 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { isTokenActive, startProvider, type TestProvider } from './support/provider.js';
-import { startUpstream, type Upstream } from './support/upstream.js';
+import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 import { postLogoutToken, signLogoutToken } from './support/logout-token.js';
@@ -42,11 +42,7 @@ const now = () => Date.now() + clock.offsetMs;
 beforeAll(async () => {
   // A back-channel logout URI makes the provider put `sid` in ID tokens; the test posts the logout tokens itself.
   provider = await startProvider({ redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 60, backchannelLogoutUri: 'http://127.0.0.1:9/never-called' });
-  upstream = await startUpstream({
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  upstream = await startIntrospectingUpstream(provider);
   if (hasRedis) redisServer = await startRedisServer();
 });
 

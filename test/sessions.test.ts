@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { isTokenActive, startProvider, type TestProvider } from './support/provider.js';
-import { startUpstream, type Upstream } from './support/upstream.js';
+import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 import { postLogoutToken, signLogoutToken } from './support/logout-token.js';
@@ -154,11 +154,7 @@ async function refreshTokenOf(replica: Replica, browser: TestBrowser): Promise<s
 beforeAll(async () => {
   if (!hasRedis) return;
   provider = await startProvider({ redirectUris: [REDIRECT_URI], backchannelLogoutUri: 'http://127.0.0.1:9/never-called' });
-  upstream = await startUpstream({
-    introspectionEndpoint: provider.endpoints.introspection,
-    clientId: provider.clients.api.clientId,
-    clientSecret: provider.clients.api.clientSecret,
-  });
+  upstream = await startIntrospectingUpstream(provider);
   redisServer = await startRedisServer();
 });
 

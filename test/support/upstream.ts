@@ -298,3 +298,12 @@ export async function startUpstream(opts: UpstreamOptions): Promise<Upstream> {
     close: () => closeServer(server),
   };
 }
+
+/** The usual test API: it checks every bearer token by introspection at this provider, as its `api` client. */
+export function startIntrospectingUpstream(provider: { endpoints: { introspection: string }; clients: { api: { clientId: string; clientSecret: string } } }): Promise<Upstream> {
+  return startUpstream({
+    introspectionEndpoint: provider.endpoints.introspection,
+    clientId: provider.clients.api.clientId,
+    clientSecret: provider.clients.api.clientSecret,
+  });
+}
