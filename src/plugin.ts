@@ -21,6 +21,7 @@ import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { apiRoutesOf, createFrontend, frontendRouteOf } from './frontend/index.js';
+import { useErrorPages } from './pages/error-page.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { Cors } from './proxy/cors.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
@@ -179,6 +180,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
         publicHost,
       })
     : undefined;
+  useErrorPages(app, { pagePath: config.errors.pagePath });
   // A host server keeps its own 404 for paths that are not ours, unless the frontend route makes every path ours.
   if (binding || frontend) {
     app.setNotFoundHandler((request, reply) => frontend?.pageFallback(request, reply) ?? sendError(reply, new BrowserError('not_found', 'No route here.')));
