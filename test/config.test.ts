@@ -646,6 +646,14 @@ describe('configuration files', () => {
     ]);
   });
 
+  it("the README's local-development recipe is a valid configuration with the dev server as the frontend route", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const recipe = /`token-handler\.dev\.yaml`:\n\n\s*```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(recipe, 'the recipe in the README').toBeDefined();
+    const config = parseConfig(parse(recipe!.replace(/^ {3}/gm, '')) as Record<string, unknown>, { TH_OIDC_CLIENT_SECRET: 'secret', TH_SESSION_SECRETS: SECRET });
+    expect(config.routes[1]).toMatchObject({ prefix: '/', upstream: 'http://127.0.0.1:5173', token: 'none', anonymous: true, websocket: true });
+  });
+
   it('YAML and JSON files load alike', async () => {
     const raw = withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }]);
     const fromYaml = await loadConfig({ file: writeTemp('alike.yaml', stringify(raw)), env: {} });
