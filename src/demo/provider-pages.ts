@@ -4,7 +4,7 @@
  * shown is escaped; the pages carry no script.
  */
 
-export const escapeHtml = (value: unknown) => String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+import { escapeHtml } from '../pages/html.js';
 
 /** The demo page's palette and shapes (src/demo/public/demo.css), inline: the provider serves no files. */
 const STYLE = `

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { BrowserError, BrowserErrorCode } from '../errors.js';
+import { escapeHtml } from './html.js';
 
 export interface ErrorPageSettings {
   /** The SPA's error page (errors.pagePath); unset: token-handler's own HTML page. */
@@ -50,8 +51,6 @@ const CONTENT_SECURITY_POLICY = [
   "form-action 'none'",
   "frame-ancestors 'none'",
 ].join('; ');
-
-const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Where "start again" leads: signing in, when that is what failed or is missing; otherwise the start page. */
 function startAgain(path: string, error: BrowserError): { href: string; text: string } {
