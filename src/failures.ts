@@ -1,6 +1,8 @@
 import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import { badRequest, BrowserError, idpUnavailable, loginRequired, sessionStoreUnavailable } from './errors.js';
 import type { ProviderError } from './oidc/errors.js';
+import { sendErrorPage } from './pages/error-page.js';
+import { isPageLoad } from './pages/page-load.js';
 import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
 
 /** The provider calls whose failures reach a browser. */
@@ -102,16 +104,15 @@ export function browserErrorOf(error: unknown): BrowserError {
   return new BrowserError('internal_error', 'Something went wrong in token-handler; the error has been logged.');
 }
 
-/** token-handler's own error answers: JSON, never cached, never sniffed as something else. */
+/**
+ * token-handler's own error answers, never cached, never sniffed as something else: JSON
+ * for scripts, and for a person's page load an HTML page or the SPA's error page.
+ */
 export function sendError(reply: FastifyReply, error: BrowserError): FastifyReply {
   // Refused before its body was read: close the connection after the answer rather than
   // read (and discard) a body nobody wants.
   if (reply.request.raw.complete === false) reply.header('connection', 'close');
-  return reply
-    .code(error.status)
-    .header('x-request-id', reply.request.id)
-    .header('cache-control', 'no-store')
-    .header('x-content-type-options', 'nosniff')
-    .type('application/json; charset=utf-8')
-    .send(error.toJSON());
+  reply.code(error.status).header('x-request-id', reply.request.id).header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
+  if (isPageLoad(reply.request)) return sendErrorPage(reply, error);
+  return reply.type('application/json; charset=utf-8').send(error.toJSON());
 }

@@ -1,40 +1,37 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
 import { buildApp } from './app.js';
-import { CONFIG_USAGE, EXIT_CONFIG, printConfigProblems, runConfigCommand } from './cli/config-command.js';
+import { packageVersion, parseCommand, USAGE, UsageError, type Command } from './cli/arguments.js';
+import { EXIT_CONFIG, printConfigProblems, runConfigCommand } from './cli/config-command.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { demoMode } from './demo/mode.js';
 
 async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
-    allowPositionals: true,
-  });
-  if (values.help) {
-    process.stdout.write(
-      'usage: token-handler [--config FILE]\n  configuration: FILE (YAML or JSON) or TH_CONFIG, then TH_* environment variables\n' +
-        '       token-handler demo\n  the built-in demo on 127.0.0.1 (also what runs when there is no configuration at all)\n' +
-        CONFIG_USAGE,
-    );
-    return;
-  }
-
-  const [command, ...rest] = positionals;
-  if (command === 'config') {
-    process.exitCode = await runConfigCommand(rest[0], values.config, process.env);
-    return;
-  }
-  // A file given without --config would otherwise be ignored, and the demo or the
-  // environment's configuration would run instead of the one meant.
-  if (command !== undefined && command !== 'demo') {
-    process.stderr.write(`token-handler: "${command}" is not a command; expected --config FILE, demo or config (see --help)\n`);
+  let command: Command;
+  try {
+    command = parseCommand(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    // A file given without --config, or a typo, must not start the demo or another configuration.
+    process.stderr.write(`token-handler: ${err.message}\n`);
     process.exit(EXIT_CONFIG);
+  }
+  switch (command.kind) {
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+    case 'version':
+      process.stdout.write(`token-handler ${packageVersion()}\n`);
+      return;
+    case 'config':
+      process.exitCode = await runConfigCommand(command.subcommand, command.configFile, process.env);
+      return;
+    case 'serve':
+      break;
   }
 
   // The demo: explicitly, or when nothing is configured (src/demo/mode.ts). Loaded lazily,
   // so the service itself never loads the demo's code.
-  const demo = demoMode(positionals, values.config, process.env);
+  const demo = demoMode(command.demo, command.configFile, process.env);
   if (demo) {
     const { runDemoCli } = await import('./demo/cli.js');
     if (await runDemoCli(demo, process.env)) return;
@@ -42,7 +39,7 @@ async function main(argv: string[]): Promise<void> {
 
   let config;
   try {
-    config = await loadConfig({ file: values.config, env: process.env });
+    config = await loadConfig({ file: command.configFile, env: process.env });
   } catch (err) {
     if (err instanceof ConfigError) {
       printConfigProblems(err);

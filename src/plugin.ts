@@ -20,6 +20,8 @@ import { authRoutes } from './routes/auth.js';
 import { backchannelLogoutRoute } from './routes/backchannel-logout.js';
 import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
+import { apiRoutesOf, createFrontend, frontendRouteOf } from './frontend/index.js';
+import { useErrorPages } from './pages/error-page.js';
 import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
 import { Cors } from './proxy/cors.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
@@ -90,7 +92,9 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
       'session.store "cookie" without session.redis: logouts are remembered by this process only — a back-channel logout or a logout is forgotten on restart and never reaches another replica. Configure session.redis (or use store: redis) for more than one replica or for logouts that survive a restart',
     );
   }
-  for (const route of config.routes) {
+  const apiRouteConfigs = apiRoutesOf(config.routes);
+  const frontendRoute = frontendRouteOf(config.routes);
+  for (const route of apiRouteConfigs) {
     if (!route.tlsRejectUnauthorized) {
       app.log.warn({ route: route.prefix, upstream: route.upstream }, 'TLS certificate verification is OFF for this upstream (routes[].tlsRejectUnauthorized: false)');
     }
@@ -168,15 +172,29 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     if (browserError.retryAfterSeconds !== undefined) reply.header('retry-after', String(browserError.retryAfterSeconds));
     return sendError(reply, browserError);
   });
-  // A host server keeps its own 404 for paths that are not ours.
-  if (binding) app.setNotFoundHandler((_request, reply) => sendError(reply, new BrowserError('not_found', 'No route here.')));
+  const publicProto = secure ? 'https' : 'http';
+  const publicHost = new URL(config.publicUrl).host;
+  const frontend = frontendRoute
+    ? createFrontend({
+        route: frontendRoute,
+        apiPrefixes: apiRouteConfigs.map((route) => route.prefix),
+        policy: { cookies, stripCookies: frontendRoute.stripCookies, csrfHeader: config.csrf.header },
+        publicProto,
+        publicHost,
+      })
+    : undefined;
+  useErrorPages(app, { pagePath: config.errors.pagePath });
+  // A host server keeps its own 404 for paths that are not ours, unless the frontend route makes every path ours.
+  if (binding || frontend) {
+    app.setNotFoundHandler((request, reply) => frontend?.pageFallback(request, reply) ?? sendError(reply, new BrowserError('not_found', 'No route here.')));
+  }
   // Called directly, not registered: it decorates every request of the app and feeds on Fastify's
   // completed-request calls (in a host server, on an onResponse hook of the plugin's routes).
   observeRequests(app, requestLines, {
     metrics,
     accessLog: binding?.accessLog ?? AccessLog.off(),
     includeSubject: config.logging.includeSubject,
-    routePrefixes: config.routes.map((r) => r.prefix),
+    routePrefixes: apiRouteConfigs.map((r) => r.prefix),
   });
 
   const checks: ReadinessCheck[] = [
@@ -230,7 +248,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
   });
   await app.register(apiRoutes, {
-    routes: config.routes,
+    routes: apiRouteConfigs,
     cookies,
     sessions,
     sessionTokens,
@@ -238,13 +256,15 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     csrfCheck,
     csrfHeader: config.csrf.header,
     cors,
-    publicProto: secure ? 'https' : 'http',
-    publicHost: new URL(config.publicUrl).host,
+    publicProto,
+    publicHost,
     replayBodyLimitBytes: config.refresh.replayBodyLimitBytes,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
   });
+  // The catch-all, below every route above.
+  await frontend?.register(app);
 
   let metricsServer: Server | undefined;
   if (config.metrics.enabled && !config.metrics.onMainListener) {

@@ -95,10 +95,53 @@ describe('token-handler CLI', () => {
     expect(result.code).toBe(0);
   });
 
-  it('refuses a file given without --config instead of ignoring it', async () => {
-    const run = await runCli([configFile('publicUrl: https://app.example.com\n')]);
+  it('refuses a file given without --config instead of ignoring it, and says how to run with it', async () => {
+    const file = configFile('publicUrl: https://app.example.com\n');
+    const run = await runCli([file]);
     expect(run.code).toBe(2);
-    expect(run.stderr.trim().split('\n')).toEqual([expect.stringMatching(/is not a command; expected --config FILE, demo or config/)]);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toBe(`token-handler: "${file}" is not a command; expected --config FILE, demo or config; to run with this file: token-handler --config ${file}\n`);
+  });
+
+  it('refuses an unknown word with a pointer to --help, and never starts the demo', async () => {
+    const run = await runCli(['strat']);
+    expect(run).toEqual({ code: 2, stdout: '', stderr: 'token-handler: "strat" is not a command; expected --config FILE, demo or config (see --help)\n' });
+  });
+
+  it('refuses a word after demo or after a config subcommand', async () => {
+    expect((await runCli(['demo', 'now'])).stderr).toBe('token-handler: "now" is not a command; the demo takes no argument (see --help)\n');
+    const check = await runCli(['config', 'check', 'token-handler.yaml']);
+    expect(check.code).toBe(2);
+    expect(check.stderr).toBe(
+      'token-handler: "token-handler.yaml" is not a command; "token-handler config check" takes no other argument; to run with this file: token-handler --config token-handler.yaml\n',
+    );
+  });
+
+  it('refuses an unknown option with a pointer to --help', async () => {
+    const run = await runCli(['--conifg', 'x.yaml']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^token-handler: Unknown option '--conifg'.* \(see --help\)\n$/);
+  });
+
+  it('--version prints the package version', async () => {
+    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(await runCli(['--version'])).toEqual({ code: 0, stdout: `token-handler ${version}\n`, stderr: '' });
+  });
+
+  it('--help lists the subcommands and the environment variables', async () => {
+    const run = await runCli(['--help']);
+    expect(run.code).toBe(0);
+    for (const usage of ['token-handler [--config FILE]', 'token-handler demo', 'token-handler config schema', 'token-handler config check [--config FILE]', '--version']) {
+      expect(run.stdout).toContain(usage);
+    }
+    for (const variable of ['TH_CONFIG', 'TH_OIDC_CLIENT_SECRET', 'TH_SESSION_SECRETS', 'TH_LISTEN_PORT', 'NODE_ENV=production', 'OTEL_']) expect(run.stdout).toContain(variable);
+  });
+
+  it('with only TH_LISTEN_PORT set, the configuration is read (and found missing) instead of starting the demo', async () => {
+    const run = await runCli([], { TH_LISTEN_PORT: String(await freePort()) });
+    expect(run.code).toBe(2);
+    expect(run.stdout).not.toContain('demo');
+    expect(run.stderr).toMatch(/^config: publicUrl: is missing/m);
   });
 });
 

@@ -105,6 +105,7 @@ describe('defaults', () => {
       shutdown: { gracePeriodSeconds: 25 },
       rateLimit: { enabled: true, loginPerMinute: 30, callbackPerMinute: 30 },
       admin: {},
+      errors: {},
     });
   });
 
@@ -126,6 +127,7 @@ describe('defaults', () => {
         connections: 128,
         keepAliveTimeoutMs: 4000,
         bufferResponseBytes: 65536,
+        websocket: false,
       },
     ]);
   });
@@ -198,7 +200,7 @@ describe('problem reporting', () => {
     const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
     expect(problems).toEqual([
       'listen.prot: is not a known key (did you mean port?); known keys here: host, port, trustProxy',
-      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit, admin',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit, admin, errors',
     ]);
   });
 
@@ -560,6 +562,64 @@ describe('proxy hardening keys', () => {
   });
 });
 
+describe('the frontend route', () => {
+  const spaDir = (): string => {
+    const dir = mkdtempSync(join(tmp, 'spa-'));
+    writeFileSync(join(dir, 'index.html'), '<!DOCTYPE html><title>SPA</title>');
+    return dir;
+  };
+  const api = { prefix: '/api', upstream: 'http://127.0.0.1:9500' };
+  const devServer = { prefix: '/', upstream: 'http://127.0.0.1:5173', token: 'none', anonymous: true, websocket: true };
+
+  it('prefix / with static serves the build directory, stored as an absolute path', () => {
+    const dir = spaDir();
+    const config = parseConfig(withSection('routes', [api, { prefix: '/', static: dir }]));
+    expect(config.routes[1]).toMatchObject({ prefix: '/', static: dir });
+  });
+
+  it("prefix / with the dev server, token: none and anonymous: true passes the dev server's WebSocket", () => {
+    expect(parseConfig(withSection('routes', [api, devServer])).routes[1]).toMatchObject({ upstream: 'http://127.0.0.1:5173', websocket: true });
+  });
+
+  it('a static directory without index.html is refused', () => {
+    const dir = mkdtempSync(join(tmp, 'empty-'));
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/', static: dir }])))).toEqual([
+      `routes[0].static: is "${dir}", which has no index.html; expected the directory of the SPA's build, with index.html (relative paths start at the working directory)`,
+    ]);
+  });
+
+  it('a frontend route with neither a directory nor a dev server is refused', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/' }])))).toEqual([
+      "routes[0].static: is missing; the frontend route (prefix /) needs static (the SPA's build directory) or upstream (its dev server)",
+    ]);
+  });
+
+  it('a dev server that would get the user token is refused', () => {
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/', upstream: 'http://127.0.0.1:5173' }])))).toEqual([
+      "routes[0].token: is user without anonymous: true; the frontend route's dev server serves every visitor's pages without a token: set token: none and anonymous: true",
+    ]);
+  });
+
+  it('static, websocket and contentSecurityPolicy on an API route are refused', () => {
+    const problems = problemsOf(() => parseConfig(withSection('routes', [{ ...api, static: spaDir(), websocket: true, contentSecurityPolicy: "default-src 'self'" }])));
+    expect(problems).toEqual([
+      'routes[0].static: is set on an API route; only the frontend route (prefix /) serves a directory',
+      'routes[0].contentSecurityPolicy: is set on an API route; only the frontend route (prefix /) serves pages',
+      'routes[0].websocket: is true on an API route; WebSockets pass only through the frontend route\'s dev server (prefix /, token: none, anonymous: true) for now',
+    ]);
+  });
+
+  it('errors.pagePath must be a path of the SPA on this origin', () => {
+    expect(parseConfig(withSection('errors', { pagePath: '/error' })).errors.pagePath).toBe('/error');
+    expect(problemsOf(() => parseConfig(withSection('errors', { pagePath: '//evil.example/error' })))).toEqual([
+      'errors.pagePath: is "//evil.example/error"; expected a path on this origin such as /error',
+    ]);
+    expect(problemsOf(() => parseConfig(withSection('errors', { pagePath: '/auth/login' })))).toEqual([
+      'errors.pagePath: is "/auth/login", which token-handler serves itself; expected a path of the SPA such as /error',
+    ]);
+  });
+});
+
 describe('configuration files', () => {
   it('the example configuration is valid', async () => {
     const config = await loadConfig({ file: EXAMPLE, env: {} });
@@ -570,8 +630,8 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes'];
-    for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(# )?(- )?${key}:`, 'm'));
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy'];
+    for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(#\\s*)?(- )?${key}:`, 'm'));
   });
 
   it('the example names the shipped JSON Schema for editors, and passes it', () => {
@@ -581,11 +641,19 @@ describe('configuration files', () => {
     // What an editor does with it: unknown annotations are ignored, not errors.
     const validate = new Ajv({ allErrors: true, strict: false }).compile(shipped);
     expect(validate(parse(example)), JSON.stringify(validate.errors)).toBe(true);
-    expect(validate(parse('listen: { prot: 1 }\nroutes: [{ prefix: /api }]\n'))).toBe(false);
+    expect(validate(parse('listen: { prot: 1 }\nroutes: [{ upstream: http://api }]\n'))).toBe(false);
     expect(validate.errors?.map((e) => `${e.instancePath} ${e.message}`)).toEqual([
       '/listen must NOT have additional properties',
-      "/routes/0 must have required property 'upstream'",
+      "/routes/0 must have required property 'prefix'",
     ]);
+  });
+
+  it("the README's local-development recipe is a valid configuration with the dev server as the frontend route", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const recipe = /`token-handler\.dev\.yaml`:\n\n\s*```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(recipe, 'the recipe in the README').toBeDefined();
+    const config = parseConfig(parse(recipe!.replace(/^ {3}/gm, '')) as Record<string, unknown>, { TH_OIDC_CLIENT_SECRET: 'secret', TH_SESSION_SECRETS: SECRET });
+    expect(config.routes[1]).toMatchObject({ prefix: '/', upstream: 'http://127.0.0.1:5173', token: 'none', anonymous: true, websocket: true });
   });
 
   it('YAML and JSON files load alike', async () => {

@@ -617,7 +617,7 @@ describe('docker compose example (config/docker-compose.yaml)', () => {
     expect(config.session.store).toBe('redis');
     expect(new URL(config.session.redis!.url).hostname).toBe('redis');
     expect(config.routes).toEqual([expect.objectContaining({ prefix: '/api', upstream: 'http://api:9500' })]);
-    expect(Object.keys(compose().services)).toContain(new URL(config.routes[0]!.upstream).hostname);
+    expect(Object.keys(compose().services)).toContain(new URL(config.routes[0]!.upstream!).hostname);
     expect(config.metrics.port).toBe(9090);
     expect(config.shutdown.gracePeriodSeconds).toBe(25);
   });

@@ -8,6 +8,8 @@
  */
 import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { join, resolve } from 'node:path';
+import { safeReturnTo } from '../routes/return-to.js';
 import { splitList } from './env.js';
 import { isRecord, schemaAt, setAt, valuesAt, type KeyPath } from './paths.js';
 import { describe, expectation, isSecret, quote, type ProblemList } from './problems.js';
@@ -32,6 +34,8 @@ interface KeyCheck {
 
 const HTTP = ['http:', 'https:'];
 export const RESERVED_PREFIXES = ['/auth', '/healthz', '/readyz', '/metrics'];
+/** The prefix of the frontend route, the catch-all that serves the SPA. */
+export const FRONTEND_PREFIX = '/';
 /** Parameters the login flow sets itself; letting config override them would break it. */
 const RESERVED_AUTHORIZATION_PARAMS = [
   'client_id', 'redirect_uri', 'response_type', 'response_mode', 'scope', 'state', 'nonce',
@@ -85,7 +89,7 @@ function toOrigin(value: unknown): unknown {
 }
 
 function routePrefixProblem(prefix: unknown): string | undefined {
-  if (!isText(prefix)) return undefined;
+  if (!isText(prefix) || prefix === FRONTEND_PREFIX) return undefined;
   if (!prefix.startsWith('/')) return `is ${quote(prefix)}; a route prefix must start with "/"`;
   if (prefix.endsWith('/')) return `is ${quote(prefix)}; a route prefix must not end with "/" (e.g. /api)`;
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix)) {
@@ -108,6 +112,24 @@ function caFileProblem(file: unknown): string | undefined {
   };
   if (!existsSync(file)) return `is ${quote(file)}, which does not exist; expected a readable PEM file of CA certificates`;
   if (!readable()) return `is ${quote(file)}, which is not a readable file; expected a readable PEM file of CA certificates`;
+  return undefined;
+}
+
+/** routes[].static: a directory holding the SPA's index.html. */
+function staticDirectoryProblem(dir: unknown): string | undefined {
+  if (!isText(dir)) return undefined;
+  const expected = "expected the directory of the SPA's build, with index.html (relative paths start at the working directory)";
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return `is ${quote(dir)}, which is not a directory; ${expected}`;
+  if (!existsSync(join(dir, 'index.html'))) return `is ${quote(dir)}, which has no index.html; ${expected}`;
+  return undefined;
+}
+
+/** errors.pagePath: a path on this origin (what safeReturnTo keeps as it is), outside token-handler's own. */
+function pagePathProblem(path: unknown): string | undefined {
+  if (!isText(path)) return undefined;
+  if (safeReturnTo(path) !== path) return `is ${quote(path)}; expected a path on this origin such as /error`;
+  const taken = RESERVED_PREFIXES.find((reserved) => path === reserved || path.startsWith(`${reserved}/`) || path.startsWith(`${reserved}?`));
+  if (taken) return `is ${quote(path)}, which token-handler serves itself; expected a path of the SPA such as /error`;
   return undefined;
 }
 
@@ -182,6 +204,9 @@ const keyChecks: KeyCheck[] = [
   { keys: 'session.redis.url', problem: urlCheck(['redis:', 'rediss:']) },
   { keys: 'routes[].prefix', problem: routePrefixProblem },
   { keys: 'routes[].upstream', problem: urlCheck(HTTP) },
+  // @fastify/static wants an absolute root; relative to the working directory, like tlsCaFile.
+  { keys: 'routes[].static', problem: staticDirectoryProblem, normalize: (value) => (typeof value === 'string' ? resolve(value) : value) },
+  { keys: 'errors.pagePath', problem: pagePathProblem },
   {
     keys: 'routes[].rewritePrefix',
     problem: (value) =>

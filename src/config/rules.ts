@@ -4,7 +4,8 @@
  * configuration with every reported key removed, so they never pile on a problem already
  * reported.
  */
-import { parseUrl } from './checks.js';
+import { FRONTEND_PREFIX, parseUrl } from './checks.js';
+import { HTTP_URL } from './schema.js';
 import { getAt, isRecord, setAt, type KeyPath } from './paths.js';
 import { quote, type ProblemList } from './problems.js';
 import type { Config } from './types.js';
@@ -124,6 +125,40 @@ const crossRules: CrossRule[] = [
           ['routes', index, 'anonymous'],
           'is true but token is user; only token: client and token: none routes can let callers without a session through',
         );
+      }
+    });
+  },
+
+  function frontendRoute(draft, problems) {
+    (draft.routes ?? []).forEach((route, index) => {
+      const at = (key: string): KeyPath => ['routes', index, key];
+      if (route.prefix !== FRONTEND_PREFIX) {
+        if (absent(problems, at('upstream'), route.upstream)) problems.addCrossKey(at('upstream'), `is missing; expected ${HTTP_URL}`);
+        if (route.static !== undefined) problems.addCrossKey(at('static'), `is set on an API route; only the frontend route (prefix /) serves a directory`);
+        if (route.contentSecurityPolicy !== undefined) {
+          problems.addCrossKey(at('contentSecurityPolicy'), 'is set on an API route; only the frontend route (prefix /) serves pages');
+        }
+        if (route.websocket === true) {
+          problems.addCrossKey(
+            at('websocket'),
+            "is true on an API route; WebSockets pass only through the frontend route's dev server (prefix /, token: none, anonymous: true) for now",
+          );
+        }
+        return;
+      }
+      if (route.upstream !== undefined && route.static !== undefined) {
+        problems.addCrossKey(at('static'), 'is set together with upstream; the frontend route serves either a directory (static) or a dev server (upstream)');
+      } else if (absent(problems, at('upstream'), route.upstream) && absent(problems, at('static'), route.static)) {
+        problems.addCrossKey(at('static'), "is missing; the frontend route (prefix /) needs static (the SPA's build directory) or upstream (its dev server)");
+      }
+      if (route.upstream !== undefined && (route.token !== 'none' || route.anonymous !== true)) {
+        problems.addCrossKey(
+          at('token'),
+          `is ${route.token ?? 'user'}${route.anonymous === true ? '' : ' without anonymous: true'}; the frontend route's dev server serves every visitor's pages without a token: set token: none and anonymous: true`,
+        );
+      }
+      if (route.static !== undefined && route.websocket === true) {
+        problems.addCrossKey(at('websocket'), "is true on a static frontend route; it passes a dev server's hot reload through (upstream)");
       }
     });
   },

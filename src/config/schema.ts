@@ -32,7 +32,7 @@ function Section<T extends Record<string, TSchema>>(properties: T, description: 
   return Type.Object(properties, { description, additionalProperties: false, default: {} });
 }
 
-const HTTP_URL = 'an absolute http or https URL';
+export const HTTP_URL = 'an absolute http or https URL';
 
 export const ListenSchema = Section(
   {
@@ -178,13 +178,38 @@ export const RouteSchema = Type.Object(
   {
     prefix: Type.String({
       minLength: 1,
-      description: 'Path prefix served: starts with "/", no trailing "/", unique, and not /auth, /healthz, /readyz, /metrics or below them.',
-      'x-expected': 'a path prefix such as /api',
+      description:
+        'Path prefix served: starts with "/", no trailing "/", unique, and not /auth, /healthz, /readyz, /metrics or below them. "/" alone is the frontend route: the catch-all that serves the SPA (static or a dev server), below every other route.',
+      'x-expected': 'a path prefix such as /api, or / for the frontend route',
     }),
-    upstream: Type.String({
-      description: 'Base URL of the upstream, http or https, optionally with a base path (http://api:8080/base: /api/x -> /base/x).',
-      'x-expected': HTTP_URL,
+    upstream: Type.Optional(
+      Type.String({
+        description:
+          'Base URL of the upstream, http or https, optionally with a base path (http://api:8080/base: /api/x -> /base/x). Required, except on the frontend route, which has upstream (its dev server, e.g. http://127.0.0.1:5173) or static.',
+        'x-expected': HTTP_URL,
+      }),
+    ),
+    static: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "The frontend route only (prefix /): the directory of the SPA's production build, with index.html (relative to the working directory). Files are served with compression; a page load of a path with no file gets index.html (client-side routes); hashed assets are cached for a year, index.html is revalidated.",
+        'x-expected': "the SPA's build directory, e.g. ./spa/dist",
+      }),
+    ),
+    websocket: Type.Boolean({
+      default: false,
+      description:
+        "Pass WebSocket upgrades through to the upstream: the frontend route's dev server (its hot reload) only, with token: none and anonymous: true. WebSockets on API routes are not supported yet.",
     }),
+    contentSecurityPolicy: Type.Optional(
+      Type.String({
+        pattern: '^[\\x20-\\x7E]*$',
+        description:
+          "The frontend route only: the Content-Security-Policy of the SPA's files. Default for static: default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'. \"\": none sent (e.g. the SPA sets its own). A dev server's answers get none unless set (dev servers inline scripts).",
+        'x-expected': 'a Content-Security-Policy on one line',
+      }),
+    ),
     rewritePrefix: Type.String({
       default: '',
       description: 'What replaces prefix in the upstream path: "" strips it (/api/x -> /x), "/v1" maps /api/x -> /v1/x.',
@@ -222,7 +247,7 @@ export const RouteSchema = Type.Object(
         'Upstream responses announcing a Content-Length up to this many bytes (and a Content-Type) are read whole before they are passed on; longer ones and those without a length (streams, server-sent events) stream. 0 streams every response.',
     }),
   },
-  { additionalProperties: false, description: 'An API route proxied with a token attached.' },
+  { additionalProperties: false, description: 'An API route proxied with a token attached, or the frontend route (prefix /) that serves the SPA.' },
 );
 
 export const RefreshSchema = Section(
@@ -330,6 +355,20 @@ export const AdminSchema = Section(
   'Operator endpoints, served on the metrics listener only.',
 );
 
+export const ErrorsSchema = Section(
+  {
+    pagePath: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "A path of the SPA that shows failures to people: a page load that fails (a refused sign-in, login_required, ...) is redirected there with ?error=<code>. Unset: token-handler answers such a page load with a small HTML page of its own. fetch calls get JSON either way.",
+        'x-expected': 'a path on this origin such as /error',
+      }),
+    ),
+  },
+  'How failures are shown to a person whose page load failed.',
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
@@ -341,7 +380,8 @@ export const ConfigSchema = Type.Object(
     session: SessionSchema,
     routes: Type.Array(RouteSchema, {
       default: [],
-      description: 'API routes proxied with the access token attached. As a variable: a JSON array replacing the whole list.',
+      description:
+        'API routes proxied with the access token attached, and the frontend route (prefix /) serving the SPA. As a variable: a JSON array replacing the whole list.',
       'x-expected': 'a list of routes (objects with prefix and upstream)',
     }),
     refresh: RefreshSchema,
@@ -352,6 +392,7 @@ export const ConfigSchema = Type.Object(
     shutdown: ShutdownSchema,
     rateLimit: RateLimitSchema,
     admin: AdminSchema,
+    errors: ErrorsSchema,
   },
   {
     $schema: 'http://json-schema.org/draft-07/schema#',

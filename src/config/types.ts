@@ -7,6 +7,7 @@ import type { Static } from '@sinclair/typebox';
 import type {
   ConfigSchema,
   CsrfSchema,
+  ErrorsSchema,
   LimitsSchema,
   ListenSchema,
   LoggingSchema,
@@ -35,6 +36,9 @@ export type LimitsConfig = Static<typeof LimitsSchema>;
 export type ShutdownConfig = Static<typeof ShutdownSchema>;
 export type RateLimitConfig = Static<typeof RateLimitSchema>;
 export type AdminConfig = Static<typeof AdminSchema>;
+export type ErrorsConfig = Static<typeof ErrorsSchema>;
+/** A route that proxies API calls: every route but the frontend one, and it always has an upstream (rules.ts). */
+export type ApiRouteConfig = RouteConfig & { upstream: string };
 
 export type ClientAuthMethod = OidcConfig['clientAuth'];
 /** How client_secret_basic builds its credentials: RFC 6749 §2.3.1 form-encodes id and secret first; `plain` does not. */

@@ -32,7 +32,7 @@ export async function runDemoCli(mode: Exclude<DemoMode, null>, env: Record<stri
     }
     if ((err as { code?: unknown }).code === 'EADDRINUSE') {
       process.stderr.write(
-        `token-handler demo: 127.0.0.1:${port} is already in use; choose another port, e.g. TH_LISTEN_PORT=${port === DEFAULT_DEMO_PORT ? 8081 : port + 1} npm start\n`,
+        `token-handler demo: 127.0.0.1:${port} is already in use; choose another port, e.g. TH_LISTEN_PORT=${port === DEFAULT_DEMO_PORT ? 8081 : port + 1} token-handler demo\n`,
       );
       process.exit(1);
     }

@@ -72,7 +72,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
     clientId: 'demo-bff',
     clientSecret: randomBytes(24).toString('base64url'),
     redirectUri: `${publicUrl}/auth/callback`,
-    postLogoutRedirectUri: `${publicUrl}/`,
+    // The demo page says it when the browser comes back from signing out.
+    postLogoutRedirectUri: `${publicUrl}/?signed-out`,
   };
   const apiClient = { clientId: 'demo-api', clientSecret: randomBytes(24).toString('base64url') };
 
@@ -106,6 +107,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
         clientSecret: bff.clientSecret,
         scopes: ['openid', 'profile', 'email', 'offline_access'],
         refreshSkewSeconds,
+        postLogoutRedirectUri: bff.postLogoutRedirectUri,
       },
       // A new secret each start: sessions of an earlier run simply end.
       session: { store: 'cookie', secrets: [randomBytes(32).toString('base64url')] },
@@ -116,7 +118,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
       metrics: { onMainListener: true },
     });
     const app = await buildApp(config, {
-      plugins: [demoPagePlugin(publicUrl)],
+      plugins: [demoPagePlugin(publicUrl, accessTokenSeconds)],
       waitForProvider: true,
       ...(options.logStream ? { logStream: options.logStream } : {}),
     });

@@ -32,9 +32,11 @@ const CONTENT_SECURITY_POLICY = [
  * public URL's (e.g. localhost instead of 127.0.0.1) is sent to the public URL, since
  * the session cookie and the CSRF origin check belong to that origin.
  */
-export function demoPagePlugin(publicUrl: string): FastifyPluginAsync {
+export function demoPagePlugin(publicUrl: string, accessTokenSeconds: number): FastifyPluginAsync {
   const publicHost = new URL(publicUrl).host;
-  const files = ASSETS.map((asset) => ({ ...asset, body: readFileSync(new URL(asset.file, PUBLIC_DIR)) }));
+  // The page states the provider's token life before anyone signs in, the same number the banner prints.
+  const fill = (file: string, body: Buffer) => (file === 'index.html' ? Buffer.from(body.toString('utf8').replace('{{accessTokenSeconds}}', String(accessTokenSeconds))) : body);
+  const files = ASSETS.map((asset) => ({ ...asset, body: fill(asset.file, readFileSync(new URL(asset.file, PUBLIC_DIR))) }));
 
   return async (app: FastifyInstance) => {
     for (const asset of files) {

@@ -9,6 +9,7 @@
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { closeServer, listenLoopback, loopbackUrl } from './net.js';
+import { interactionPage, logoutPage, providerErrorPage, signedOutPage, type InteractionView } from './provider-pages.js';
 
 /** Raised when the demo cannot run here (oidc-provider is not installed). */
 export class DemoUnavailableError extends Error {
@@ -47,10 +48,14 @@ export interface DemoProvider {
 /** The few parts of oidc-provider this file touches; the package ships no types. */
 interface OidcProviderInstance {
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
+  interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<Pick<InteractionView, 'prompt' | 'params'>>;
   use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
   urlFor(name: string): string;
 }
 interface KoaContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  set(name: string, value: string): void;
   method: string;
   path: string;
   status: number;
@@ -66,6 +71,7 @@ interface OidcProviderModule {
 }
 
 const KEEP_TOKENS = 5000;
+const CLIENT_NAME = 'token-handler demo';
 
 let loading: Promise<OidcProviderModule> | undefined;
 
@@ -121,6 +127,8 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   // Listen first: the issuer carries the port.
   const port = await listenLoopback(server, options.port);
   const issuer = loopbackUrl(port);
+  // Where the provider's pages lead back to: the demo page.
+  const demoUrl = new URL('/', options.bff.redirectUri).href;
 
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `demo-${randomUUID()}`, use: 'sig', alg: 'RS256' };
@@ -135,7 +143,7 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
         response_types: ['code'],
         redirect_uris: [options.bff.redirectUri],
         post_logout_redirect_uris: [options.bff.postLogoutRedirectUri],
-        client_name: 'token-handler demo',
+        client_name: CLIENT_NAME,
       },
       {
         // Only authenticates to introspect tokens.
@@ -189,16 +197,11 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
         enabled: true,
         async logoutSource(ctx: KoaContext, form: string) {
           ctx.type = 'html';
-          ctx.body = page(
-            'Sign out',
-            `<h1>Sign out of the demo provider?</h1><p>You are signing out of <strong>${esc(ctx.host)}</strong>, the demo's OpenID provider.</p>${form}` +
-              '<div class="actions"><button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>' +
-              '<button class="secondary" type="submit" form="op.logoutForm">No, stay signed in</button></div>',
-          );
+          ctx.body = logoutPage(ctx.host, form);
         },
         async postLogoutSuccessSource(ctx: KoaContext) {
           ctx.type = 'html';
-          ctx.body = page('Signed out', '<h1>Signed out</h1><p>You have been signed out of the demo provider.</p>');
+          ctx.body = signedOutPage(demoUrl);
         },
       },
     },
@@ -220,13 +223,20 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
     clientBasedCORS: () => false,
     async renderError(ctx: KoaContext, out: Record<string, string>) {
       ctx.type = 'html';
-      ctx.body = page(
-        'Something went wrong',
-        `<h1>Something went wrong</h1>${Object.entries(out)
-          .map(([key, value]) => `<pre><strong>${esc(key)}</strong>: ${esc(value)}</pre>`)
-          .join('')}`,
-      );
+      ctx.body = providerErrorPage(out, demoUrl);
     },
+  });
+
+  // The sign-in and consent pages are the demo's own; devInteractions still takes the forms they post.
+  provider.use(async (ctx, next) => {
+    const uid = ctx.method === 'GET' ? /^\/interaction\/([^/]+)$/.exec(ctx.path)?.[1] : undefined;
+    if (uid === undefined) return next();
+    const { prompt, params } = await provider.interactionDetails(ctx.req, ctx.res);
+    const body = interactionPage({ uid, prompt, params, clientName: CLIENT_NAME });
+    if (body === undefined) return next();
+    ctx.set('cache-control', 'no-store');
+    ctx.type = 'html';
+    ctx.body = body;
   });
 
   // Record every token-endpoint answer (grant type, status; tokens for the leak tests).
@@ -236,10 +246,6 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   provider.use(async (ctx, next) => {
     const at = Date.now();
     await next();
-    // devInteractions' pages load a web font from Google: keep the demo offline and private.
-    if (typeof ctx.body === 'string' && ctx.body.includes('fonts.googleapis.com')) {
-      ctx.body = ctx.body.replace(/@import url\(https:\/\/fonts\.googleapis\.com[^)]*\);?/g, '');
-    }
     if (ctx.method !== 'POST' || ctx.path !== tokenPath) return;
     const grantType = ctx.oidc?.params?.grant_type;
     requests.push({ grantType: typeof grantType === 'string' ? grantType : 'unknown', status: ctx.status, at });
@@ -269,18 +275,3 @@ function displayName(sub: string): string {
     .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
     .join(' ') || sub;
 }
-
-const esc = (value: unknown) => String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-
-const PAGE_STYLE = `
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f6fb;color:#1d2433;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-main{background:#fff;border-radius:12px;box-shadow:0 6px 24px rgba(20,30,60,.12);padding:32px 36px;max-width:460px}
-h1{font-size:1.3rem;margin:0 0 12px}p{line-height:1.5;color:#46506a}
-.actions{display:flex;gap:10px;margin-top:20px}
-button{font:inherit;border:0;border-radius:8px;padding:10px 16px;background:#3454d1;color:#fff;cursor:pointer}
-button.secondary{background:#e6e9f2;color:#1d2433}
-pre{white-space:pre-wrap;background:#f4f6fb;padding:8px;border-radius:6px}`;
-
-const page = (title: string, body: string) =>
-  `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">` +
-  `<title>${esc(title)} · demo provider</title><style>${PAGE_STYLE}</style></head><body><main>${body}</main></body></html>`;

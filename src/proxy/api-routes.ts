@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { Span } from '@opentelemetry/api';
-import type { RouteConfig } from '../config/types.js';
+import type { ApiRouteConfig } from '../config/types.js';
 import { BrowserError, loginRequired, upstreamUnavailable } from '../errors.js';
 import type { SessionCookies } from '../session/cookies.js';
 import type { SessionManager } from '../session/manager.js';
@@ -17,7 +17,7 @@ import { tokenSourceFor, type Credential } from './token-source.js';
 import { UpstreamTracing } from './upstream-tracing.js';
 
 export interface ApiRoutesOptions {
-  routes: RouteConfig[];
+  routes: ApiRouteConfig[];
   cookies: SessionCookies;
   sessions: SessionManager;
   sessionTokens: SessionTokens;
@@ -62,7 +62,7 @@ export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions)
   }
 }
 
-async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: ApiRoutesOptions): Promise<void> {
+async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options: ApiRoutesOptions): Promise<void> {
   const { cookies, csrfCheck, cors } = options;
   const source = tokenSourceFor(route, options);
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };

@@ -108,17 +108,17 @@ describe('the browser helper route', () => {
 
 describe('when the CLI runs the demo', () => {
   it.each([
-    { args: ['demo'], config: undefined, env: { TH_CONFIG: 'x.yaml' }, expected: 'explicit' },
-    { args: [], config: undefined, env: {}, expected: 'default' },
-    { args: [], config: undefined, env: { TH_LISTEN_PORT: '9090', PATH: '/bin' }, expected: 'default' },
-    { args: [], config: undefined, env: { TH_OIDC_ISSUER: '' }, expected: 'default' },
-    { args: [], config: 'token-handler.yaml', env: {}, expected: null },
-    { args: [], config: undefined, env: { TH_CONFIG: 'token-handler.yaml' }, expected: null },
-    { args: [], config: undefined, env: { TH_SESSION_SECRETS: 'x'.repeat(32) }, expected: null },
-    { args: [], config: undefined, env: { NODE_ENV: 'production' }, expected: null },
-    { args: ['demo'], config: undefined, env: { NODE_ENV: 'production' }, expected: 'explicit' },
-  ])('args $args, --config $config, env $env → $expected', ({ args, config, env, expected }) => {
-    expect(demoMode(args, config, env)).toBe(expected);
+    { demo: true, config: undefined, env: { TH_CONFIG: 'x.yaml' }, expected: 'explicit' },
+    { demo: false, config: undefined, env: {}, expected: 'default' },
+    { demo: false, config: undefined, env: { TH_OIDC_ISSUER: '', PATH: '/bin' }, expected: 'default' },
+    { demo: false, config: undefined, env: { TH_LISTEN_PORT: '9090' }, expected: null },
+    { demo: false, config: 'token-handler.yaml', env: {}, expected: null },
+    { demo: false, config: undefined, env: { TH_CONFIG: 'token-handler.yaml' }, expected: null },
+    { demo: false, config: undefined, env: { TH_SESSION_SECRETS: 'x'.repeat(32) }, expected: null },
+    { demo: false, config: undefined, env: { NODE_ENV: 'production' }, expected: null },
+    { demo: true, config: undefined, env: { NODE_ENV: 'production', TH_LISTEN_PORT: '9090' }, expected: 'explicit' },
+  ])('demo asked $demo, --config $config, env $env → $expected', ({ demo, config, env, expected }) => {
+    expect(demoMode(demo, config, env)).toBe(expected);
   });
 });
 

@@ -56,6 +56,36 @@ describe.skipIf(!HAS_CHROMIUM)('the demo in a real browser', () => {
   /** Every scenario ends here: no token in anything the browser received, nor in token-handler's logs. */
   const expectNoTokenReachedTheBrowser = () => expectNoTokenReached(network, demo, { logText });
 
+  it("before signing in, the page states the provider's access-token life", async () => {
+    await page.goto(demo.url);
+    await page.locator('#who[data-state="signed-out"]').waitFor();
+    expect(await page.locator('#token-life').textContent()).toBe(String(ACCESS_TOKEN_SECONDS));
+    expect(await page.locator('#signed-out-title').textContent()).toBe('You are signed out');
+    expect(await page.locator('#signed-out-note').isHidden()).toBe(true);
+  });
+
+  it("the provider's sign-in and consent pages look like the demo, without a debug panel", async () => {
+    await page.goto(demo.url);
+    await page.locator('#who[data-state="signed-out"]').waitFor();
+    await network.settled();
+    await page.getByRole('link', { name: 'Sign in' }).click();
+    await page.waitForURL((url) => url.origin === demo.providerUrl);
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    expect(await page.locator('header.topbar').textContent()).toContain('token-handler');
+    expect(await page.content()).not.toMatch(/debug/i);
+    await page.screenshot({ path: screenshotPath('provider-sign-in.png'), fullPage: true });
+    await page.locator('input[name="login"]').fill('alice');
+    await page.locator('input[name="password"]').fill('secret');
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.getByRole('heading', { name: 'Allow token-handler demo?' }).waitFor();
+    expect(await page.locator('li').allTextContents()).toEqual(['your name profile', 'your e-mail address email']);
+    expect(await page.content()).not.toMatch(/debug/i);
+    await page.screenshot({ path: screenshotPath('provider-consent.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Allow and continue' }).click();
+    await page.waitForURL(demo.url);
+    await page.locator('#who[data-state="signed-in"]').waitFor();
+  });
+
   it('signing in through the provider pages shows who you are, and the page cannot read the session cookie', async () => {
     await page.goto(demo.url);
     await page.locator('#who[data-state="signed-out"]').waitFor();
@@ -128,12 +158,17 @@ describe.skipIf(!HAS_CHROMIUM)('the demo in a real browser', () => {
     await expectNoTokenReachedTheBrowser();
   });
 
-  it('after signing out, the API answers 401 login_required', async () => {
+  it('after signing out, the page says so and the API answers 401 login_required', async () => {
     await signIn(page, demo, network);
     expect(await callApiFromPage(page)).toBe(200);
 
     await signOut(page, demo, network);
     expect((await context.cookies(demo.publicUrl)).some((c) => c.name.startsWith(SESSION_COOKIE))).toBe(false);
+    // The page says so, once: the ?signed-out it came back with is dropped.
+    await page.locator('#signed-out-title', { hasText: 'You have signed out' }).waitFor();
+    expect(await page.locator('#signed-out-note').isVisible()).toBe(true);
+    await expect.poll(() => page.url()).toBe(demo.url);
+    await page.screenshot({ path: screenshotPath('demo-signed-out.png'), fullPage: true });
     // token-handler answered where to go to end the provider's session too, without the ID token in it.
     const logout = network.at('/auth/logout').find((r) => r.body);
     expect(logout?.status).toBe(200);

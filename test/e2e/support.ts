@@ -267,8 +267,8 @@ export async function completeProviderSignIn(page: Page, demo: DemoStack, login 
   await page.waitForURL(isProviderUrl(demo));
   await page.locator('input[name="login"]').fill(login);
   await page.locator('input[name="password"]').fill('any password will do');
-  await page.getByRole('button', { name: 'Sign-in' }).click();
-  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByRole('button', { name: 'Allow and continue' }).click();
 }
 
 /** The demo page's "Sign out", then "Yes, sign me out" at the provider, back on the demo page. */
@@ -277,7 +277,8 @@ export async function signOut(page: Page, demo: DemoStack, network: NetworkLog):
   await page.locator('#sign-out').click();
   await page.waitForURL(isProviderUrl(demo));
   await page.getByRole('button', { name: 'Yes, sign me out' }).click();
-  await page.waitForURL(demo.url);
+  // Back on the demo page (which drops the ?signed-out it came back with).
+  await page.waitForURL((url) => url.origin === demo.publicUrl && url.pathname === '/');
   await page.locator('#who[data-state="signed-out"]').waitFor();
 }
 

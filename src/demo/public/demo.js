@@ -11,6 +11,8 @@ const state = {
   refreshedAt: null,
   refreshes: 0,
   autoTimer: undefined,
+  /** Back from the provider's sign-out (the post-logout redirect carries ?signed-out). */
+  justSignedOut: new URLSearchParams(location.search).has('signed-out'),
 };
 
 const th = createClient({
@@ -99,7 +101,10 @@ function render() {
   who.dataset.state = view ? 'signed-in' : 'signed-out';
   who.textContent = view ? `Signed in as ${displayName(view.claims)}` : 'Signed out';
   $('document-cookie').textContent = document.cookie === '' ? '"" (empty)' : JSON.stringify(document.cookie);
+  $('signed-out-title').textContent = state.justSignedOut ? 'You have signed out' : 'You are signed out';
+  $('signed-out-note').hidden = !state.justSignedOut;
   if (!view) return;
+  state.justSignedOut = false;
 
   const { claims, session } = view;
   $('user-name').textContent = displayName(claims);
@@ -117,16 +122,7 @@ function render() {
   refreshed.textContent = session.refreshedAt ? timeOf(session.refreshedAt) : 'never';
   $('refresh-count').textContent = String(state.refreshes);
 
-  const life = tokenLifeSeconds(session);
-  if (life) $('token-life').textContent = String(life);
   tick();
-}
-
-/** How long the current access token was issued for, from when it was obtained. */
-function tokenLifeSeconds(session) {
-  const obtained = Date.parse(session.refreshedAt ?? session.createdAt);
-  const expires = Date.parse(session.accessTokenExpiresAt);
-  return Number.isFinite(obtained) && Number.isFinite(expires) && expires > obtained ? Math.round((expires - obtained) / 1000) : undefined;
 }
 
 /** The countdown of the access token's remaining life, four times a second. */
@@ -243,5 +239,10 @@ $('auto-call').addEventListener('change', (event) => {
   if (event.target.checked) callApi();
 });
 $('sign-in').href = th.loginUrl('/');
+if (state.justSignedOut) {
+  // A reload should not say it again.
+  history.replaceState(null, '', location.pathname);
+  log('Signed out: token-handler ended the session and revoked its tokens; the provider ended its own session.');
+}
 setInterval(tick, 250);
 loadUser('load');
