@@ -109,8 +109,9 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
         refreshSkewSeconds,
         postLogoutRedirectUri: bff.postLogoutRedirectUri,
       },
-      // A new secret each start: sessions of an earlier run simply end.
-      session: { store: 'cookie', secrets: [randomBytes(32).toString('base64url')] },
+      // A new secret each start: sessions of an earlier run simply end. The memory store, so
+      // the page can list the user's sessions (the cookie store keeps no list).
+      session: { store: 'memory', secrets: [randomBytes(32).toString('base64url')] },
       // The provider's cookies share the host 127.0.0.1: send the API none of them.
       routes: [{ prefix: '/api', upstream: api.url, stripCookies: 'all' }],
       logging: { level: options.logLevel ?? 'warn' },

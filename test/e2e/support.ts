@@ -108,7 +108,10 @@ export class NetworkLog {
 
   constructor(context: BrowserContext) {
     context.on('request', (request) => this.requested.push(request.url()));
-    context.on('response', (response) => this.track(this.capture(response)));
+    // An event stream (GET /auth/events) never ends: there is no whole body to wait for.
+    context.on('response', (response) => {
+      if (!isEventStream(response.headers()['content-type'])) this.track(this.capture(response));
+    });
   }
 
   private track(work: Promise<void>): void {
@@ -137,7 +140,8 @@ export class NetworkLog {
         (async () => {
           const status = event.responseStatusCode ?? 0;
           let body: string | null = null;
-          if (status !== 0 && !(status >= 300 && status < 400)) {
+          const type = event.responseHeaders?.find((h) => h.name.toLowerCase() === 'content-type')?.value;
+          if (status !== 0 && !(status >= 300 && status < 400) && !isEventStream(type)) {
             try {
               const read = await cdp.send('Fetch.getResponseBody', { requestId: event.requestId });
               body = read.base64Encoded ? Buffer.from(read.body, 'base64').toString('utf8') : read.body;
@@ -346,4 +350,8 @@ export async function startOtherOrigin(html: string): Promise<OtherOrigin> {
         server.closeAllConnections();
       }),
   };
+}
+
+function isEventStream(contentType: string | undefined): boolean {
+  return contentType !== undefined && contentType.toLowerCase().startsWith('text/event-stream');
 }

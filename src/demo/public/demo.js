@@ -69,6 +69,7 @@ function applyView(view, reason) {
   state.view = view;
   state.refreshedAt = refreshedAt;
   render();
+  if (first) void loadSessions();
 }
 
 async function loadUser(reason) {
@@ -81,10 +82,66 @@ async function loadUser(reason) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// The user's sessions, and what every tab is told
+// ---------------------------------------------------------------------------------------
+async function loadSessions() {
+  const response = await th.fetch('/auth/sessions', { headers: { accept: 'application/json' } });
+  if (!response.ok) {
+    $('sessions-card').hidden = true;
+    return;
+  }
+  const list = await response.json();
+  const items = list.map((session) => {
+    const item = document.createElement('li');
+    const label = document.createElement('span');
+    label.textContent = `${session.userAgent ?? 'Unknown browser'} · signed in ${dateTimeOf(session.createdAt)} · last seen ${timeOf(session.lastSeenAt)}${session.current ? ' · this browser' : ''}`;
+    const end = document.createElement('button');
+    end.type = 'button';
+    end.className = 'button small';
+    end.textContent = session.current ? 'Sign out here' : 'End';
+    end.addEventListener('click', () => endSession(session));
+    item.append(label, end);
+    return item;
+  });
+  $('sessions').replaceChildren(...items);
+  $('sessions-card').hidden = false;
+}
+
+async function endSession(session) {
+  const response = await th.fetch(`/auth/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' });
+  if (response.status === 204) {
+    log(session.current ? 'Ended this session.' : `Ended the session of ${session.userAgent ?? 'another browser'}: its tokens are revoked.`);
+    if (session.current) showSignedOut();
+    else void loadSessions();
+  } else {
+    log(`Could not end that session: ${response.status}`, 'error');
+  }
+}
+
+const endedBecause = {
+  logout: 'you signed out (in this or another tab)',
+  backchannel: 'the provider ended its session',
+  timeout: 'it was idle too long or reached its end',
+  revoked: 'the provider refused to refresh it',
+  'ended-elsewhere': 'it was ended from another session',
+};
+
+th.onSessionEvent((event) => {
+  if (event.type === 'session-ended') {
+    showSignedOut(`Session ended: ${endedBecause[event.reason] ?? event.reason} (told by GET /auth/events).`);
+  } else if (event.type === 'session-expiring') {
+    log(`The session will end at ${timeOf(event.idleExpiresAt)} unless it is used.`);
+  } else if (event.type === 'session-refreshed' && state.view) {
+    void loadUser('event');
+  }
+});
+
 function showSignedOut(message) {
   const wasSignedIn = state.view !== null;
   state.view = null;
   state.refreshedAt = null;
+  $('sessions-card').hidden = true;
   setAuto(false);
   if (message && wasSignedIn) log(message, 'error');
   render();
