@@ -45,7 +45,7 @@ beforeAll(async () => {
       [ORDERS]: { audience: 'orders-api', scope: 'orders:read' },
       [BILLING]: { audience: 'billing-api', scope: 'billing:read' },
     },
-    tokenExchange: { audiences: { reports: { scope: 'reports:read' } } },
+    tokenExchange: { audiences: { reports: { scope: 'reports:read' } }, refuseAccounts: ['never-exchangeable'] },
   });
   main = await startUpstream({
     introspectionEndpoint: provider.endpoints.introspection,
@@ -167,8 +167,10 @@ describe('per-API tokens', () => {
       sizes[`+ ${path.split('/')[1]}`] = sessionCookieBytes(browser);
     }
     const chunks = [...browser.cookies.keys()].filter((name) => name.startsWith(SESSION)).length;
-    const tokenBytes = { orders: lastToken(orders), billing: lastToken(billing) };
-    console.log(`[per-api-tokens] cookie store, session cookie bytes (name=value, all chunks): ${JSON.stringify(sizes)}; chunks now: ${chunks}; JWT claims ${JSON.stringify(Object.keys(tokenBytes.orders))}`);
+    const jwtLength = (upstream: Upstream) => String(upstream.requests.at(-1)!.headers.authorization).length - 'Bearer '.length;
+    console.log(
+      `[per-api-tokens] cookie store, session cookie bytes (name=value, all chunks): ${JSON.stringify(sizes)}; chunks now: ${chunks}; token lengths: orders ${jwtLength(orders)}, billing ${jwtLength(billing)}, reports ${jwtLength(reports)}`,
+    );
     expect(sizes['+ orders']!).toBeGreaterThan(sizes['after login']!);
   });
 
@@ -195,6 +197,22 @@ describe('per-API tokens', () => {
     expect((await browser.request('/orders/after')).statusCode).toBe(200);
     expect((await app.inject({ method: 'GET', url: '/billing/old-cookie', headers: { cookie, 'x-csrf': '1' } })).statusCode).toBe(200);
     expect(grantsSince(from)).toHaveLength(3);
+  });
+
+  it('the first calls to both resource routes at once (no resource token yet): chained refreshes, never the same refresh token twice', async () => {
+    const { app } = await bff();
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'first-calls-user' });
+    const cookie = browser.cookieHeader();
+    const from = provider.tokenRequests.length;
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => app.inject({ method: 'GET', url: `/${i % 2 === 0 ? 'orders' : 'billing'}/first/${i}`, headers: { cookie, 'x-csrf': '1' } })),
+    );
+    expect(responses.map((r) => r.statusCode)).toEqual(Array(20).fill(200));
+    const grants = grantsSince(from);
+    console.log(`[per-api-tokens] first calls: 20 calls over two routes -> ${grants.length} refresh_token grants (${grants.map((g) => g.target ?? 'session').join(', ')})`);
+    expectNoReuse(grants);
+    expect(grants.map((g) => g.target).sort()).toEqual([BILLING, ORDERS]);
   });
 
   it.runIf(hasRedis)('two replicas sharing Redis: the same storm, one refresh chain in all', async () => {
@@ -267,6 +285,22 @@ describe('per-API tokens', () => {
       'refresh_token 200',
       'exchange 200',
     ]);
+  });
+
+  it('an exchange refused with invalid_grant again after the refresh: 401 login_required, session ended', async () => {
+    const { app } = await bff();
+    const browser = new TestBrowser(app);
+    await browser.login({ login: 'never-exchangeable' });
+    const before = provider.tokenRequests.length;
+    const response = await browser.request('/reports/x');
+    expect(response.statusCode).toBe(401);
+    expect(JSON.parse(response.body)).toMatchObject({ error: 'login_required' });
+    expect(provider.tokenRequests.slice(before).map((r) => `${r.grantType === TOKEN_EXCHANGE_GRANT ? 'exchange' : r.grantType} ${r.status}`)).toEqual([
+      'exchange 400',
+      'refresh_token 200',
+      'exchange 400',
+    ]);
+    expect((await browser.request('/auth/user')).statusCode).toBe(401);
   });
 
   it('an exchange the provider refuses for another reason: 503 token_unavailable, session kept, logged', async () => {

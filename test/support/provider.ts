@@ -87,7 +87,11 @@ export interface TestProviderOptions {
    * listed scope. An unknown or inactive subject token is answered `invalid_grant`, an unknown
    * audience `invalid_target`.
    */
-  tokenExchange?: { audiences: Record<string, { scope: string }> };
+  tokenExchange?: {
+    audiences: Record<string, { scope: string }>;
+    /** Subject tokens of these accounts are always refused (`invalid_grant`), as a provider policy would. */
+    refuseAccounts?: string[];
+  };
   /** State of a previous instance (`provider.state`) to continue with: same store, keys and clients. */
   state?: TestProviderState;
 }
@@ -200,7 +204,7 @@ function registerTokenExchange(
       }
       const subject = params.subject_token ? await ctx.oidc.provider.AccessToken.find(params.subject_token) : undefined;
       const active = !!subject && !subject.isExpired && subject.clientId === ctx.oidc.client!.clientId;
-      if (!active || !subject) {
+      if (!active || !subject || options.refuseAccounts?.includes(subject.accountId)) {
         throw new errors.InvalidGrant('subject token invalid, expired or of another client');
       }
       const target = options.audiences[audience];
