@@ -27,6 +27,8 @@ export interface OidcProviderOptions {
 /** RFC 8693 token exchange. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+/** OAuth errors about the client itself: their configuration keys are the client's. */
+const CLIENT_KEYS_ERRORS = new Set(['invalid_client', 'unauthorized_client']);
 
 /** What a `token: exchange` route asks for. */
 export interface ExchangeRequest {
@@ -281,7 +283,13 @@ export class OidcProvider {
         delete tokens.claims;
         return tokens;
       } catch (err) {
-        throw await this.classify(err, 'token exchange');
+        const failure = await this.classify(err, 'token exchange');
+        // A refused audience, scope or resource is the route's configuration (or the
+        // provider's exchange policy for this client), not the provider's address.
+        if (failure.kind === 'config_fault' && failure.oauthError !== undefined && !CLIENT_KEYS_ERRORS.has(failure.oauthError)) {
+          throw new ProviderError('config_fault', failure.message, { cause: err, oauthError: failure.oauthError, configKeys: ['routes[].exchange', 'oidc.clientId'] });
+        }
+        throw failure;
       }
     });
   }
