@@ -24,6 +24,7 @@ export type BrowserErrorCode =
   | 'not_supported'
   | 'idp_unavailable'
   | 'session_store_unavailable'
+  | 'token_unavailable'
   | 'upstream_unavailable'
   | 'upstream_timeout'
   | 'token_rejected'
@@ -41,6 +42,7 @@ const statusOf: Record<BrowserErrorCode, number> = {
   not_supported: 501,
   idp_unavailable: 503,
   session_store_unavailable: 503,
+  token_unavailable: 503,
   upstream_unavailable: 502,
   upstream_timeout: 504,
   token_rejected: 401,
@@ -83,6 +85,14 @@ export const sessionStoreUnavailable = (retryAfterSeconds = 2) =>
   new BrowserError(
     'session_store_unavailable',
     'The session store cannot be reached right now; try again shortly.',
+    retryAfterSeconds,
+  );
+export const tokenUnavailable = (retryAfterSeconds?: number) =>
+  new BrowserError(
+    'token_unavailable',
+    retryAfterSeconds === undefined
+      ? 'A token for the API behind this route could not be obtained; the session is kept.'
+      : 'A token for the API behind this route could not be obtained right now; the session is kept, try again shortly.',
     retryAfterSeconds,
   );
 export const upstreamUnavailable = () =>

@@ -1,12 +1,12 @@
 import type { FastifyBaseLogger, FastifyReply } from 'fastify';
-import { badRequest, BrowserError, idpUnavailable, loginRequired, sessionStoreUnavailable } from './errors.js';
+import { badRequest, BrowserError, idpUnavailable, loginRequired, sessionStoreUnavailable, tokenUnavailable } from './errors.js';
 import type { ProviderError } from './oidc/errors.js';
 import { sendErrorPage } from './pages/error-page.js';
 import { isPageLoad } from './pages/page-load.js';
 import { SessionEndedError, SessionStoreUnavailableError } from './state/ports.js';
 
 /** The provider calls whose failures reach a browser. */
-export type ProviderCall = 'login' | 'sign-in' | 'refresh' | 'client token' | 'logout token keys';
+export type ProviderCall = 'login' | 'sign-in' | 'refresh' | 'resource token' | 'token exchange' | 'client token' | 'logout token keys';
 
 type Level = 'info' | 'warn' | 'error';
 interface Answer {
@@ -16,6 +16,9 @@ interface Answer {
 }
 
 const unavailable = (err: ProviderError, retryAfterSeconds: number) => idpUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
+/** A per-API token: transient → with Retry-After; a refusal that waiting will not cure → without. */
+const apiTokenTransient = (err: ProviderError, retryAfterSeconds: number) => tokenUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
+const apiTokenRefused = () => tokenUnavailable();
 
 /**
  * What each kind of provider failure means for the browser, per call: one table instead of
@@ -56,6 +59,38 @@ const ANSWERS: Record<ProviderCall, Record<ProviderError['kind'], Answer>> = {
     transient: { level: 'warn', message: 'refresh failed: provider unavailable; session kept', answer: unavailable },
     config_fault: { level: 'error', message: 'refresh failed: client configuration fault at the provider; session kept', answer: unavailable },
     invalid_response: { level: 'error', message: 'refresh failed: provider response rejected; session kept', answer: unavailable },
+  },
+  // A refresh_token grant for one route's RFC 8707 resource: the grant refused ends the
+  // session like any refresh; the resource refused (invalid_target) is our configuration.
+  'resource token': {
+    invalid_grant: {
+      level: 'info',
+      message: 'resource token refused: the grant is unusable; session ended',
+      answer: () => loginRequired('The session has ended at the identity provider: sign in again.'),
+    },
+    transient: { level: 'warn', message: 'resource token unavailable: provider unavailable; session kept', answer: apiTokenTransient },
+    config_fault: {
+      level: 'error',
+      message: 'resource token refused: the provider does not grant this resource to this client (check routes[].resource and the provider); session kept',
+      answer: apiTokenRefused,
+    },
+    invalid_response: { level: 'error', message: 'resource token unavailable: provider response rejected; session kept', answer: apiTokenRefused },
+  },
+  // RFC 8693 token exchange of the user's access token. invalid_grant reaches this table only
+  // after the user's token was refreshed once and the exchange refused again.
+  'token exchange': {
+    invalid_grant: {
+      level: 'warn',
+      message: "token exchange refused the user's access token even after a refresh; session ended",
+      answer: () => loginRequired('The identity provider no longer accepts this session for this API: sign in again.'),
+    },
+    transient: { level: 'warn', message: 'token exchange failed: provider unavailable; session kept', answer: apiTokenTransient },
+    config_fault: {
+      level: 'error',
+      message: 'token exchange refused: check routes[].exchange (audience, scope) and that the provider allows this client to exchange tokens; session kept',
+      answer: apiTokenRefused,
+    },
+    invalid_response: { level: 'error', message: 'token exchange failed: provider response rejected; session kept', answer: apiTokenRefused },
   },
   'client token': {
     transient: { level: 'warn', message: 'client credentials token unavailable', answer: unavailable },

@@ -13,6 +13,8 @@ import { PendingLogins } from './session/pending-login.js';
 import { createState } from './state/index.js';
 import { Sealer } from './state/sealer.js';
 import { ClientTokens } from './tokens/client-tokens.js';
+import { ExchangeTokens, exchangeKey } from './tokens/exchange-tokens.js';
+import type { ApiTokenRoute } from './session/record.js';
 import { TokenRefresher } from './tokens/refresher.js';
 import { TokenRevoker } from './tokens/revoker.js';
 import { SessionTokens } from './tokens/session-tokens.js';
@@ -100,7 +102,10 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     }
   }
 
-  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now });
+  // RFC 8707: login asks for every configured resource; metrics name a resource by its route(s).
+  const resources = [...new Set(config.routes.flatMap((route) => (route.token === 'user' && route.resource !== undefined ? [route.resource] : [])))];
+  const routesOfResource = new Map(resources.map((resource) => [resource, config.routes.filter((route) => route.resource === resource).map((route) => route.prefix).join(',')]));
+  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now, resources });
   // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
   // Date.now (iron checks a seal against real time, not the test clock).
   const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000 });
@@ -131,10 +136,22 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     now,
     logger: app.log,
     metrics,
+    routeOfResource: (resource) => routesOfResource.get(resource) ?? resource,
     ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
   });
   const revoker = new TokenRevoker(provider, now);
   const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
+  const exchangeTokens = new ExchangeTokens({
+    provider,
+    sessions,
+    sessionTokens,
+    resultTtlMs: config.refresh.resultTtlSeconds * 1000,
+    refreshSkewMs,
+    now,
+    retryAfterSeconds: RETRY_AFTER_SECONDS,
+    metrics,
+    ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
+  });
   const pendingLogins = new PendingLogins({
     cookies,
     sealer,
@@ -227,6 +244,11 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     pendingLogins,
     timeouts,
     omitClaims: config.session.omitClaims,
+    apiTokenRoutes: config.routes.flatMap((route): ApiTokenRoute[] => {
+      if (route.token === 'user' && route.resource !== undefined) return [{ prefix: route.prefix, kind: 'resource', key: route.resource }];
+      if (route.token === 'exchange' && route.exchange) return [{ prefix: route.prefix, kind: 'exchange', key: exchangeKey(route.exchange) }];
+      return [];
+    }),
     keepUserAgent: state.sessionStore !== undefined,
     csrfCheck,
     originCheck,
@@ -253,6 +275,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     sessions,
     sessionTokens,
     clientTokens: new ClientTokens(provider, refreshSkewMs, now),
+    exchangeTokens,
     csrfCheck,
     csrfHeader: config.csrf.header,
     cors,

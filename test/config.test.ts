@@ -483,7 +483,7 @@ describe('routes', () => {
     const problems = problemsOf(() => parseConfig(withSection('routes', [route({ token: 'bearer', stripCookies: 'none', rewritePrefix: 'v1' })])));
     expect(problems).toEqual([
       'routes[0].rewritePrefix: is "v1"; expected "" (strip the prefix) or a path starting and not ending with "/" (e.g. /v1)',
-      'routes[0].token: is "bearer"; expected one of user, client, none',
+      'routes[0].token: is "bearer"; expected one of user, client, exchange, none',
       'routes[0].stripCookies: is "none"; expected one of own, all',
     ]);
   });
@@ -541,6 +541,39 @@ describe('proxy hardening keys', () => {
   it('anonymous is refused on token: user routes', () => {
     expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500', anonymous: true }])))).toEqual([
       'routes[0].anonymous: is true but token is user; only token: client and token: none routes can let callers without a session through',
+    ]);
+  });
+
+  it('per-API tokens: resource only with token user, exchange only (and always) with token exchange', () => {
+    const api = { upstream: 'http://127.0.0.1:9500' };
+    const ok = parseConfig(
+      withSection('routes', [
+        { prefix: '/orders', ...api, resource: 'https://orders.example' },
+        { prefix: '/billing', ...api, token: 'exchange', exchange: { audience: 'billing', scope: 'billing:read' } },
+      ]),
+    );
+    expect(ok.routes.map((r) => [r.token, r.resource, r.exchange])).toEqual([
+      ['user', 'https://orders.example', undefined],
+      ['exchange', undefined, { audience: 'billing', scope: 'billing:read' }],
+    ]);
+    expect(
+      problemsOf(() =>
+        parseConfig(
+          withSection('routes', [
+            { prefix: '/a', ...api, token: 'client', resource: 'https://a.example' },
+            { prefix: '/b', ...api, exchange: { audience: 'b' } },
+            { prefix: '/c', ...api, token: 'exchange' },
+            { prefix: '/d', ...api, resource: 'https://d.example/#frag' },
+            { prefix: '/e', ...api, token: 'exchange', exchange: { audience: 'e', scopes: 'x' } },
+          ]),
+        ),
+      ),
+    ).toEqual([
+      'routes[4].exchange.scopes: is not a known key (did you mean scope?); known keys here: audience, scope, resource',
+      'routes[0].resource: is set but token is client; a resource indicator applies to token: user routes only',
+      'routes[1].exchange: is set but token is user; expected token: exchange with it',
+      'routes[2].exchange: is missing; token: exchange needs exchange.audience (and optionally scope)',
+      'routes[3].resource: is "https://d.example/#frag"; expected an absolute URI without a fragment (RFC 8707), such as https://orders.example',
     ]);
   });
 
@@ -630,7 +663,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy', 'resource', 'exchange'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(#\\s*)?(- )?${key}:`, 'm'));
   });
 

@@ -163,6 +163,28 @@ const crossRules: CrossRule[] = [
     });
   },
 
+  function perApiTokens(draft, problems) {
+    (draft.routes ?? []).forEach((route, index) => {
+      const token = route.token ?? 'user';
+      if (route.resource !== undefined && token !== 'user') {
+        problems.addCrossKey(['routes', index, 'resource'], `is set but token is ${token}; a resource indicator applies to token: user routes only`);
+      }
+      if (route.resource !== undefined) {
+        const url = parseUrl(route.resource);
+        if (!url || url.hash) problems.addCrossKey(['routes', index, 'resource'], `is ${quote(route.resource)}; expected an absolute URI without a fragment (RFC 8707), such as https://orders.example`);
+      }
+      if (route.exchange !== undefined && token !== 'exchange') {
+        problems.addCrossKey(['routes', index, 'exchange'], `is set but token is ${token}; expected token: exchange with it`);
+      }
+      if (token === 'exchange' && route.exchange === undefined) {
+        problems.addCrossKey(['routes', index, 'exchange'], 'is missing; token: exchange needs exchange.audience (and optionally scope)');
+      }
+      if (token === 'exchange' && draft.oidc?.clientAuth === 'none') {
+        problems.addCrossKey(['routes', index, 'token'], 'is "exchange" but oidc.clientAuth is none; token exchange needs a confidential client');
+      }
+    });
+  },
+
   function upstreamBasePath(draft, problems) {
     (draft.routes ?? []).forEach((route, index) => {
       const url = route.upstream === undefined ? undefined : parseUrl(route.upstream);

@@ -215,9 +215,10 @@ export const RouteSchema = Type.Object(
       description: 'What replaces prefix in the upstream path: "" strips it (/api/x -> /x), "/v1" maps /api/x -> /v1/x.',
       'x-expected': '"" or a path such as /v1',
     }),
-    token: OneOf(['user', 'client', 'none'], {
+    token: OneOf(['user', 'client', 'exchange', 'none'], {
       default: 'user',
-      description: "Token attached: user (the session's access token), client (a client-credentials token; needs a confidential client) or none.",
+      description:
+        "Token attached: user (the session's access token, or with resource a token for that resource), client (a client-credentials token; needs a confidential client), exchange (the user's token exchanged for one with exchange.audience, RFC 8693) or none.",
     }),
     anonymous: Type.Boolean({
       default: false,
@@ -230,6 +231,30 @@ export const RouteSchema = Type.Object(
       default: [],
       description: 'Scopes asked for the client-credentials token (token: client).',
     }),
+    resource: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "token: user only: an RFC 8707 resource indicator (an absolute URI, no fragment). Login asks for every configured resource, and this route gets a token for this resource alone (its own audience and scopes), obtained with the refresh token and cached in the session.",
+        'x-expected': 'an absolute URI such as https://orders.example',
+      }),
+    ),
+    exchange: Type.Optional(
+      Type.Object(
+        {
+          audience: Type.String({ minLength: 1, description: 'The audience asked for (RFC 8693 audience).', 'x-expected': 'an audience name such as orders' }),
+          scope: Type.Optional(Type.String({ minLength: 1, description: 'Scopes asked for, space-separated (RFC 8693 scope).', 'x-expected': 'space-separated scope names' })),
+          resource: Type.Optional(
+            Type.String({ minLength: 1, description: 'An RFC 8707 resource asked for as well (an absolute URI).', 'x-expected': 'an absolute URI such as https://orders.example' }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "token: exchange only (and required there): the user's access token is exchanged at the token endpoint (RFC 8693) for a token with this audience and scope, cached per session and audience, exchanged again when due or when the user's token changed.",
+        },
+      ),
+    ),
     tlsRejectUnauthorized: Type.Boolean({ default: true, description: "Verify the upstream's TLS certificate; false is logged loudly at startup." }),
     tlsCaFile: Type.Optional(
       Type.String({ minLength: 1, description: 'PEM file of extra CA certificates trusted for this upstream; must exist.', 'x-expected': 'the path of a PEM file' }),

@@ -32,6 +32,8 @@ export interface ProviderErrorDetails {
   configKeys?: readonly string[];
   /** What to try, in words (e.g. the client_secret_basic encoding switch). */
   hint?: string;
+  /** The call asked for a token for this API (a route's resource or exchange audience). */
+  api?: string;
   cause?: unknown;
 }
 
@@ -42,6 +44,7 @@ export class ProviderError extends TokenHandlerError {
   readonly retryAfterSeconds?: number;
   readonly configKeys?: readonly string[];
   readonly hint?: string;
+  readonly api?: string;
 
   constructor(
     readonly kind: ProviderFailureKind,
@@ -54,6 +57,7 @@ export class ProviderError extends TokenHandlerError {
     if (details.retryAfterSeconds !== undefined) this.retryAfterSeconds = details.retryAfterSeconds;
     if (details.configKeys !== undefined) this.configKeys = details.configKeys;
     if (details.hint !== undefined) this.hint = details.hint;
+    if (details.api !== undefined) this.api = details.api;
   }
 
   /** Fields for a log line: message, OAuth error, status, content type, body size, keys, hint. */
@@ -65,6 +69,7 @@ export class ProviderError extends TokenHandlerError {
       ...(this.retryAfterSeconds !== undefined ? { retryAfterSeconds: this.retryAfterSeconds } : {}),
       ...(this.configKeys !== undefined ? { check: this.configKeys } : {}),
       ...(this.hint !== undefined ? { hint: this.hint } : {}),
+      ...(this.api !== undefined ? { api: this.api } : {}),
     };
   }
 }

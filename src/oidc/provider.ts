@@ -20,6 +20,21 @@ export interface OidcProviderOptions {
   redirectUri: string;
   logger: FastifyBaseLogger;
   now: () => number;
+  /** RFC 8707 resources asked for at login (every `routes[].resource`), so refreshes may ask for each. */
+  resources?: readonly string[];
+}
+
+/** RFC 8693 token exchange. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+/** OAuth errors about the client itself: their configuration keys are the client's. */
+const CLIENT_KEYS_ERRORS = new Set(['invalid_client', 'unauthorized_client']);
+
+/** What a `token: exchange` route asks for. */
+export interface ExchangeRequest {
+  audience: string;
+  scope?: string | undefined;
+  resource?: string | undefined;
 }
 
 const DISCOVERY_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
@@ -162,7 +177,7 @@ export class OidcProvider {
     if (par && !metadata.pushed_authorization_request_endpoint) {
       throw new ProviderError('config_fault', PAR_MISSING, { configKeys: ['oidc.pushedAuthorizationRequests'] });
     }
-    const parameters = {
+    const parameters = new URLSearchParams({
       ...this.options.config.authorizationParams,
       redirect_uri: this.options.redirectUri,
       scope: this.options.config.scopes.join(' '),
@@ -170,7 +185,10 @@ export class OidcProvider {
       nonce: transaction.nonce,
       code_challenge: await client.calculatePKCECodeChallenge(transaction.codeVerifier),
       code_challenge_method: 'S256',
-    };
+    });
+    // RFC 8707: the grant covers every configured resource, so that each route's token can
+    // later be asked for with the refresh token.
+    for (const resource of this.options.resources ?? []) parameters.append('resource', resource);
     if (!par) return { url: client.buildAuthorizationUrl(configuration, parameters).href, transaction };
     return this.traced('pushed authorization request', async () => {
       try {
@@ -212,11 +230,14 @@ export class OidcProvider {
    * result (see TokenRefresher). A refreshed ID token whose keys cannot be fetched right
    * now is dropped, not the refresh: its new refresh token is already the only live one.
    */
-  async refresh(refreshToken: string, scope?: string): Promise<TokenSet> {
+  async refresh(refreshToken: string, scope?: string, resource?: string): Promise<TokenSet> {
     const configuration = this.requireConfiguration('refresh');
-    return this.traced('refresh', async () => {
+    return this.traced(resource ? 'refresh for resource' : 'refresh', async () => {
       try {
-        const response = await client.refreshTokenGrant(configuration, refreshToken, scope ? { scope } : undefined);
+        const parameters: Record<string, string> = {};
+        if (scope) parameters.scope = scope;
+        if (resource) parameters.resource = resource;
+        const response = await client.refreshTokenGrant(configuration, refreshToken, Object.keys(parameters).length > 0 ? parameters : undefined);
         const verified = await this.verifyIdTokenSignature(response.id_token);
         const tokens = tokenSetFrom(response, this.tokenSetDefaults());
         if (!verified) {
@@ -226,7 +247,49 @@ export class OidcProvider {
         }
         return tokens;
       } catch (err) {
-        throw await this.classify(err, 'refresh', true);
+        const failure = await this.classify(err, resource ? 'refresh for resource' : 'refresh', true);
+        // The resource was not granted (or is unknown to the provider): our configuration,
+        // not the user's grant, is wrong; the session must not end over it.
+        if (resource && failure.kind === 'invalid_grant' && (failure.oauthError === 'invalid_target' || failure.oauthError === 'invalid_scope')) {
+          throw new ProviderError('config_fault', failure.message, { cause: err, oauthError: failure.oauthError, configKeys: ['routes[].resource', 'oidc.scopes'] });
+        }
+        throw failure;
+      }
+    });
+  }
+
+  /**
+   * RFC 8693 token exchange: the user's access token for one with the route's audience and
+   * scope. A 400 `invalid_grant` means the subject token is refused (expired or revoked):
+   * the caller refreshes the user's token once and tries again.
+   */
+  async exchange(subjectToken: string, request: ExchangeRequest): Promise<TokenSet> {
+    const configuration = this.requireConfiguration('token exchange');
+    return this.traced('token exchange', async () => {
+      try {
+        const parameters = new URLSearchParams({
+          subject_token: subjectToken,
+          subject_token_type: ACCESS_TOKEN_TYPE,
+          requested_token_type: ACCESS_TOKEN_TYPE,
+          audience: request.audience,
+        });
+        if (request.scope) parameters.set('scope', request.scope);
+        if (request.resource) parameters.set('resource', request.resource);
+        const response = await this.deadline(client.genericGrantRequest(configuration, TOKEN_EXCHANGE_GRANT, parameters), 'token exchange');
+        const tokens = tokenSetFrom(response, this.tokenSetDefaults());
+        // An exchanged token is only an access token: nothing of the session rides along.
+        delete tokens.refreshToken;
+        delete tokens.idToken;
+        delete tokens.claims;
+        return tokens;
+      } catch (err) {
+        const failure = await this.classify(err, 'token exchange');
+        // A refused audience, scope or resource is the route's configuration (or the
+        // provider's exchange policy for this client), not the provider's address.
+        if (failure.kind === 'config_fault' && failure.oauthError !== undefined && !CLIENT_KEYS_ERRORS.has(failure.oauthError)) {
+          throw new ProviderError('config_fault', failure.message, { cause: err, oauthError: failure.oauthError, configKeys: ['routes[].exchange', 'oidc.clientId'] });
+        }
+        throw failure;
       }
     });
   }

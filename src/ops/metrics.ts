@@ -46,6 +46,19 @@ export class Metrics {
     help: "Requests that used another request's refresh (single-flight join or remembered result) instead of calling the provider.",
     registers: [this.registry],
   });
+  private readonly apiTokenGrants = new Counter({
+    name: 'token_handler_api_token_grants_total',
+    help: 'Token-endpoint calls for per-API tokens (RFC 8707 resource refreshes, RFC 8693 exchanges), by route prefix, kind (resource, exchange) and outcome.',
+    labelNames: ['route', 'kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly apiTokenDuration = new Histogram({
+    name: 'token_handler_api_token_duration_seconds',
+    help: 'Latency of token-endpoint calls for per-API tokens, by route prefix.',
+    labelNames: ['route'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
   private readonly requestAborts = new Counter({
     name: 'token_handler_request_aborts_total',
     help: 'Requests whose browser went away before it had sent the whole request body.',
@@ -91,6 +104,12 @@ export class Metrics {
   refreshAttempt(outcome: RefreshOutcome, seconds: number): void {
     this.refreshes.inc({ outcome });
     this.refreshDuration.observe(seconds);
+  }
+
+  /** A per-API token call (`route`: the route's prefix). */
+  apiTokenGrant(route: string, kind: 'resource' | 'exchange', outcome: RefreshOutcome, seconds: number): void {
+    this.apiTokenGrants.inc({ route, kind, outcome });
+    this.apiTokenDuration.observe({ route }, seconds);
   }
 
   refreshJoined(): void {

@@ -6,6 +6,7 @@ import type { ApiRouteConfig } from '../config/types.js';
 import { BrowserError, loginRequired, upstreamUnavailable } from '../errors.js';
 import type { SessionCookies } from '../session/cookies.js';
 import type { SessionManager } from '../session/manager.js';
+import type { ExchangeTokens } from '../tokens/exchange-tokens.js';
 import type { ClientTokens } from '../tokens/client-tokens.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
@@ -22,6 +23,7 @@ export interface ApiRoutesOptions {
   sessions: SessionManager;
   sessionTokens: SessionTokens;
   clientTokens: ClientTokens;
+  exchangeTokens: ExchangeTokens;
   csrfCheck: (request: FastifyRequest) => void;
   csrfHeader: string;
   cors: Cors;

@@ -4,7 +4,10 @@ import type { RouteConfig } from '../config/types.js';
 import { answerProviderFailure } from '../failures.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession } from '../session/manager.js';
+import type { ApiToken } from '../state/record.js';
 import type { ClientTokens } from '../tokens/client-tokens.js';
+import type { ExchangeTokens, ExchangedToken } from '../tokens/exchange-tokens.js';
+import type { RefreshWant } from '../tokens/refresher.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 
 /** What a proxied call carries to its upstream: the Authorization value, and what it was made from. */
@@ -36,6 +39,7 @@ export interface TokenSource<C extends Credential = Credential> {
 export interface TokenSourceDeps {
   sessionTokens: SessionTokens;
   clientTokens: ClientTokens;
+  exchangeTokens: ExchangeTokens;
   retryAfterSeconds: number;
 }
 
@@ -43,9 +47,12 @@ export interface TokenSourceDeps {
 export function tokenSourceFor(route: RouteConfig, deps: TokenSourceDeps): TokenSource {
   switch (route.token) {
     case 'user':
-      return new UserTokenSource(deps.sessionTokens);
+      return route.resource === undefined ? new UserTokenSource(deps.sessionTokens) : new ResourceTokenSource(route.resource, deps.sessionTokens);
     case 'client':
       return new ClientTokenSource(route, deps);
+    case 'exchange':
+      if (!route.exchange) throw new Error(`route ${route.prefix}: token: exchange needs exchange.audience`);
+      return new ExchangeTokenSource(route.prefix, route.exchange, deps);
     case 'none':
       return new NoTokenSource(!route.anonymous, deps.sessionTokens);
   }
@@ -83,6 +90,84 @@ function userCredential(session: LoadedSession): UserCredential {
   const credential = { authorization: authorizationOf(session.record), session };
   userCredentials.set(session.record, credential);
   return credential;
+}
+
+interface ApiCredential extends Credential {
+  readonly session: LoadedSession;
+  readonly token: ApiToken;
+}
+
+function apiCredential(session: LoadedSession, token: ApiToken): ApiCredential {
+  return { authorization: authorizationOf(token), session, token };
+}
+
+/**
+ * `token: user` with `resource` (RFC 8707): a token for that resource alone, obtained with
+ * the session's refresh token (`resource=`) and kept in the session with its own expiry.
+ * Its refreshes go through the session's one refresher: one refresh per refresh token,
+ * whatever the resource.
+ */
+class ResourceTokenSource implements TokenSource<ApiCredential> {
+  readonly needsSession = true;
+  private readonly want: RefreshWant;
+
+  constructor(
+    private readonly resource: string,
+    private readonly sessionTokens: SessionTokens,
+  ) {
+    this.want = { main: false, resources: [resource] };
+  }
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<ApiCredential> {
+    return andThen(this.sessionTokens.currentFor(request, reply, this.want), (session) => this.credential(session));
+  }
+
+  renew(request: FastifyRequest, reply: FastifyReply, rejected: ApiCredential): Promise<ApiCredential> | null {
+    if (!this.sessionTokens.mayRefreshAfter401(rejected.session.record, rejected.token.accessToken)) return null;
+    const { accessToken, expiresAt } = rejected.token;
+    return this.sessionTokens.refresh(request, reply, rejected.session, 'upstream_401', this.want, { accessToken, expiresAt }).then((session) => this.credential(session));
+  }
+
+  private credential(session: LoadedSession): ApiCredential {
+    const token = session.record.resourceTokens?.[this.resource];
+    // currentFor only answers with a usable token for this resource.
+    if (!token) throw new Error(`no token for resource ${this.resource} after a refresh`);
+    return apiCredential(session, token);
+  }
+}
+
+/**
+ * `token: exchange` (RFC 8693): the user's access token (refreshed when due) exchanged for
+ * one with the route's audience and scope, cached in the session per audience.
+ */
+class ExchangeTokenSource implements TokenSource<ApiCredential> {
+  readonly needsSession = true;
+  /** Exchanged tokens an upstream rejected and that were exchanged again: at most once each. */
+  private readonly renewed = new Set<string>();
+
+  constructor(
+    private readonly route: string,
+    private readonly spec: NonNullable<RouteConfig['exchange']>,
+    private readonly deps: TokenSourceDeps,
+  ) {}
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<ApiCredential> {
+    return andThen(this.deps.sessionTokens.current(request, reply), (session) =>
+      andThen(this.deps.exchangeTokens.tokenFor(request, reply, session, this.spec, this.route), credentialOf),
+    );
+  }
+
+  renew(request: FastifyRequest, reply: FastifyReply, rejected: ApiCredential): Promise<ApiCredential> | null {
+    const token = rejected.token.accessToken;
+    if (this.renewed.has(token)) return null;
+    if (this.renewed.size > 10_000) this.renewed.clear();
+    this.renewed.add(token);
+    return this.deps.exchangeTokens.renew(request, reply, rejected.session, this.spec, this.route, token).then(credentialOf);
+  }
+}
+
+function credentialOf(exchanged: ExchangedToken): ApiCredential {
+  return apiCredential(exchanged.session, exchanged.token);
 }
 
 interface ClientCredential extends Credential {

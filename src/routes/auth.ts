@@ -5,7 +5,7 @@ import { ProviderError } from '../oidc/errors.js';
 import type { OidcProvider } from '../oidc/provider.js';
 import type { SessionManager } from '../session/manager.js';
 import type { PendingLogins } from '../session/pending-login.js';
-import { viewOf, type SessionTimeouts } from '../session/record.js';
+import { viewOf, type ApiTokenRoute, type SessionTimeouts } from '../session/record.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
 import type { TokenRefresher } from '../tokens/refresher.js';
 import type { TokenRevoker } from '../tokens/revoker.js';
@@ -31,6 +31,8 @@ export interface AuthRoutesOptions {
   timeouts: SessionTimeouts;
   /** ID-token claims `/auth/user` leaves out (`session.omitClaims`). */
   omitClaims: readonly string[];
+  /** Routes with per-API tokens, whose expiry times `/auth/user` shows. */
+  apiTokenRoutes?: readonly ApiTokenRoute[];
   csrfCheck: RequestCheck;
   /** For reading endpoints: only our own (or an allowed) origin may ask. */
   originCheck: RequestCheck;
@@ -163,7 +165,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const loaded = await sessions.load(request, reply);
     if (!loaded) throw loginRequired();
     const record = await sessions.touch(request, reply, loaded);
-    return viewOf(record, timeouts, omitClaims);
+    return viewOf(record, timeouts, omitClaims, options.apiTokenRoutes);
   });
 
   app.post('/auth/refresh', { bodyLimit: AUTH_BODY_LIMIT_BYTES, onRequest: async (request) => csrfCheck(request) }, async (request, reply) => {
@@ -171,7 +173,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     if (!loaded) throw loginRequired();
     limitForcedRefresh(loaded.record);
     const refreshed = await sessionTokens.refresh(request, reply, loaded, 'forced');
-    return viewOf(refreshed.record, timeouts, omitClaims);
+    return viewOf(refreshed.record, timeouts, omitClaims, options.apiTokenRoutes);
   });
 
   // The fields of a logout form are not needed; the form's Origin was checked before.
@@ -200,8 +202,24 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const last = await sessions.end(request, reply, loaded.record, 'user');
     const raced = await options.refresher.successors(last ?? loaded.record, options.waitMs);
     await options.revoker.revoke([loaded.record, last, ...raced], request.log, 'logout');
+    // Per-API tokens (resource and exchanged tokens) are access tokens of their own: revoked
+    // one by one where the provider can (a provider that ended the grant above may already
+    // have invalidated them; self-contained JWTs live until they expire at most).
+    await options.revoker.revoke(apiTokensOf([loaded.record, last, ...raced]), request.log, 'logout: per-API token');
     return provider.endSessionUrl((last ?? loaded.record).idToken);
   };
+}
+
+/** Every per-API access token these records and refresh results hold. */
+function apiTokensOf(sets: ReadonlyArray<{ resourceTokens?: Record<string, { accessToken: string }>; exchangedTokens?: Record<string, { accessToken: string }>; resources?: Record<string, { accessToken: string }> } | null | undefined>): Array<{ accessToken: string }> {
+  const tokens: Array<{ accessToken: string }> = [];
+  for (const set of sets) {
+    if (!set) continue;
+    for (const group of [set.resourceTokens, set.exchangedTokens, set.resources]) {
+      for (const token of Object.values(group ?? {})) tokens.push({ accessToken: token.accessToken });
+    }
+  }
+  return tokens;
 }
 
 /** Marks a parsed HTML form post (its fields are not needed). */

@@ -12,6 +12,19 @@ export interface SessionView {
     refreshedAt: string | null;
     scope: string | null;
   };
+  /**
+   * Routes with per-API tokens (`resource` or `token: exchange`), by prefix: when the token
+   * the session holds for it expires (null: none obtained yet). Times only, never a token.
+   */
+  apiTokens?: Record<string, { expiresAt: string | null }>;
+}
+
+/** A route with a per-API token, as `/auth/user` names it. */
+export interface ApiTokenRoute {
+  prefix: string;
+  kind: 'resource' | 'exchange';
+  /** The resource URI, or the exchange key. */
+  key: string;
 }
 
 export interface SessionTimeouts {
@@ -32,7 +45,12 @@ export function sessionExpiry(record: SessionRecord, now: number, timeouts: Sess
  * What the browser may see of a session. `omitClaims` are ID-token protocol fields
  * (nonce, at_hash, …) that say nothing about the user and are left out.
  */
-export function viewOf(record: SessionRecord, timeouts: SessionTimeouts, omitClaims: ReadonlySet<string> = new Set()): SessionView {
+export function viewOf(
+  record: SessionRecord,
+  timeouts: SessionTimeouts,
+  omitClaims: ReadonlySet<string> = new Set(),
+  apiRoutes: readonly ApiTokenRoute[] = [],
+): SessionView {
   const iso = (ms: number) => new Date(ms).toISOString();
   const absolute = record.createdAt + timeouts.absoluteTimeoutSeconds * 1000;
   const idle = Math.min(record.lastSeenAt + timeouts.idleTimeoutSeconds * 1000, absolute);
@@ -47,5 +65,15 @@ export function viewOf(record: SessionRecord, timeouts: SessionTimeouts, omitCla
       refreshedAt: record.refreshedAt === undefined ? null : iso(record.refreshedAt),
       scope: record.scope ?? null,
     },
+    ...(apiRoutes.length > 0
+      ? {
+          apiTokens: Object.fromEntries(
+            apiRoutes.map(({ prefix, kind, key }) => {
+              const token = kind === 'resource' ? record.resourceTokens?.[key] : record.exchangedTokens?.[key];
+              return [prefix, { expiresAt: token ? iso(token.expiresAt) : null }];
+            }),
+          ),
+        }
+      : {}),
   };
 }

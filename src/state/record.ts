@@ -17,8 +17,40 @@ export interface SessionRecord extends Omit<TokenSet, 'claims'> {
   lastSeenAt: number;
   /** Epoch milliseconds of the last successful refresh, if any. */
   refreshedAt?: number;
+  /**
+   * Per-API tokens of `token: user` routes with a `resource` (RFC 8707), by resource URI:
+   * each obtained with the refresh token for that resource alone, with its own expiry.
+   */
+  resourceTokens?: Record<string, ApiToken>;
+  /**
+   * Per-API tokens of `token: exchange` routes (RFC 8693), by exchangeKey(audience, scope,
+   * resource); each remembers which user access token it was exchanged from.
+   */
+  exchangedTokens?: Record<string, ApiToken>;
   /** The browser's User-Agent at login (server-side stores only: it would only grow a cookie). */
   userAgent?: string;
+}
+
+/** An access token obtained for one API (a resource, or an exchange's audience). */
+export interface ApiToken {
+  accessToken: string;
+  tokenType: string;
+  /** Epoch milliseconds. */
+  expiresAt: number;
+  /** Epoch milliseconds when it was obtained (its life, for the refresh skew). */
+  obtainedAt: number;
+  /** Exchanged tokens: a hash of the user access token it was exchanged from. */
+  subject?: string;
+}
+
+/**
+ * Whether an API token is gone or will be within the skew (never more than half its life,
+ * as for the session's own access token).
+ */
+export function isApiTokenDue(token: ApiToken | undefined, now: number, skewMs: number): boolean {
+  if (!token) return true;
+  const life = token.expiresAt - token.obtainedAt;
+  return token.expiresAt - Math.min(skewMs, life / 2) <= now;
 }
 
 /** Grows with every refresh; a record with a lower version holds spent tokens. */

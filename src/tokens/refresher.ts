@@ -6,7 +6,7 @@ import { withDeadline, type OidcProvider } from '../oidc/provider.js';
 import type { Metrics } from '../ops/metrics.js';
 import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
-import { type SessionRecord, sessionHash } from '../state/record.js';
+import { type ApiToken, type SessionRecord, isApiTokenDue, sessionHash, tokenVersion } from '../state/record.js';
 import type { RefreshCoordinator } from '../state/ports.js';
 
 export interface RefresherOptions {
@@ -25,9 +25,38 @@ export interface RefresherOptions {
   now: () => number;
   logger: FastifyBaseLogger;
   metrics?: Metrics;
+  /** The route prefix(es) of a resource, for metrics by route. */
+  routeOfResource?: (resource: string) => string;
 }
 
-export type RefreshReason = 'proactive' | 'upstream_401' | 'forced';
+export type RefreshReason = 'proactive' | 'upstream_401' | 'forced' | 'exchange_refused';
+
+/**
+ * What a refresh must obtain: the session's own access token (`main`) and/or tokens for
+ * RFC 8707 resources. Whatever else is due in the record is refreshed in the same go.
+ */
+export interface RefreshWant {
+  main: boolean;
+  resources: readonly string[];
+}
+
+const MAIN: RefreshWant = { main: true, resources: [] };
+
+/**
+ * The result of one refresh, remembered by the spent refresh token's hash (in process and,
+ * sealed, in Redis). One refresh is a chain of refresh_token grants, one per token wanted
+ * (the session's own, then one per resource), each spending the refresh token the previous
+ * one returned: under rotation, every resource grant spends the refresh token too. The
+ * top-level fields are the session's own tokens (copied from the record when `main` is
+ * false) and the last refresh token of the chain.
+ */
+export interface RefreshOutcome extends TokenSet {
+  /** Whether the session's own access token was refreshed (absent: true, results of older versions). */
+  main?: boolean;
+  resources?: Record<string, ApiToken>;
+  /** A resource whose grant failed after earlier grants of the chain succeeded. */
+  failed?: { api: string; kind: ProviderError['kind']; message: string; oauthError?: string; retryAfterSeconds?: number };
+}
 
 /**
  * Refreshes a session's tokens so that one refresh token is spent at most once
@@ -38,8 +67,8 @@ export type RefreshReason = 'proactive' | 'upstream_401' | 'forced';
  *   still in flight) gets the same new tokens instead of replaying a dead token.
  */
 export class TokenRefresher {
-  private readonly flights = new SingleFlight<TokenSet>();
-  private readonly results: BoundedTtlCache<TokenSet>;
+  private readonly flights = new SingleFlight<RefreshOutcome>();
+  private readonly results: BoundedTtlCache<RefreshOutcome>;
 
   constructor(private readonly options: RefresherOptions) {
     this.results = new BoundedTtlCache(options.resultMaxEntries, options.resultTtlMs, options.now);
@@ -48,49 +77,136 @@ export class TokenRefresher {
   /**
    * The session with refreshed tokens. Throws ProviderError (kind says what it means
    * for the session). `joined` is true when this call used another request's refresh.
+   * `failure`: a resource token of `want` could not be obtained although the chain spent
+   * the refresh token for others; the record must still be saved.
+   *
+   * Every refresh of a session, whatever it is for, is keyed by the refresh token: one
+   * single-flight and one cross-replica lock per refresh token. A request that joined a
+   * refresh which did not cover what it wants goes again with the new refresh token.
    */
-  async refresh(record: SessionRecord, reason: RefreshReason): Promise<{ record: SessionRecord; joined: boolean }> {
-    const { record: current, usable } = this.followRemembered(record);
-    if (usable) {
-      this.options.metrics?.refreshJoined();
-      return { record: current, joined: true };
+  async refresh(
+    record: SessionRecord,
+    reason: RefreshReason,
+    want: RefreshWant = MAIN,
+  ): Promise<{ record: SessionRecord; joined: boolean; failure?: ProviderError }> {
+    let current = record;
+    let joinedAny = false;
+    for (let hop = 0; hop < 4; hop++) {
+      const followed = this.followRemembered(current, want);
+      if (followed.usable) {
+        this.options.metrics?.refreshJoined();
+        return { record: followed.record, joined: true };
+      }
+      current = followed.record;
+      const refreshToken = current.refreshToken;
+      if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
+      const key = refreshTokenKey(refreshToken);
+      const session = sessionHash(record);
+      const plan = planFor(current, want, this.options.now(), this.options.refreshSkewMs);
+      const base = current;
+      const flight = this.flights.run(key, async () => {
+        const { coordinator } = this.options;
+        const outcome = coordinator
+          ? ((await coordinator.coordinate(key, () => this.callChain(base, refreshToken, plan, reason, session))) as RefreshOutcome)
+          : await this.callChain(base, refreshToken, plan, reason, session);
+        this.results.set(key, outcome);
+        return outcome;
+      });
+      // The browser gets its answer in time; the refresh goes on, and requests that come
+      // meanwhile join it (same key), so the refresh token is still spent only once.
+      const { value, joined } = await withDeadline(
+        flight,
+        this.options.waitMs,
+        () => new ProviderError('transient', `refresh: no answer within ${this.options.waitMs} ms; it goes on and its result will be used`),
+      );
+      if (joined) this.options.metrics?.refreshJoined();
+      joinedAny ||= joined;
+      current = applyTokens(current, value, this.options.now());
+      const failed = value.failed && want.resources.includes(value.failed.api) && !value.resources?.[value.failed.api] ? value.failed : undefined;
+      if (failed) {
+        const failure = new ProviderError(failed.kind, failed.message, {
+          api: failed.api,
+          ...(failed.oauthError !== undefined ? { oauthError: failed.oauthError } : {}),
+          ...(failed.retryAfterSeconds !== undefined ? { retryAfterSeconds: failed.retryAfterSeconds } : {}),
+        });
+        return { record: current, joined: joinedAny, failure };
+      }
+      if (covers(value, want)) return { record: current, joined: joinedAny };
     }
-    const refreshToken = current.refreshToken;
-    if (!refreshToken) throw new ProviderError('invalid_grant', 'session has no refresh token');
-    const key = refreshTokenKey(refreshToken);
-    const session = sessionHash(record);
-    const flight = this.flights.run(key, async () => {
-      const { coordinator } = this.options;
-      const tokens = coordinator
-        ? await coordinator.coordinate(key, () => this.callProvider(refreshToken, reason, session))
-        : await this.callProvider(refreshToken, reason, session);
-      this.results.set(key, tokens);
-      return tokens;
-    });
-    // The browser gets its answer in time; the refresh goes on, and requests that come
-    // meanwhile join it (same key), so the refresh token is still spent only once.
-    const { value, joined } = await withDeadline(
-      flight,
-      this.options.waitMs,
-      () => new ProviderError('transient', `refresh: no answer within ${this.options.waitMs} ms; it goes on and its result will be used`),
-    );
-    if (joined) this.options.metrics?.refreshJoined();
-    return { record: applyTokens(current, value, this.options.now()), joined };
+    throw new ProviderError('transient', 'refresh: the tokens wanted were not obtained after several refreshes of this session');
+  }
+
+  /**
+   * One refresh: a chain of token-endpoint calls, each spending the refresh token the
+   * previous one returned (the session's own token first, then each resource). A failure
+   * of the first call throws; a later one is recorded in the outcome, which keeps the new
+   * refresh token (the old one is spent).
+   */
+  private async callChain(record: SessionRecord, refreshToken: string, plan: RefreshWant, reason: RefreshReason, session: string): Promise<RefreshOutcome> {
+    let outcome: RefreshOutcome = {
+      main: false,
+      accessToken: record.accessToken,
+      tokenType: record.tokenType,
+      accessTokenExpiresAt: record.accessTokenExpiresAt,
+      refreshToken,
+      ...(record.scope !== undefined ? { scope: record.scope } : {}),
+    };
+    const steps: Array<string | undefined> = [...(plan.main ? [undefined] : []), ...plan.resources];
+    let rt = refreshToken;
+    for (const [index, resource] of steps.entries()) {
+      let tokens: TokenSet;
+      try {
+        tokens = await this.callProvider(rt, reason, session, resource);
+      } catch (err) {
+        const failure = err instanceof ProviderError ? err : new ProviderError('transient', err instanceof Error ? err.message : String(err), { cause: err });
+        if (index === 0 || failure.kind === 'invalid_grant' || resource === undefined) {
+          throw resource === undefined ? failure : withApi(failure, resource);
+        }
+        outcome.failed = {
+          api: resource,
+          kind: failure.kind,
+          message: failure.message,
+          ...(failure.oauthError !== undefined ? { oauthError: failure.oauthError } : {}),
+          ...(failure.retryAfterSeconds !== undefined ? { retryAfterSeconds: failure.retryAfterSeconds } : {}),
+        };
+        break;
+      }
+      rt = tokens.refreshToken ?? rt;
+      if (resource === undefined) {
+        outcome = { ...outcome, ...tokens, main: true, refreshToken: rt };
+      } else {
+        outcome.resources = {
+          ...outcome.resources,
+          [resource]: { accessToken: tokens.accessToken, tokenType: tokens.tokenType, expiresAt: tokens.accessTokenExpiresAt, obtainedAt: this.options.now() },
+        };
+        outcome.refreshToken = rt;
+        if (tokens.idToken) outcome.idToken = tokens.idToken;
+        if (tokens.claims) outcome.claims = tokens.claims;
+      }
+    }
+    return outcome;
+  }
+
+  private routeOf(resource: string): string {
+    return this.options.routeOfResource?.(resource) ?? resource;
   }
 
   /** One token-endpoint call, logged at info (session hash, outcome, duration; never a token). */
-  private async callProvider(refreshToken: string, reason: RefreshReason, session: string): Promise<TokenSet> {
+  private async callProvider(refreshToken: string, reason: RefreshReason, session: string, resource?: string): Promise<TokenSet> {
     const started = performance.now();
     const durationMs = () => Math.round(performance.now() - started);
+    const target = resource === undefined ? {} : { resource };
     try {
-      const tokens = await this.options.provider.refresh(refreshToken);
+      const tokens = await this.options.provider.refresh(refreshToken, undefined, resource);
       this.options.metrics?.refreshAttempt('success', (performance.now() - started) / 1000);
-      this.options.logger.info({ session, reason, outcome: 'success', rotated: !!tokens.refreshToken, durationMs: durationMs() }, 'refresh');
+      if (resource !== undefined) this.options.metrics?.apiTokenGrant(this.routeOf(resource), 'resource', 'success', (performance.now() - started) / 1000);
+      this.options.logger.info({ session, reason, ...target, outcome: 'success', rotated: !!tokens.refreshToken, durationMs: durationMs() }, 'refresh');
       return tokens;
     } catch (err) {
       const outcome = err instanceof ProviderError ? err.kind : 'transient';
       this.options.metrics?.refreshAttempt(outcome, (performance.now() - started) / 1000);
-      this.options.logger.info({ session, reason, outcome, durationMs: durationMs() }, 'refresh');
+      if (resource !== undefined) this.options.metrics?.apiTokenGrant(this.routeOf(resource), 'resource', outcome, (performance.now() - started) / 1000);
+      this.options.logger.info({ session, reason, ...target, outcome, durationMs: durationMs() }, 'refresh');
       throw err;
     }
   }
@@ -101,8 +217,8 @@ export class TokenRefresher {
    * `waitMs`). What a logout revokes besides the record's own, so a refresh that raced the
    * logout leaves no live grant behind.
    */
-  async successors(record: SessionRecord, waitMs: number): Promise<TokenSet[]> {
-    const found: TokenSet[] = [];
+  async successors(record: SessionRecord, waitMs: number): Promise<RefreshOutcome[]> {
+    const found: RefreshOutcome[] = [];
     let refreshToken = record.refreshToken;
     for (let hops = 0; hops < 4 && refreshToken; hops++) {
       const key = refreshTokenKey(refreshToken);
@@ -110,7 +226,7 @@ export class TokenRefresher {
       const next =
         this.results.get(key) ??
         (running ? await withDeadline(running, waitMs, () => new Error('still running')).catch(() => undefined) : undefined) ??
-        (await this.options.coordinator?.remembered(key).catch(() => null)) ??
+        ((await this.options.coordinator?.remembered(key).catch(() => null)) as RefreshOutcome | null | undefined) ??
         undefined;
       if (!next) break;
       found.push(next);
@@ -125,8 +241,8 @@ export class TokenRefresher {
    * token (another tab, a response still in flight), or null when there were none.
    * Cheap: one hash and a map lookup, so it runs on every request.
    */
-  catchUp(record: SessionRecord): SessionRecord | null {
-    const { record: current } = this.followRemembered(record);
+  catchUp(record: SessionRecord, want: RefreshWant = MAIN): SessionRecord | null {
+    const { record: current } = this.followRemembered(record, want);
     if (current === record) return null;
     this.options.metrics?.refreshJoined();
     return current;
@@ -134,7 +250,7 @@ export class TokenRefresher {
 
   /** Whether a refresh already replaced this record's tokens (one is remembered for its refresh token). */
   hasNewer(record: SessionRecord): boolean {
-    return this.followRemembered(record).record !== record;
+    return this.followRemembered(record, MAIN).record !== record;
   }
 
   /**
@@ -142,17 +258,17 @@ export class TokenRefresher {
    * old cookie catches up without spending any token twice. `usable` when the result's
    * access token is not due yet.
    */
-  private followRemembered(record: SessionRecord): { record: SessionRecord; usable: boolean } {
+  private followRemembered(record: SessionRecord, want: RefreshWant): { record: SessionRecord; usable: boolean } {
     let current = record;
     for (let hops = 0; hops < 4 && current.refreshToken; hops++) {
       if (this.results.size === 0) break;
       const remembered = this.results.get(recordRefreshKey(current as SessionRecord & { refreshToken: string }));
       // Nothing remembered, or already applied (e.g. a non-rotating provider's refresh token
       // maps to the very tokens this record holds): a real refresh is what is needed.
-      if (!remembered || remembered.accessToken === current.accessToken) break;
+      if (!remembered || isApplied(current, remembered)) break;
       const rotated = remembered.refreshToken !== undefined && remembered.refreshToken !== current.refreshToken;
       current = applyTokens(current, remembered, this.options.now());
-      if (!isAccessTokenDue(current, this.options.now(), this.options.refreshSkewMs)) return { record: current, usable: true };
+      if (isFresh(current, want, this.options.now(), this.options.refreshSkewMs)) return { record: current, usable: true };
       // Not rotated: the same refresh token is still good for a real refresh.
       if (!rotated) break;
     }
@@ -183,21 +299,68 @@ function recordRefreshKey(record: SessionRecord & { refreshToken: string }): str
  * Rotation rules (docs/contracts.md "Refresh-token rules"): a new refresh token replaces the old one, none keeps it;
  * a new ID token replaces the old one and must be about the same user.
  */
-export function applyTokens(record: SessionRecord, tokens: TokenSet, now: number): SessionRecord {
+export function applyTokens(record: SessionRecord, tokens: RefreshOutcome, now: number): SessionRecord {
   if (tokens.claims && tokens.claims.sub !== record.claims.sub) {
     throw new ProviderError('invalid_response', 'refreshed ID token is about another subject');
   }
-  return {
+  const next: SessionRecord = {
     ...record,
-    accessToken: tokens.accessToken,
-    tokenType: tokens.tokenType,
-    accessTokenExpiresAt: tokens.accessTokenExpiresAt,
     refreshToken: tokens.refreshToken ?? record.refreshToken,
     idToken: tokens.idToken ?? record.idToken,
-    scope: tokens.scope ?? record.scope,
     claims: tokens.claims ?? record.claims,
-    refreshedAt: now,
   };
+  if (tokens.main !== false) {
+    next.accessToken = tokens.accessToken;
+    next.tokenType = tokens.tokenType;
+    next.accessTokenExpiresAt = tokens.accessTokenExpiresAt;
+    next.scope = tokens.scope ?? record.scope;
+    next.refreshedAt = now;
+  } else {
+    // Only resource tokens changed: the version still grows (the old refresh token is spent,
+    // so an older record must not be written back), without shortening the access token's life.
+    next.refreshedAt = tokenVersion(record) + 1;
+  }
+  if (tokens.resources) next.resourceTokens = { ...record.resourceTokens, ...tokens.resources };
+  return next;
+}
+
+/** An outcome already in the record (e.g. a non-rotating provider's refresh token maps to the tokens it holds). */
+function isApplied(record: SessionRecord, outcome: RefreshOutcome): boolean {
+  if (outcome.accessToken !== record.accessToken) return false;
+  if (outcome.refreshToken !== undefined && outcome.refreshToken !== record.refreshToken) return false;
+  return Object.entries(outcome.resources ?? {}).every(([resource, token]) => record.resourceTokens?.[resource]?.accessToken === token.accessToken);
+}
+
+/** Whether the record holds everything wanted, none of it due. */
+function isFresh(record: SessionRecord, want: RefreshWant, now: number, skewMs: number): boolean {
+  if (want.main && isAccessTokenDue(record, now, skewMs)) return false;
+  return want.resources.every((resource) => !isApiTokenDue(record.resourceTokens?.[resource], now, skewMs));
+}
+
+/** Whether a refresh obtained everything wanted. */
+function covers(outcome: RefreshOutcome, want: RefreshWant): boolean {
+  if (want.main && outcome.main === false) return false;
+  return want.resources.every((resource) => outcome.resources?.[resource] !== undefined);
+}
+
+/** What one refresh obtains: what is wanted, and whatever else of the record is due (one chain instead of several). */
+function planFor(record: SessionRecord, want: RefreshWant, now: number, skewMs: number): RefreshWant {
+  const resources = new Set(want.resources);
+  for (const [resource, token] of Object.entries(record.resourceTokens ?? {})) {
+    if (isApiTokenDue(token, now, skewMs)) resources.add(resource);
+  }
+  return { main: want.main || isAccessTokenDue(record, now, skewMs), resources: [...resources] };
+}
+
+function withApi(err: ProviderError, api: string): ProviderError {
+  return new ProviderError(err.kind, err.message, {
+    api,
+    cause: err,
+    ...(err.oauthError !== undefined ? { oauthError: err.oauthError } : {}),
+    ...(err.answer !== undefined ? { answer: err.answer } : {}),
+    ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}),
+    ...(err.configKeys !== undefined ? { configKeys: err.configKeys } : {}),
+  });
 }
 
 /**

@@ -1,14 +1,16 @@
 import { andThen, type Awaitable } from '../awaitable.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { loginRequired, type BrowserError } from '../errors.js';
+import { loginRequired, tokenUnavailable, type BrowserError } from '../errors.js';
 import { answerProviderFailure } from '../failures.js';
 import { ProviderError } from '../oidc/errors.js';
 import type { LoadedSession, SessionManager } from '../session/manager.js';
 import { BoundedTtlCache } from '../state/bounded-cache.js';
-import { isAccessTokenDue, refreshTokenKey, type RefreshReason, type TokenRefresher } from './refresher.js';
+import { isAccessTokenDue, refreshTokenKey, type RefreshReason, type RefreshWant, type TokenRefresher } from './refresher.js';
 import type { TokenRevoker } from './revoker.js';
 import { SessionEndedError } from '../state/ports.js';
-import { sessionHash, type SessionRecord } from '../state/record.js';
+import { isApiTokenDue, sessionHash, type SessionRecord } from '../state/record.js';
+
+const MAIN: RefreshWant = { main: true, resources: [] };
 
 export interface SessionTokensOptions {
   sessions: SessionManager;
@@ -54,9 +56,9 @@ export class SessionTokens {
    * replay that keeps being rejected) is passed on, unless the refresh it got is still
    * remembered (using it costs the provider nothing).
    */
-  mayRefreshAfter401(record: SessionRecord): boolean {
+  mayRefreshAfter401(record: SessionRecord, rejectedAccessToken: string = record.accessToken): boolean {
     if (this.refreshedAfter401.size === 0) return true;
-    if (this.refreshedAfter401.get(refreshTokenKey(record.accessToken)) === undefined) return true;
+    if (this.refreshedAfter401.get(refreshTokenKey(rejectedAccessToken)) === undefined) return true;
     return this.options.refresher.hasNewer(record);
   }
 
@@ -65,21 +67,43 @@ export class SessionTokens {
    * Synchronous (a value, or a throw) when nothing has to wait: the usual proxied request.
    */
   current(request: FastifyRequest, reply: FastifyReply): Awaitable<LoadedSession> {
-    return andThen(this.options.sessions.load(request, reply), (loaded) => this.usable(request, reply, loaded));
+    return andThen(this.options.sessions.load(request, reply), (loaded) => this.usable(request, reply, loaded, MAIN));
   }
 
-  private usable(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession | null): Awaitable<LoadedSession> {
+  /**
+   * The session with a usable token for each resource of `want` (RFC 8707 routes), refreshed
+   * if due: through the same refresher as the session's own token, so every grant that
+   * spends the refresh token is one single-flight per refresh token.
+   */
+  currentFor(request: FastifyRequest, reply: FastifyReply, want: RefreshWant): Awaitable<LoadedSession> {
+    return andThen(this.options.sessions.load(request, reply), (loaded) => this.usable(request, reply, loaded, want));
+  }
+
+  private isDue(record: SessionRecord, want: RefreshWant): boolean {
+    const { refreshSkewMs, now } = this.options;
+    if (want.main && isAccessTokenDue(record, now(), refreshSkewMs)) return true;
+    for (const resource of want.resources) if (isApiTokenDue(record.resourceTokens?.[resource], now(), refreshSkewMs)) return true;
+    return false;
+  }
+
+  private usable(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession | null, want: RefreshWant): Awaitable<LoadedSession> {
     if (!loaded) throw loginRequired();
-    const { sessions, refresher, refreshSkewMs, now } = this.options;
-    const caughtUp = refresher.catchUp(loaded.record);
-    if (caughtUp && !isAccessTokenDue(caughtUp, now(), refreshSkewMs)) {
+    const { sessions, refresher, now } = this.options;
+    const caughtUp = refresher.catchUp(loaded.record, want);
+    if (caughtUp && !this.isDue(caughtUp, want)) {
       // This browser still sent the cookie from before a refresh: hand out the new tokens.
       return andThen(sessions.save(request, reply, caughtUp, loaded), (record) => ({ record, cookieValue: loaded.cookieValue }));
     }
     const { record } = loaded;
-    if (isAccessTokenDue(record, now(), refreshSkewMs)) {
-      if (!record.refreshToken && record.accessTokenExpiresAt <= now()) return this.expiredWithoutRefresh(request, reply, record);
-      if (record.refreshToken) return this.refresh(request, reply, loaded, 'proactive');
+    if (this.isDue(record, want)) {
+      if (!record.refreshToken) {
+        if (want.main && record.accessTokenExpiresAt <= now()) return this.expiredWithoutRefresh(request, reply, record);
+        const missing = want.resources.find((resource) => (record.resourceTokens?.[resource]?.expiresAt ?? 0) <= now());
+        if (missing !== undefined) {
+          request.log.error({ resource: missing }, 'resource token unavailable: the session has no refresh token to ask for it with (ask for offline_access, or use the session token)');
+          throw tokenUnavailable();
+        }
+      } else return this.refresh(request, reply, loaded, 'proactive', want);
     }
     return andThen(sessions.touch(request, reply, loaded), (touched) => (touched === record ? loaded : { record: touched, cookieValue: loaded.cookieValue }));
   }
@@ -90,32 +114,49 @@ export class SessionTokens {
   }
 
   /** Refreshes now (proactively, forced, or after an upstream 401) and stores the result. */
-  async refresh(request: FastifyRequest, reply: FastifyReply, loaded: LoadedSession, reason: RefreshReason): Promise<LoadedSession> {
+  /**
+   * Refreshes now (proactively, forced, after an upstream 401, or after a token exchange
+   * refused the user's token) and stores the result. `want`: what must come out of it (the
+   * session's own token by default; resource tokens for RFC 8707 routes). `rejected`: the
+   * access token an upstream refused, refreshed at most once.
+   */
+  async refresh(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    loaded: LoadedSession,
+    reason: RefreshReason,
+    want: RefreshWant = MAIN,
+    rejected: { accessToken: string; expiresAt: number } = { accessToken: loaded.record.accessToken, expiresAt: loaded.record.accessTokenExpiresAt },
+  ): Promise<LoadedSession> {
     const { sessions, refresher } = this.options;
     let record: SessionRecord;
+    let failure: ProviderError | undefined;
     try {
-      ({ record } = await refresher.refresh(loaded.record, reason));
+      ({ record, failure } = await refresher.refresh(loaded.record, reason, want));
     } catch (err) {
       throw await this.failure(request, reply, loaded.record, err);
     }
     if (reason === 'upstream_401') {
-      const rejected = loaded.record;
-      this.refreshedAfter401.set(refreshTokenKey(rejected.accessToken), true, Math.max(1000, rejected.accessTokenExpiresAt - this.options.now()));
+      this.refreshedAfter401.set(refreshTokenKey(rejected.accessToken), true, Math.max(1000, rejected.expiresAt - this.options.now()));
     }
+    let saved: SessionRecord;
     try {
-      const saved = await sessions.save(request, reply, record, loaded);
+      saved = await sessions.save(request, reply, record, loaded);
       sessions.signal({ kind: 'refreshed', match: { sessionHash: sessionHash(saved) }, accessTokenExpiresAt: saved.accessTokenExpiresAt, lastSeenAt: saved.lastSeenAt }, request.log);
-      return { record: saved, cookieValue: loaded.cookieValue };
     } catch (err) {
       // The session ended while the provider answered: its new tokens must not live on.
       if (err instanceof SessionEndedError) await this.options.revoker.revoke([record], request.log, 'refreshed after the session ended');
       throw err;
     }
+    // Some resource token of `want` was refused after the refresh token was spent for others:
+    // the new refresh token is saved above, this call gets its answer.
+    if (failure) throw await this.failure(request, reply, saved, failure);
+    return { record: saved, cookieValue: loaded.cookieValue };
   }
 
   private async failure(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, err: unknown): Promise<BrowserError> {
     if (!(err instanceof ProviderError)) throw err;
-    const answer = answerProviderFailure(err, 'refresh', request.log, this.options.retryAfterSeconds);
+    const answer = answerProviderFailure(err, err.api === undefined ? 'refresh' : 'resource token', request.log, this.options.retryAfterSeconds);
     // A refused grant is the end of the session; every other failure keeps it.
     if (err.kind === 'invalid_grant') await this.options.sessions.end(request, reply, record, 'invalid_grant');
     return answer;

@@ -16,10 +16,10 @@
  *   delays requests, `setFault()` answers them instead of the provider (an HTTP error page, a
  *   malformed body, a reset, or a synthesized token response with one thing wrong).
  */
-import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
-import { importJWK, SignJWT } from 'jose';
+import { importJWK, SignJWT, type JWK } from 'jose';
 
 import type ProviderClass from 'oidc-provider';
 import type { Adapter, AdapterPayload, Configuration, KoaContextWithOIDC } from 'oidc-provider';
@@ -74,6 +74,24 @@ export interface TestProviderOptions {
    * 'jwt' (signed by the provider, audience RESOURCE_SERVER, via oidc-provider's resourceIndicators).
    */
   accessTokenFormat?: 'opaque' | 'jwt';
+  /**
+   * RFC 8707 resource servers (oidc-provider's resourceIndicators), by resource URI: each issues
+   * JWT access tokens with its own audience and scopes. The session's own token (no resource asked)
+   * stays opaque (userinfo). Not with accessTokenFormat 'jwt'.
+   */
+  resourceServers?: Record<string, { audience: string; scope: string }>;
+  /**
+   * An RFC 8693 token-exchange grant, registered with `registerGrantType` and allowed to the
+   * confidential BFF clients: a valid access token of the client (subject_token) is exchanged for
+   * a JWT (signed with the provider's key) with the requested `audience`, if listed here, and the
+   * listed scope. An unknown or inactive subject token is answered `invalid_grant`, an unknown
+   * audience `invalid_target`.
+   */
+  tokenExchange?: {
+    audiences: Record<string, { scope: string }>;
+    /** Subject tokens of these accounts are always refused (`invalid_grant`), as a provider policy would. */
+    refuseAccounts?: string[];
+  };
   /** State of a previous instance (`provider.state`) to continue with: same store, keys and clients. */
   state?: TestProviderState;
 }
@@ -92,6 +110,10 @@ export interface TokenRequestRecord {
   issued?: Record<string, string>;
   /** Date.now() when the answer left the provider (after any hold-back, see setAnswerDelay). */
   answeredAt?: number;
+  /** refresh_token grants: a hash of the refresh token presented (to count reuse). */
+  presentedRefreshToken?: string;
+  /** The `resource` (RFC 8707) or `audience` (RFC 8693) asked for, when one was. */
+  target?: string;
 }
 
 const kTokenRecord = Symbol('token request record');
@@ -156,6 +178,61 @@ export function rewriteJson(change: (json: Record<string, unknown>) => Record<st
 
 /** The audience of JWT access tokens (accessTokenFormat: 'jwt'). */
 export const RESOURCE_SERVER = 'https://api.example.test';
+
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/**
+ * RFC 8693 token exchange on oidc-provider's `registerGrantType` extension point: the subject
+ * token must be an access token this client holds and still active at the provider; the answer
+ * is a JWT for the requested audience, signed with the provider's key (the JWKS upstreams use).
+ */
+function registerTokenExchange(
+  provider: InstanceType<ProviderModule['default']>,
+  errors: ProviderModule['errors'],
+  options: NonNullable<TestProviderOptions['tokenExchange']>,
+  signingJwk: Record<string, unknown>,
+  ttlSeconds: number,
+): void {
+  const parameters = new Set(['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'scope', 'resource']);
+  provider.registerGrantType(
+    TOKEN_EXCHANGE_GRANT,
+    async (ctx: KoaContextWithOIDC) => {
+      const params = ctx.oidc.params as Record<string, string | undefined>;
+      const audience = params.audience ?? '';
+      if (params.subject_token_type !== 'urn:ietf:params:oauth:token-type:access_token') {
+        throw new errors.InvalidRequest('subject_token_type must be urn:ietf:params:oauth:token-type:access_token');
+      }
+      const subject = params.subject_token ? await ctx.oidc.provider.AccessToken.find(params.subject_token) : undefined;
+      const active = !!subject && !subject.isExpired && subject.clientId === ctx.oidc.client!.clientId;
+      if (!active || !subject || options.refuseAccounts?.includes(subject.accountId)) {
+        throw new errors.InvalidGrant('subject token invalid, expired or of another client');
+      }
+      const target = options.audiences[audience];
+      if (!target) {
+        throw new errors.InvalidTarget('audience not served');
+      }
+      const key = await importJWK(signingJwk as JWK, 'RS256');
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT({ scope: target.scope, client_id: ctx.oidc.client!.clientId, act: { sub: ctx.oidc.client!.clientId } })
+        .setProtectedHeader({ alg: 'RS256', kid: String(signingJwk.kid), typ: 'at+jwt' })
+        .setIssuer(ctx.oidc.issuer)
+        .setSubject(subject.accountId)
+        .setAudience(audience)
+        .setIssuedAt(now)
+        .setExpirationTime(now + ttlSeconds)
+        .setJti(randomUUID())
+        .sign(key);
+      ctx.body = {
+        access_token: token,
+        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        token_type: 'Bearer',
+        expires_in: ttlSeconds,
+        scope: target.scope,
+      };
+    },
+    parameters,
+  );
+}
 
 export interface BackchannelLogoutRecord {
   clientId: string;
@@ -670,6 +747,22 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         enabled: (opts.pushedAuthorizationRequests ?? 'off') !== 'off',
         requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
       },
+      ...(opts.resourceServers
+        ? {
+            resourceIndicators: {
+              enabled: true,
+              // The session's own token is asked with no resource (or with all of them at the code
+              // exchange): none is chosen, and it is an opaque userinfo token.
+              defaultResource: () => undefined,
+              useGrantedResource: () => true,
+              getResourceServerInfo: (_ctx: unknown, resource: string) => {
+                const server = opts.resourceServers?.[resource];
+                if (!server) throw new errors.InvalidTarget();
+                return { scope: server.scope, audience: server.audience, accessTokenFormat: 'jwt', accessTokenTTL: accessTtl };
+              },
+            },
+          }
+        : {}),
       ...(opts.accessTokenFormat === 'jwt'
         ? {
             resourceIndicators: {
@@ -777,6 +870,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   };
 
   const provider = new Provider(issuer, configuration);
+  if (opts.tokenExchange) registerTokenExchange(provider, errors, opts.tokenExchange, state.signingJwk, accessTtl);
 
   // ---- recording -------------------------------------------------------------------------
   const tokenRequests: TokenRequestRecord[] = [];
@@ -815,6 +909,14 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         const body = ctx.body as Record<string, unknown> | undefined;
         const record: TokenRequestRecord = { grantType, at, status: ctx.status };
         if (clientId !== undefined) record.clientId = clientId;
+        try {
+          const params = (ctx.oidc?.params ?? {}) as Record<string, unknown>;
+          if (typeof params.refresh_token === 'string') record.presentedRefreshToken = createHash('sha256').update(params.refresh_token).digest('base64url');
+          const target = params.resource ?? params.audience;
+          if (typeof target === 'string') record.target = target;
+        } catch {
+          // context not (fully) built
+        }
         if (ctx.status >= 400 && body && typeof body === 'object') {
           if (typeof body.error === 'string') record.error = body.error;
           if (typeof body.error_description === 'string') record.errorDescription = body.error_description;
@@ -860,7 +962,10 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         : {}),
     };
     // Confidential BFF clients may also fetch client-credentials tokens (routes with token: client).
-    const confidential = { ...common, grant_types: [...common.grant_types, 'client_credentials'] };
+    const confidential = {
+      ...common,
+      grant_types: [...common.grant_types, 'client_credentials', ...(opts.tokenExchange ? [TOKEN_EXCHANGE_GRANT] : [])],
+    };
     return [
       {
         ...confidential,

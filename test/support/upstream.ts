@@ -45,7 +45,7 @@ export interface UpstreamOptions {
   clientId: string;
   clientSecret: string;
   /** Verify JWT access tokens locally against the provider's keys (accessTokenFormat: 'jwt'). */
-  jwt?: { jwksUri: string; issuer: string; audience: string };
+  jwt?: { jwksUri: string; issuer: string; audience: string; /** Refuse every token that is not a JWT for this audience (no introspection). */ only?: boolean };
   /** Cache introspection results per token for 1 s (for benchmarks). Default false. */
   cacheTokens?: boolean;
   port?: number;
@@ -113,6 +113,7 @@ export async function startUpstream(opts: UpstreamOptions): Promise<Upstream> {
         return { active: false };
       }
     }
+    if (opts.jwt?.only) return { active: false };
     if (opts.cacheTokens) {
       const hit = cache.get(token);
       if (hit && hit.until > Date.now()) return hit.result;
