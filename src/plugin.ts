@@ -218,6 +218,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
     metrics,
+    allowedAcrValues: new Set([...config.oidc.allowedAcrValues, ...config.routes.flatMap((route) => route.require?.acr ?? [])]),
   });
   await app.register(sessionsRoutes, { sessions, store: state.sessionStore, revoker, timeouts, now, csrfCheck, originCheck });
   await app.register(eventsRoute, { sessions, signals: state.signals, timeouts, now, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
@@ -244,6 +245,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
+    publicUrl: config.publicUrl,
+    now,
   });
 
   let metricsServer: Server | undefined;

@@ -195,9 +195,21 @@ export function applyTokens(record: SessionRecord, tokens: TokenSet, now: number
     refreshToken: tokens.refreshToken ?? record.refreshToken,
     idToken: tokens.idToken ?? record.idToken,
     scope: tokens.scope ?? record.scope,
-    claims: tokens.claims ?? record.claims,
+    claims: tokens.claims ? withLoginFacts(tokens.claims, record.claims) : record.claims,
     refreshedAt: now,
   };
+}
+
+/**
+ * A refresh is not a sign-in: when the refreshed ID token leaves out how and when the user
+ * signed in (acr, amr, auth_time; providers need not repeat them), the login's values stay.
+ */
+function withLoginFacts(claims: Record<string, unknown>, previous: Record<string, unknown>): Record<string, unknown> {
+  let merged = claims;
+  for (const name of ['acr', 'amr', 'auth_time']) {
+    if (merged[name] === undefined && previous[name] !== undefined) merged = { ...merged, [name]: previous[name] };
+  }
+  return merged;
 }
 
 /**
