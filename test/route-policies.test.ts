@@ -3,6 +3,7 @@ import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type EchoBody, type Upstream } from './support/upstream.js';
 import { completeProviderLogin, CookieJar } from './support/browser.js';
 import { PUBLIC_URL, REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
+import { rawHttp, rawRequest } from './support/hostile.js';
 
 const SILVER = 'urn:mace:incommon:iap:silver';
 const GOLD = 'urn:example:gold';
@@ -87,6 +88,22 @@ describe('claims a route requires', () => {
     expect(response.statusCode).toBe(403);
     expect(response.json()).toMatchObject({ error: 'insufficient_claims' });
     expect(upstreamCalls('/reports')).toBe(before);
+  });
+});
+
+describe('a route policy before the request body', () => {
+  it('refuses an upload from a user outside the admin group with 403 before the body is sent', async () => {
+    const instance = await bff();
+    const browser = new TestBrowser(instance.app);
+    await signIn(browser, new CookieJar(), 'bob');
+    await instance.app.listen({ host: '127.0.0.1', port: 0 });
+    const address = instance.app.server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    // Only the head goes out, announcing 500 kB that never come: the answer cannot wait for them.
+    const head = rawRequest('POST', '/admin/upload', [['Cookie', browser.cookieHeader()], ['X-CSRF', '1'], ['Content-Type', 'text/plain'], ['Content-Length', '500000']]);
+    const response = await rawHttp(port, head, 3000);
+    expect(response.status).toBe(403);
+    expect(JSON.parse(response.body).error).toBe('insufficient_claims');
   });
 });
 

@@ -87,14 +87,22 @@ async function proxyRoute(scope: FastifyInstance, route: RouteConfig, options: A
 
   /**
    * Runs before a request body is read (from the body parser, so a request without a body
-   * pays nothing for it): a call without the CSRF header, or without the session the route
-   * needs, is refused without a byte of its body being read or buffered.
+   * pays nothing for it): a call without the CSRF header, without the session the route
+   * needs, or whose session the route's policy refuses, is refused without a byte of its
+   * body being read or buffered.
    */
   const checkBeforeBody = (request: FastifyRequest, proceed: (err: Error | null) => void): void => {
     settle(
       () => {
         csrfCheck(request);
         if (!source.needsSession) return undefined;
+        // A route policy refuses before the body too (checked again once the session is loaded).
+        if (routePolicy) {
+          return andThen(options.sessions.peekRecord(request), (record) => {
+            if (!record) throw loginRequired();
+            routePolicy.check(record, request.headers);
+          });
+        }
         return andThen(options.sessions.peek(request), (present) => {
           if (!present) throw loginRequired();
         });
