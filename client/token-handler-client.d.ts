@@ -28,6 +28,17 @@ export interface LoginRequiredContext {
   loginUrl: string;
 }
 
+export interface StepUpRequiredContext {
+  /** The 401 `step_up_required` answer (its body is still unread). */
+  response: Response;
+  /** `/auth/login?acr_values=...&max_age=...&returnTo=<current page>`: where the default handler goes. */
+  loginUrl: string;
+  /** The acr values the route accepts (space-separated), when a stronger sign-in is needed. */
+  acrValues?: string;
+  /** The most seconds since sign-in the route accepts, when a more recent sign-in is needed. */
+  maxAge?: number;
+}
+
 export interface ClientOptions {
   /** Name of the CSRF header (token-handler's `csrf.header`). Default `x-csrf`; the value is always `1`. */
   csrfHeader?: string;
@@ -38,6 +49,12 @@ export interface ClientOptions {
    * `loginUrl`. The call still resolves with that response.
    */
   onLoginRequired?: (context: LoginRequiredContext) => void;
+  /**
+   * Called when an API call answers 401 `step_up_required` (the route needs a stronger or
+   * more recent sign-in), instead of navigating to `loginUrl` — e.g. to ask the user first.
+   * The call still resolves with that response.
+   */
+  onStepUpRequired?: (context: StepUpRequiredContext) => void;
   /** Where `logout()` goes when the provider has no logout page. Default `/`. */
   postLogoutPath?: string;
   /** The fetch to use. Default `globalThis.fetch`. */
@@ -49,7 +66,10 @@ export interface TokenHandlerClient {
    * `fetch` for API calls through token-handler: adds the CSRF header (same-origin URLs only)
    * and `credentials: 'same-origin'` (unless `init.credentials` says otherwise). A 401
    * `login_required` answer sends the browser to sign in, then back to the current page (or
-   * calls `onLoginRequired`); the promise resolves with the response either way.
+   * calls `onLoginRequired`); a 401 `step_up_required` answer sends it to sign in again with
+   * the `acr_values`/`max_age` the route needs (or calls `onStepUpRequired`); a 403
+   * `insufficient_claims` answer (the user may not use this API) is only handed back. The
+   * promise resolves with the response in every case.
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** `GET /auth/user`: the session view, or null when signed out. Other failures throw TokenHandlerError. */

@@ -7,6 +7,7 @@
  *   const user = await getUser();              // the /auth/user JSON, or null when signed out
  *   if (!user) location.assign(loginUrl());    // sign in, then come back here
  *   const answer = await apiFetch('/api/orders');  // CSRF header + cookie; 401 login_required → sign-in
+ *                                              // 401 step_up_required → a stronger sign-in (or onStepUpRequired)
  *   await logout();                            // ends the session, then the provider's logout page
  *   onSessionEvent((e) => { if (e.type === 'session-ended') showSignedOut(e.reason); });
  *
@@ -43,6 +44,7 @@ export function createClient(options = {}) {
   const authPath = (options.authPath ?? DEFAULT_AUTH_PATH).replace(/\/+$/, '');
   const postLogoutPath = options.postLogoutPath ?? DEFAULT_POST_LOGOUT_PATH;
   const onLoginRequired = options.onLoginRequired;
+  const onStepUpRequired = options.onStepUpRequired;
   const send = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
 
   function currentLocation() {
@@ -76,16 +78,29 @@ export function createClient(options = {}) {
     }
   }
 
-  /** Whether a response is token-handler's "no valid session" answer (401 login_required). */
-  async function isLoginRequired(response) {
-    if (response.status !== 401) return false;
-    if (!(response.headers.get('content-type') ?? '').toLowerCase().includes('json')) return false;
+  /** The JSON error body of a 401 (login_required, step_up_required), read from a copy; null for anything else. */
+  async function unauthorizedAnswer(response) {
+    if (response.status !== 401) return null;
+    if (!(response.headers.get('content-type') ?? '').toLowerCase().includes('json')) return null;
     try {
       const body = await response.clone().json();
-      return body !== null && typeof body === 'object' && body.error === 'login_required';
+      return body !== null && typeof body === 'object' && typeof body.error === 'string' ? body : null;
     } catch {
-      return false;
+      return null;
     }
+  }
+
+  /**
+   * The sign-in a step_up_required answer asks for, back to the current page. Built here from
+   * `acr_values` and `max_age` (checked), never taken from the body's URL: an upstream could
+   * answer with such a body too, and must not send the browser elsewhere.
+   */
+  function stepUpUrl(answer) {
+    const query = new URLSearchParams();
+    if (typeof answer.acr_values === 'string' && answer.acr_values !== '') query.set('acr_values', answer.acr_values);
+    if (Number.isInteger(answer.max_age) && answer.max_age >= 0) query.set('max_age', String(answer.max_age));
+    query.set('returnTo', currentPath());
+    return `${authPath}/login?${query.toString()}`;
   }
 
   async function errorOf(response) {
@@ -106,9 +121,18 @@ export function createClient(options = {}) {
     const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
     if (isSameOrigin(input) && !headers.has(csrfHeader)) headers.set(csrfHeader, '1');
     const response = await send(input, { ...init, headers, credentials: init.credentials ?? 'same-origin' });
-    if (await isLoginRequired(response)) {
+    // 403 insufficient_claims needs no sign-in: the response is the caller's to show.
+    const answer = await unauthorizedAnswer(response);
+    if (answer?.error === 'login_required') {
       const url = loginUrl();
       if (onLoginRequired) onLoginRequired({ response, loginUrl: url });
+      else navigate(url);
+    } else if (answer?.error === 'step_up_required') {
+      const url = stepUpUrl(answer);
+      const context = { response, loginUrl: url };
+      if (typeof answer.acr_values === 'string') context.acrValues = answer.acr_values;
+      if (Number.isInteger(answer.max_age)) context.maxAge = answer.max_age;
+      if (onStepUpRequired) onStepUpRequired(context);
       else navigate(url);
     }
     return response;

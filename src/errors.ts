@@ -19,6 +19,8 @@ export abstract class TokenHandlerError extends Error {
 export type BrowserErrorCode =
   | 'login_required'
   | 'csrf_failed'
+  | 'insufficient_claims'
+  | 'step_up_required'
   | 'bad_request'
   | 'not_found'
   | 'not_supported'
@@ -37,6 +39,8 @@ export type BrowserErrorCode =
 const statusOf: Record<BrowserErrorCode, number> = {
   login_required: 401,
   csrf_failed: 403,
+  insufficient_claims: 403,
+  step_up_required: 401,
   bad_request: 400,
   not_found: 404,
   not_supported: 501,
@@ -68,6 +72,29 @@ export class BrowserError extends TokenHandlerError {
 
   toJSON(): { error: BrowserErrorCode; error_description: string } {
     return { error: this.code, error_description: this.description };
+  }
+}
+
+/** What a step-up login must ask for, as the browser gets it with `step_up_required`. */
+export interface StepUp {
+  /** Space-separated, as the `acr_values` login parameter. */
+  acr_values?: string;
+  max_age?: number;
+  /** A same-origin `/auth/login` URL asking for it. */
+  login_url: string;
+}
+
+/** 401 `step_up_required`: the body also carries what the new login must ask for. */
+export class StepUpRequiredError extends BrowserError {
+  constructor(
+    description: string,
+    readonly stepUp: StepUp,
+  ) {
+    super('step_up_required', description);
+  }
+
+  override toJSON(): { error: BrowserErrorCode; error_description: string } & StepUp {
+    return { ...super.toJSON(), ...this.stepUp };
   }
 }
 

@@ -258,6 +258,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     now,
     metrics,
+    allowedAcrValues: new Set([...config.oidc.allowedAcrValues, ...config.routes.flatMap((route) => route.require?.acr ?? [])]),
   });
   await app.register(sessionsRoutes, { sessions, store: state.sessionStore, revoker, timeouts, now, csrfCheck, originCheck });
   await app.register(eventsRoute, { sessions, signals: state.signals, timeouts, now, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
@@ -285,6 +286,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     bodyLimitBytes: config.limits.bodyLimitBytes,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
+    publicUrl: config.publicUrl,
+    now,
   });
   // The catch-all, below every route above.
   await frontend?.register(app);

@@ -74,6 +74,7 @@ describe('defaults', () => {
         defaultAccessTokenSeconds: 300,
         postLogoutRedirectUri: 'https://app.example.com/',
         authorizationParams: {},
+        allowedAcrValues: [],
         allowInsecureIssuer: false,
         logoutIdTokenHint: false,
       },
@@ -126,6 +127,7 @@ describe('defaults', () => {
         responseTimeoutMs: 30000,
         connections: 128,
         keepAliveTimeoutMs: 4000,
+        identityHeaders: {},
         bufferResponseBytes: 65536,
         websocket: false,
       },
@@ -577,6 +579,23 @@ describe('proxy hardening keys', () => {
     ]);
   });
 
+  it('a route policy and identity headers are refused on an anonymous route', () => {
+    const route = { prefix: '/api', upstream: 'http://127.0.0.1:9500', token: 'none', anonymous: true, require: { acr: ['gold'] }, identityHeaders: { 'X-User-Sub': 'sub' } };
+    expect(problemsOf(() => parseConfig(withSection('routes', [route])))).toEqual([
+      'routes[0].require: is set but the route is anonymous: a route policy and identity headers need a session (remove anonymous: true)',
+      'routes[0].identityHeaders: is set but the route is anonymous: a route policy and identity headers need a session (remove anonymous: true)',
+    ]);
+  });
+
+  it('an identity header may not be one token-handler sets itself', () => {
+    const route = { prefix: '/api', upstream: 'http://127.0.0.1:9500', identityHeaders: { 'X-Forwarded-User': 'sub', Authorization: 'sub', 'X User': 'sub' } };
+    expect(problemsOf(() => parseConfig(withSection('routes', [route])))).toEqual([
+      'routes[0].identityHeaders.X-Forwarded-User: is a header token-handler or HTTP sets itself; expected a header of your own, e.g. X-User-Sub',
+      'routes[0].identityHeaders.Authorization: is a header token-handler or HTTP sets itself; expected a header of your own, e.g. X-User-Sub',
+      'routes[0].identityHeaders.X User: is not a header name; expected letters, digits and - (e.g. X-User-Sub)',
+    ]);
+  });
+
   it('limits.headersTimeoutMs may not exceed limits.requestTimeoutMs', () => {
     expect(problemsOf(() => parseConfig(withSection('limits', { requestTimeoutMs: 5000, headersTimeoutMs: 6000 })))).toEqual([
       'limits.headersTimeoutMs: is 6000; expected at most limits.requestTimeoutMs (5000)',
@@ -663,7 +682,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy', 'resource', 'exchange'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy', 'resource', 'exchange', 'require', 'claims', 'acr', 'maxAgeSeconds', 'identityHeaders'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(#\\s*)?(- )?${key}:`, 'm'));
   });
 

@@ -215,6 +215,7 @@ const keyChecks: KeyCheck[] = [
         : `is ${quote(value)}; expected "" (strip the prefix) or a path starting and not ending with "/" (e.g. /v1)`,
   },
   { keys: 'routes[].clientScopes[]', problem: scopeProblem },
+  { keys: 'routes[].identityHeaders.*', problem: (_value, key) => identityHeaderProblem(key.name) },
   { keys: 'routes[].tlsCaFile', problem: caFileProblem },
   // Node lower-cases incoming header names; compare like with like.
   { keys: 'csrf.header', normalize: (value) => (typeof value === 'string' ? value.toLowerCase() : value) },
@@ -229,6 +230,21 @@ const keyChecks: KeyCheck[] = [
     normalize: toOrigin,
   },
 ];
+
+/** Headers token-handler (or HTTP itself) owns: an identity header cannot be one of them. */
+const OWN_HEADERS = new Set([
+  'authorization', 'cookie', 'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'x-request-id',
+  'traceparent', 'tracestate', 'forwarded', 'x-real-ip', 'proxy-authorization', 'te', 'upgrade', 'expect',
+]);
+
+function identityHeaderProblem(name: string): string | undefined {
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return 'is not a header name; expected letters, digits and - (e.g. X-User-Sub)';
+  const lower = name.toLowerCase();
+  if (OWN_HEADERS.has(lower) || lower.startsWith('x-forwarded-')) {
+    return 'is a header token-handler or HTTP sets itself; expected a header of your own, e.g. X-User-Sub';
+  }
+  return undefined;
+}
 
 /**
  * Runs every key check on `data`, reporting problems and storing normalised values in

@@ -185,6 +185,18 @@ const crossRules: CrossRule[] = [
     });
   },
 
+  function routePolicies(draft, problems) {
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.anonymous !== true) return;
+      for (const key of ['require', 'identityHeaders'] as const) {
+        const value = route[key];
+        if (value !== undefined && Object.keys(value).length > 0) {
+          problems.addCrossKey(['routes', index, key], 'is set but the route is anonymous: a route policy and identity headers need a session (remove anonymous: true)');
+        }
+      }
+    });
+  },
+
   function upstreamBasePath(draft, problems) {
     (draft.routes ?? []).forEach((route, index) => {
       const url = route.upstream === undefined ? undefined : parseUrl(route.upstream);

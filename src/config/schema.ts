@@ -106,6 +106,11 @@ export const OidcSchema = Section(
         'Extra parameters of the authorization request, string values only (e.g. prompt, audience, acr_values); parameters the login flow sets itself are refused. As a variable: JSON text.',
       'x-expected': 'an object of string values, e.g. { prompt: login }',
     }),
+    allowedAcrValues: Type.Array(Type.String({ minLength: 1, maxLength: 200, pattern: '^[!#-\\[\\]-~]+$', 'x-expected': 'an acr value without spaces or quotes' }), {
+      default: [],
+      description:
+        "acr values a browser may ask for at GET /auth/login?acr_values=... besides those the routes' require.acr name (any other value is refused with 400). As a variable: comma-separated.",
+    }),
     allowInsecureIssuer: Type.Boolean({
       default: false,
       description: 'Allow a plain-http issuer on a host other than localhost. Development and tests only (set automatically for an http issuer on localhost).',
@@ -266,6 +271,40 @@ export const RouteSchema = Type.Object(
     }),
     connections: Int(1, 10_000, { default: 128, description: 'Keep-alive connection pool size to this upstream.' }),
     keepAliveTimeoutMs: Int(100, 600_000, { default: 4000, description: 'How long an idle upstream connection stays open for reuse, ms.' }),
+    require: Type.Optional(
+      Type.Object(
+        {
+          claims: Type.Optional(
+            Type.Record(Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), {
+              description:
+                'Claims the session must carry: each listed value must be present in the claim (an array claim must contain it, a string, number or boolean claim must equal it); else 403 insufficient_claims.',
+              'x-expected': 'an object of claim names to lists of values, e.g. { groups: [admin] }',
+            }),
+          ),
+          acr: Type.Optional(
+            Type.Array(Type.String({ minLength: 1, maxLength: 200, pattern: '^[!#-\\[\\]-~]+$', 'x-expected': 'an acr value without spaces or quotes' }), {
+              minItems: 1,
+              description: "The session's acr must be one of these; else 401 step_up_required (a login asking for these acr_values).",
+            }),
+          ),
+          maxAgeSeconds: Type.Optional(
+            Int(0, 31_536_000, {
+              description: "The session's auth_time must be no older than this many seconds; else 401 step_up_required (a login with max_age).",
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description: 'What a session must satisfy before this route calls its upstream (all of it); needs a session (not anonymous).',
+        },
+      ),
+    ),
+    identityHeaders: Type.Record(Type.String(), Type.String({ minLength: 1, 'x-expected': 'a claim name, e.g. sub' }), {
+      default: {},
+      description:
+        "Headers set on upstream requests from the session's ID-token claims (header name: claim name), e.g. { X-User-Sub: sub }. These names are removed from what browsers send on every route, so an upstream can trust them. A claim the session lacks sends no header; arrays are sent comma-separated.",
+      'x-expected': 'an object of header names to claim names, e.g. { X-User-Sub: sub }',
+    }),
     bufferResponseBytes: Int(0, 16_777_216, {
       default: 65_536,
       description:

@@ -14,7 +14,7 @@ import type { LogLevel } from '../config/types.js';
 import { startDemoApi, type DemoApi, type DemoApiRequest } from './api.js';
 import { availablePort, LOOPBACK, loopbackUrl } from './net.js';
 import { demoPagePlugin } from './page.js';
-import { loadOidcProvider, startDemoProvider, type DemoProvider, type TokenGrantRecord } from './provider.js';
+import { DEMO_STRONG_ACR, loadOidcProvider, startDemoProvider, type DemoProvider, type TokenGrantRecord } from './provider.js';
 
 export { DemoUnavailableError } from './provider.js';
 export type { DemoApiRequest } from './api.js';
@@ -113,7 +113,12 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
       // the page can list the user's sessions (the cookie store keeps no list).
       session: { store: 'memory', secrets: [randomBytes(32).toString('base64url')] },
       // The provider's cookies share the host 127.0.0.1: send the API none of them.
-      routes: [{ prefix: '/api', upstream: api.url, stripCookies: 'all' }],
+      routes: [
+        // Route policies: /api/admin/hello for users in the admin group, /api/secure/hello after a stronger sign-in.
+        { prefix: '/api/admin', upstream: api.url, stripCookies: 'all', require: { claims: { groups: ['admin'] } } },
+        { prefix: '/api/secure', upstream: api.url, stripCookies: 'all', require: { acr: [DEMO_STRONG_ACR] } },
+        { prefix: '/api', upstream: api.url, stripCookies: 'all' },
+      ],
       logging: { level: options.logLevel ?? 'warn' },
       // One local port for everything: the demo binds the loopback interface only.
       metrics: { onMainListener: true },

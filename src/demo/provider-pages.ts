@@ -45,7 +45,7 @@ export function providerPage(title: string, body: string): string {
 export interface InteractionView {
   uid: string;
   prompt: { name: string; details: { missingOIDCScope?: string[] } };
-  params: { scope?: unknown };
+  params: { scope?: unknown; acr_values?: unknown };
   clientName: string;
 }
 

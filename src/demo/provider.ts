@@ -45,9 +45,18 @@ export interface DemoProvider {
   close(): Promise<void>;
 }
 
+/**
+ * The acr the demo's step-up route (/api/secure) asks for. The demo provider signs a user in
+ * with it when a login asks for it (acr_values), after showing its sign-in form again.
+ */
+export const DEMO_STRONG_ACR = 'urn:token-handler:demo:strong';
+
+type InteractionResult = Record<string, Record<string, unknown> | undefined>;
+
 /** The few parts of oidc-provider this file touches; the package ships no types. */
 interface OidcProviderInstance {
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
+  interactionFinished(req: IncomingMessage, res: ServerResponse, result: InteractionResult, options?: unknown): Promise<void>;
   interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<Pick<InteractionView, 'prompt' | 'params'>>;
   use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
   urlFor(name: string): string;
@@ -62,12 +71,16 @@ interface KoaContext {
   body: unknown;
   host: string;
   type: string;
-  oidc?: { params?: Record<string, unknown> };
+  oidc?: { params?: Record<string, unknown>; session?: { accountId?: string }; acr?: string; result?: InteractionResult };
 }
 type OidcProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProviderInstance;
 interface OidcProviderModule {
   default: OidcProviderConstructor;
   errors: Record<string, new (description: string) => Error>;
+  interactionPolicy: {
+    base(): { get(name: string): { checks: { add(check: unknown): void } } };
+    Check: new (reason: string, description: string, error: string, check: (ctx: KoaContext) => boolean) => unknown;
+  };
 }
 
 const KEEP_TOKENS = 5000;
@@ -117,7 +130,7 @@ function quietNotices(): void {
 }
 
 export async function startDemoProvider(options: DemoProviderOptions): Promise<DemoProvider> {
-  const { default: Provider, errors } = await loadOidcProvider();
+  const { default: Provider, errors, interactionPolicy } = await loadOidcProvider();
 
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
   const server: Server = createServer((req, res) => {
@@ -133,7 +146,18 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `demo-${randomUUID()}`, use: 'sig', alg: 'RS256' };
 
+  // Step-up: a login asking for the strong acr shows the sign-in form again, whatever session the provider has.
+  const asksStrongAcr = (acrValues: unknown) => typeof acrValues === 'string' && acrValues.split(' ').includes(DEMO_STRONG_ACR);
+  const policy = interactionPolicy.base();
+  policy.get('login').checks.add(
+    new interactionPolicy.Check('strong_acr', 'a stronger sign-in was asked for', 'login_required', (ctx) =>
+      asksStrongAcr(ctx.oidc?.params?.acr_values) && ctx.oidc?.session?.accountId !== undefined && ctx.oidc.acr !== DEMO_STRONG_ACR && !ctx.oidc.result?.login,
+    ),
+  );
+
   const provider = new Provider(issuer, {
+    acrValues: [DEMO_STRONG_ACR],
+    interactions: { policy },
     clients: [
       {
         client_id: options.bff.clientId,
@@ -163,7 +187,10 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
     },
     scopes: ['openid', 'offline_access', 'profile', 'email'],
     claims: {
-      openid: ['sub'],
+      acr: null,
+      auth_time: null,
+      // groups: the demo's admin-only route (/api/admin) lets users whose name starts with "admin" in.
+      openid: ['sub', 'groups'],
       profile: ['name'],
       email: ['email', 'email_verified'],
     },
@@ -173,7 +200,7 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
       return {
         accountId: sub,
         async claims() {
-          return { sub, name: displayName(sub), email: `${sub}@example.test`, email_verified: true };
+          return { sub, name: displayName(sub), email: `${sub}@example.test`, email_verified: true, groups: sub.startsWith('admin') ? ['admin'] : ['users'] };
         },
       };
     },
@@ -238,6 +265,13 @@ export async function startDemoProvider(options: DemoProviderOptions): Promise<D
     ctx.type = 'html';
     ctx.body = body;
   });
+  // devInteractions sign in without an acr: the strong one when the login asked for it.
+  const interactionFinished = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = async (req, res, result, finishOptions) => {
+    const login = result.login;
+    if (login && login.acr === undefined && asksStrongAcr((await provider.interactionDetails(req, res)).params.acr_values)) login.acr = DEMO_STRONG_ACR;
+    return interactionFinished(req, res, result, finishOptions);
+  };
 
   // Record every token-endpoint answer (grant type, status; tokens for the leak tests).
   const issued: string[] = [];

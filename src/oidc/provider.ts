@@ -13,6 +13,19 @@ export interface LoginTransaction {
   state: string;
   nonce: string;
   codeVerifier: string;
+  /** The login asked for max_age: the ID token's auth_time is checked against it. */
+  maxAge?: number;
+  /** A prompt=none login: the provider's refusal goes back to the page, not to an error. */
+  silent?: boolean;
+}
+
+/** Parameters a login may pass to the provider (checked by the caller). */
+export interface LoginRequestParams {
+  prompt?: string;
+  login_hint?: string;
+  ui_locales?: string;
+  acr_values?: string;
+  max_age?: string;
 }
 
 export interface OidcProviderOptions {
@@ -165,20 +178,23 @@ export class OidcProvider {
     }
   }
 
-  async startLogin(): Promise<{ url: string; transaction: LoginTransaction }> {
+  async startLogin(requested: LoginRequestParams = {}): Promise<{ url: string; transaction: LoginTransaction }> {
     const configuration = this.requireConfiguration('login');
     const transaction: LoginTransaction = {
       state: client.randomState(),
       nonce: client.randomNonce(),
       codeVerifier: client.randomPKCECodeVerifier(),
     };
+    const merged: Record<string, string> = { ...this.options.config.authorizationParams, ...requested };
+    if (merged.max_age !== undefined) transaction.maxAge = Number(merged.max_age);
+    if (merged.prompt === 'none') transaction.silent = true;
     const metadata = configuration.serverMetadata();
     const par = this.usesPar(metadata);
     if (par && !metadata.pushed_authorization_request_endpoint) {
       throw new ProviderError('config_fault', PAR_MISSING, { configKeys: ['oidc.pushedAuthorizationRequests'] });
     }
     const parameters = new URLSearchParams({
-      ...this.options.config.authorizationParams,
+      ...merged,
       redirect_uri: this.options.redirectUri,
       scope: this.options.config.scopes.join(' '),
       state: transaction.state,
@@ -209,6 +225,7 @@ export class OidcProvider {
         expectedNonce: transaction.nonce,
         pkceCodeVerifier: transaction.codeVerifier,
         idTokenExpected: true,
+        ...(transaction.maxAge !== undefined ? { maxAge: transaction.maxAge } : {}),
       });
       if (!(await this.verifyIdTokenSignature(response.id_token))) {
         throw new ProviderError('transient', 'code exchange: the provider keys could not be fetched to verify the ID token');

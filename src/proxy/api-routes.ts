@@ -16,6 +16,7 @@ import { bodyExceeded, bodyTooLarge, forwardOptions, isReplayable, readBody } fr
 import { dropUpstreamHeaders, fitsBuffer, passWhole, type UpstreamResponse } from './response-body.js';
 import { tokenSourceFor, type Credential } from './token-source.js';
 import { UpstreamTracing } from './upstream-tracing.js';
+import { identityHeaderNames, RoutePolicy, type IdentityHeaders } from './route-policy.js';
 
 export interface ApiRoutesOptions {
   routes: ApiRouteConfig[];
@@ -37,6 +38,9 @@ export interface ApiRoutesOptions {
   retryAfterSeconds: number;
   /** Accounts for a response that was ready but could not be sent: the browser had gone. */
   browserLeft: (request: FastifyRequest, reply: FastifyReply) => void;
+  /** The origin login URLs of step_up_required answers belong to. */
+  publicUrl: string;
+  now: () => number;
 }
 
 /** What one proxied request carries between its steps: per request, never shared. */
@@ -59,14 +63,20 @@ declare module 'fastify' {
 /** Serves every configured API route with @fastify/http-proxy. */
 export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions): Promise<void> {
   app.decorateRequest('proxyState', null);
+  // Identity header names are dropped from what browsers send on every route, not only where they are set.
+  const identityNames = identityHeaderNames(options.routes);
   for (const route of options.routes) {
-    await app.register(async (scope) => proxyRoute(scope, route, options));
+    await app.register(async (scope) => proxyRoute(scope, route, options, identityNames));
   }
 }
 
-async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options: ApiRoutesOptions): Promise<void> {
+async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options: ApiRoutesOptions, identityNames: ReadonlySet<string> | undefined): Promise<void> {
   const { cookies, csrfCheck, cors } = options;
   const source = tokenSourceFor(route, options);
+  // Both undefined for a route without require / when no route has identity headers: nothing per request then.
+  const routePolicy = RoutePolicy.forRoute(route, options.publicUrl, options.now);
+  const identitySet = Object.entries(route.identityHeaders ?? {}).map(([name, claim]) => [name.toLowerCase(), claim] as const);
+  const identity: IdentityHeaders | undefined = identityNames ? { dropped: identityNames, set: identitySet } : undefined;
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };
   const retryOn401 = route.retryOn401 && route.token !== 'none';
   const bodyPolicy = { limitBytes: options.bodyLimitBytes, replayLimitBytes: retryOn401 ? options.replayBodyLimitBytes : -1 };
@@ -79,14 +89,22 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
 
   /**
    * Runs before a request body is read (from the body parser, so a request without a body
-   * pays nothing for it): a call without the CSRF header, or without the session the route
-   * needs, is refused without a byte of its body being read or buffered.
+   * pays nothing for it): a call without the CSRF header, without the session the route
+   * needs, or whose session the route's policy refuses, is refused without a byte of its
+   * body being read or buffered.
    */
   const checkBeforeBody = (request: FastifyRequest, proceed: (err: Error | null) => void): void => {
     settle(
       () => {
         csrfCheck(request);
         if (!source.needsSession) return undefined;
+        // A route policy refuses before the body too (checked again once the session is loaded).
+        if (routePolicy) {
+          return andThen(options.sessions.peekRecord(request), (record) => {
+            if (!record) throw loginRequired();
+            routePolicy.check(record, request.headers);
+          });
+        }
         return andThen(options.sessions.peek(request), (present) => {
           if (!present) throw loginRequired();
         });
@@ -138,6 +156,11 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
         csrfCheck(request);
         return andThen(source.authorize(request, reply), (credential) => {
           if (credential) state.credential = credential;
+          // The session is known now, and the upstream not called yet.
+          if (routePolicy) {
+            if (!request.session) throw loginRequired();
+            routePolicy.check(request.session, request.headers);
+          }
         });
       },
       (err) => {
@@ -210,6 +233,8 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
           policy,
           { ip: request.ip, proto: forwarded.proto, host: forwarded.host },
           request.proxyState?.credential?.authorization,
+          identity,
+          identitySet.length === 0 ? undefined : request.session?.claims,
         );
         upstreamHeaders['x-request-id'] = String(request.id);
         const state = request.proxyState;

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { SessionCookies } from '../session/cookies.js';
 import type { StripCookies } from '../config/types.js';
+import { identityValue, type IdentityHeaders } from './route-policy.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy. */
 const HOP_BY_HOP = new Set([
@@ -49,19 +50,30 @@ export interface RequestHeaderPolicy {
  * address as token-handler determined it (listen.trustProxy), only that; Host and Proto
  * are publicUrl's. A new object: copying the few headers kept is several times cheaper
  * than deleting from the original (a delete drops V8's fast object layout).
+ * Identity headers (`routes[].identityHeaders`, any route's) are never taken from the
+ * browser; with `identity.set`, they are set from the session's `claims`.
  */
 export function upstreamRequestHeaders(
   headers: IncomingHttpHeaders,
   policy: RequestHeaderPolicy,
   forwarded: { ip: string; proto: string; host: string },
   authorization: string | undefined,
+  identity?: IdentityHeaders,
+  claims?: Record<string, unknown>,
 ): IncomingHttpHeaders {
   const listed = connectionListed(headers);
   const upstream: IncomingHttpHeaders = {};
+  const dropped = identity?.dropped;
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || name === 'authorization' || name === 'cookie' || name === policy.csrfHeader || listed?.has(name)) continue;
-    if (BROWSER_MAY_NOT_SEND.has(name) || name.startsWith('x-forwarded-')) continue;
+    if (BROWSER_MAY_NOT_SEND.has(name) || name.startsWith('x-forwarded-') || dropped?.has(name)) continue;
     upstream[name] = headers[name];
+  }
+  if (identity !== undefined && claims !== undefined) {
+    for (const [name, claim] of identity.set) {
+      const value = identityValue(claims[claim]);
+      if (value !== undefined) upstream[name] = value;
+    }
   }
   const cookie = headers.cookie;
   if (cookie !== undefined && policy.stripCookies !== 'all' && !listed?.has('cookie')) {

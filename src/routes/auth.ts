@@ -10,6 +10,7 @@ import type { SessionTokens } from '../tokens/session-tokens.js';
 import type { TokenRefresher } from '../tokens/refresher.js';
 import type { TokenRevoker } from '../tokens/revoker.js';
 import { safeReturnTo } from './return-to.js';
+import { loginParamsOf, SILENT_LOGIN_REFUSALS, withError } from './login-params.js';
 import type { RequestCheck } from '../proxy/csrf.js';
 import { Cors } from '../proxy/cors.js';
 import { BoundedTtlCache } from '../state/bounded-cache.js';
@@ -45,6 +46,8 @@ export interface AuthRoutesOptions {
   publicUrl: string;
   retryAfterSeconds: number;
   now: () => number;
+  /** acr values `/auth/login?acr_values=` may ask for: oidc.allowedAcrValues and every route's require.acr. */
+  allowedAcrValues: ReadonlySet<string>;
 }
 
 /**
@@ -100,9 +103,10 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
 
   app.get('/auth/login', perMinute(options.rateLimit.loginPerMinute), async (request, reply) => {
     const returnTo = safeReturnTo(singleQueryValue(request, 'returnTo'));
+    const params = loginParamsOf(request.query, options.allowedAcrValues);
     let login;
     try {
-      login = await provider.startLogin();
+      login = await provider.startLogin(params);
     } catch (err) {
       if (err instanceof ProviderError) throw answerProviderFailure(err, 'login', request.log, options.retryAfterSeconds);
       throw err;
@@ -127,6 +131,12 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     if (!pending) {
       throw badRequest('This sign-in response does not belong to a sign-in started here, or it has expired or was already used: start again.');
     }
+    // A silent login the provider could not complete without the user: back to the page, which decides.
+    const refusal = singleQueryValue(request, 'error');
+    if (pending.silent && refusal !== undefined && SILENT_LOGIN_REFUSALS.has(refusal)) {
+      request.log.info({ error: refusal }, 'silent login refused by the provider');
+      return reply.redirect(withError(pending.returnTo, refusal), 302);
+    }
     let tokens;
     try {
       tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending);
@@ -138,6 +148,30 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       throw badRequest('Sign-in failed: the provider sent no ID token.');
     }
     const at = now();
+    const previous = await sessions.load(request, reply);
+    // The same user signing in again (a step-up): the session keeps its identity and gets
+    // the new login's claims (acr, auth_time) and tokens.
+    if (previous && previous.record.claims.sub === tokens.claims.sub) {
+      const { refreshToken: _r, idToken: _i, scope: _s, ...kept } = previous.record;
+      const updated: SessionRecord = {
+        ...kept,
+        accessToken: tokens.accessToken,
+        tokenType: tokens.tokenType,
+        accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+        claims: tokens.claims,
+        lastSeenAt: at,
+        // A newer token version: stores keep it over writes of the record it replaces.
+        refreshedAt: at,
+        ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
+        ...(tokens.idToken ? { idToken: tokens.idToken } : {}),
+        ...(tokens.scope ? { scope: tokens.scope } : {}),
+      };
+      const saved = await sessions.save(request, reply, updated, previous);
+      sessions.signal({ kind: 'refreshed', match: { sessionHash: sessionHash(saved) }, accessTokenExpiresAt: saved.accessTokenExpiresAt, lastSeenAt: saved.lastSeenAt }, request.log);
+      metrics.login('success');
+      request.log.info({ session: sessionHash(saved) }, 'session signed in again');
+      return reply.redirect(pending.returnTo, 302);
+    }
     const record: SessionRecord = {
       id: sessions.newSessionId(),
       accessToken: tokens.accessToken,
@@ -151,8 +185,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       ...(tokens.scope ? { scope: tokens.scope } : {}),
       ...(options.keepUserAgent ? userAgentOf(request) : {}),
     };
-    // A login replaces whatever session this browser had.
-    const previous = await sessions.load(request, reply);
+    // A login as another user replaces whatever session this browser had.
     if (previous) await sessions.end(request, reply, previous.record, 'user');
     await sessions.save(request, reply, record);
     metrics.login('success');

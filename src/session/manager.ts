@@ -90,6 +90,15 @@ export class SessionManager {
     return andThen(this.options.persistence.read(cookieValue), (record) => record !== null && !sessionExpiry(record, this.options.now(), this.options.timeouts));
   }
 
+  /** Like `peek`, the usable record itself: for a route policy checked before a request body is read. */
+  peekRecord(request: FastifyRequest): Awaitable<SessionRecord | null> {
+    const cookieValue = this.options.cookies.readSession(request);
+    if (cookieValue === null) return null;
+    return andThen(this.options.persistence.read(cookieValue), (record) =>
+      record !== null && !sessionExpiry(record, this.options.now(), this.options.timeouts) ? record : null,
+    );
+  }
+
   private accept(request: FastifyRequest, reply: FastifyReply, record: SessionRecord | null, cookieValue: string): Awaitable<LoadedSession | null> {
     if (!record) {
       request.log.debug('session cookie present but not a valid session (tampered, expired, foreign or ended)');

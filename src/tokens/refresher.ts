@@ -307,7 +307,7 @@ export function applyTokens(record: SessionRecord, tokens: RefreshOutcome, now: 
     ...record,
     refreshToken: tokens.refreshToken ?? record.refreshToken,
     idToken: tokens.idToken ?? record.idToken,
-    claims: tokens.claims ?? record.claims,
+    claims: tokens.claims ? withLoginFacts(tokens.claims, record.claims) : record.claims,
   };
   if (tokens.main !== false) {
     next.accessToken = tokens.accessToken;
@@ -361,6 +361,18 @@ function withApi(err: ProviderError, api: string): ProviderError {
     ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}),
     ...(err.configKeys !== undefined ? { configKeys: err.configKeys } : {}),
   });
+}
+
+/**
+ * A refresh is not a sign-in: when the refreshed ID token leaves out how and when the user
+ * signed in (acr, amr, auth_time; providers need not repeat them), the login's values stay.
+ */
+function withLoginFacts(claims: Record<string, unknown>, previous: Record<string, unknown>): Record<string, unknown> {
+  let merged = claims;
+  for (const name of ['acr', 'amr', 'auth_time']) {
+    if (merged[name] === undefined && previous[name] !== undefined) merged = { ...merged, [name]: previous[name] };
+  }
+  return merged;
 }
 
 /**

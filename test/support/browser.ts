@@ -319,7 +319,15 @@ export async function completeProviderLogin(authorizationUrl: string, opts: Prov
     if (response.status !== 200) {
       throw new ProviderPageError(`provider answered ${response.status} at ${url}: ${describeErrorPage(html)}`, url, response.status, html);
     }
-    const form = parseForms(html).find((f) => f.fields.prompt !== undefined);
+    const forms = parseForms(html);
+    const autoSubmit = forms[0];
+    if (autoSubmit && forms.every((f) => f.fields.prompt === undefined) && html.includes('document.forms[0].submit()')) {
+      // A page that posts itself on load (oidc-provider's, when another account signs in over an existing session).
+      response = await submitForm(jar, url, autoSubmit, { ...autoSubmit.fields });
+      url = new URL(autoSubmit.action || url, url).href;
+      continue;
+    }
+    const form = forms.find((f) => f.fields.prompt !== undefined);
     if (!form) {
       throw new ProviderPageError(`no login/consent form at ${url}: ${describeErrorPage(html)}`, url, response.status, html);
     }

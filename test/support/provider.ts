@@ -94,6 +94,13 @@ export interface TestProviderOptions {
   };
   /** State of a previous instance (`provider.state`) to continue with: same store, keys and clients. */
   state?: TestProviderState;
+  /**
+   * acr values the provider offers (`acr_values_supported`). A login that asks for
+   * `acr_values` signs the user in with the first of them the provider offers, and a provider
+   * session signed in with another acr is asked to sign in again (step-up), as providers with
+   * step-up flows do. A login that asks for none gets no acr. Default: none offered.
+   */
+  acrValues?: string[];
 }
 
 export interface TokenRequestRecord {
@@ -645,7 +652,7 @@ function basicAuthClientId(header: string | undefined): string | undefined {
 export const startedProviders: TestProvider[] = [];
 
 export async function startProvider(opts: TestProviderOptions): Promise<TestProvider> {
-  const { default: Provider, errors } = await loadProvider();
+  const { default: Provider, errors, interactionPolicy } = await loadProvider();
 
   const accessTtl = opts.accessTokenTtlSeconds ?? 60;
   const refreshTtl = opts.refreshTokenTtlSeconds ?? 3600;
@@ -717,8 +724,22 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
   // Claims of extraClaims and of per-account overrides are released in the ID token.
   const claimNames = [...new Set([...Object.keys(extraClaims), ...Object.values(opts.accounts ?? {}).flatMap((claims) => Object.keys(claims))])].filter((name) => name !== 'sub');
 
+  // Step-up: a provider session whose acr is not one of the requested acr_values signs in again.
+  const offeredAcr = opts.acrValues ?? [];
+  const requestedAcr = (acrValues: unknown): string | undefined =>
+    typeof acrValues === 'string' ? acrValues.split(' ').find((value) => offeredAcr.includes(value)) : undefined;
+  const policy = interactionPolicy.base();
+  policy.get('login').checks.add(
+    new interactionPolicy.Check('acr_values', 'requested acr not obtained', 'login_required', (ctx: KoaContextWithOIDC) => {
+      const wanted = requestedAcr(ctx.oidc.params?.acr_values);
+      return wanted !== undefined && ctx.oidc.session.accountId !== undefined && ctx.oidc.acr !== wanted && !ctx.oidc.result?.login;
+    }),
+  );
+
   const configuration: Configuration = {
     adapter: store.adapterFactory,
+    acrValues: offeredAcr,
+    interactions: { policy },
     // The first key signs; retired keys stay published for verification (a rotation in progress).
     jwks: { keys: [state.signingJwk, ...(state.retiredSigningJwks ?? [])] },
     cookies: {
@@ -871,6 +892,15 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
 
   const provider = new Provider(issuer, configuration);
   if (opts.tokenExchange) registerTokenExchange(provider, errors, opts.tokenExchange, state.signingJwk, accessTtl);
+  // devInteractions sign in without an acr: use the one the login asked for (see acrValues).
+  const interactionFinished = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = async (req: IncomingMessage, res: ServerResponse, result: Record<string, Record<string, unknown>>, options?: { mergeWithLastSubmission?: boolean }) => {
+    if (result.login && result.login.acr === undefined) {
+      const acr = requestedAcr((await provider.interactionDetails(req, res)).params.acr_values);
+      if (acr !== undefined) result.login.acr = acr;
+    }
+    return interactionFinished(req, res, result, options);
+  };
 
   // ---- recording -------------------------------------------------------------------------
   const tokenRequests: TokenRequestRecord[] = [];

@@ -205,16 +205,15 @@ function tick() {
 // ---------------------------------------------------------------------------------------
 // Actions
 // ---------------------------------------------------------------------------------------
-async function callApi() {
-  const button = $('call-api');
+async function callApi(path = '/api/hello', button = $('call-api')) {
   button.disabled = true;
   const started = performance.now();
   try {
     let response;
     try {
-      response = await th.fetch('/api/hello', { headers: { accept: 'application/json' } });
+      response = await th.fetch(path, { headers: { accept: 'application/json' } });
     } catch (err) {
-      log(`GET /api/hello failed: ${describeError(err)}`, 'error');
+      log(`GET ${path} failed: ${describeError(err)}`, 'error');
       return;
     }
     const ms = Math.round(performance.now() - started);
@@ -226,7 +225,7 @@ async function callApi() {
     } catch {
       // not JSON
     }
-    log(`GET /api/hello → ${response.status}${code ? ` ${code}` : ''} in ${ms} ms`, response.ok ? '' : 'error');
+    log(`GET ${path} → ${response.status}${code ? ` ${code}` : ''} in ${ms} ms`, response.ok ? '' : 'error');
     // The call may have refreshed the tokens: read the session times again.
     if (state.view && response.status !== 401) await loadUser('api');
   } finally {
@@ -285,10 +284,13 @@ async function signOut() {
 function setAuto(on) {
   $('auto-call').checked = on;
   clearInterval(state.autoTimer);
-  state.autoTimer = on ? setInterval(callApi, 5000) : undefined;
+  state.autoTimer = on ? setInterval(() => callApi(), 5000) : undefined;
 }
 
-$('call-api').addEventListener('click', callApi);
+$('call-api').addEventListener('click', () => callApi());
+$('call-admin').addEventListener('click', () => callApi('/api/admin/hello', $('call-admin')));
+// A 401 step_up_required here makes the helper navigate to the stronger sign-in, then back to this page.
+$('call-secure').addEventListener('click', () => callApi('/api/secure/hello', $('call-secure')));
 $('refresh-now').addEventListener('click', refreshNow);
 $('sign-out').addEventListener('click', signOut);
 $('auto-call').addEventListener('change', (event) => {
