@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { ProviderError } from '../../oidc/errors.js';
 import type { TokenSet } from '../../oidc/token-set.js';
 import type { Sealer } from '../sealer.js';
 import { storeCall } from './client.js';
-import type { RefreshCoordinator } from '../ports.js';
+import type { StoreClient } from './connection.js';
+import type { KeyLayout } from './keys.js';
+import { type RefreshCoordinator } from '../ports.js';
+import { TokenHandlerError } from '../../errors.js';
 
 /** Deletes the lock only if we still own it (it may have expired and been taken by another replica). */
 const RELEASE_IF_OWNER = `
@@ -22,9 +24,15 @@ return 0
 `;
 
 export interface RedisRefreshCoordinatorOptions {
-  redis: Redis;
-  keyPrefix: string;
+  redis: StoreClient;
+  keys: KeyLayout;
   sealer: Sealer;
+  /**
+   * With replicas (Sentinel, Cluster): how long a new lock may take to reach one replica
+   * (WAIT 1) before it counts. A failover promotes a replica, and a lock only the old
+   * master held would be lost with it: another replica could then spend the same token.
+   */
+  replicaAckMs?: number;
   /** How long a refresh result stays readable by replicas that still hold the old refresh token. */
   resultTtlMs: number;
   /**
@@ -51,11 +59,11 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
   constructor(private readonly options: RedisRefreshCoordinatorOptions) {}
 
   private resultKey(key: string): string {
-    return `${this.options.keyPrefix}refresh:result:${key}`;
+    return this.options.keys.refreshResult(key);
   }
 
   private lockKey(key: string): string {
-    return `${this.options.keyPrefix}refresh:lock:${key}`;
+    return this.options.keys.refreshLock(key);
   }
 
   /** The tokens a finished refresh of this key obtained, while its result is kept (throws ProviderError when it was refused). */
@@ -73,14 +81,13 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
   }
 
   async coordinate(key: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
-    const { redis, lockTtlMs, pollIntervalMs, now } = this.options;
+    const { redis, pollIntervalMs, lockTtlMs, now } = this.options;
     const deadline = now() + Math.max(this.options.maxWaitMs, lockTtlMs * 2);
     while (now() < deadline) {
       const done = await this.remembered(key);
       if (done) return done;
       const owner = randomBytes(16).toString('base64url');
-      const locked = await storeCall('refresh lock', () => redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX'));
-      if (locked === 'OK') return this.refreshHoldingLock(key, owner, refresh);
+      if (await storeCall('refresh lock', () => this.lock(key, owner))) return this.refreshHoldingLock(key, owner, refresh);
       // Another replica is refreshing: wait for its result, or for its lock to go away.
       // One round trip per look, and looks grow sparser: a refresh usually lands within
       // the first few, and a thousand sessions refreshing at once must not flood Redis.
@@ -95,6 +102,26 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
     throw new ProviderError('transient', 'timed out waiting for another replica to refresh this session');
   }
 
+  /**
+   * Takes the lock (true) or finds it taken (false). With replicas, the lock counts only
+   * once one replica has it too; otherwise it is released again and the request gets 503,
+   * as it would during the failover that could lose it.
+   */
+  private async lock(key: string, owner: string): Promise<boolean> {
+    const { redis, lockTtlMs, replicaAckMs } = this.options;
+    if (replicaAckMs === undefined) return (await redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX')) === 'OK';
+    // One pipeline: WAIT must run on the connection (the node) that took the lock.
+    const replies = (await redis.pipeline().set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX').call('WAIT', 1, replicaAckMs).exec()) ?? [];
+    const [[lockError, locked] = [], [waitError, acked] = []] = replies;
+    if (lockError) throw lockError;
+    if (locked !== 'OK') return false;
+    if (waitError || Number(acked) < 1) {
+      await this.release(key, owner);
+      throw new LockNotReplicatedError(waitError ?? undefined);
+    }
+    return true;
+  }
+
   private async refreshHoldingLock(key: string, owner: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
     const { redis, lockTtlMs } = this.options;
     const heartbeat = setInterval(() => {
@@ -102,25 +129,48 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
         // Redis gone: nobody else can take the lock either.
       });
     }, Math.max(100, Math.floor(lockTtlMs / 3)));
+    const unlock = () => {
+      clearInterval(heartbeat);
+      return this.release(key, owner);
+    };
+    let tokens: TokenSet;
     try {
       // It may have finished between our look and our lock.
       const done = await this.remembered(key);
-      if (done) return done;
-      let tokens: TokenSet;
-      try {
-        tokens = await refresh();
-      } catch (err) {
-        if (err instanceof ProviderError && err.kind === 'invalid_grant') await this.store(key, { failed: 'invalid_grant' }, 10_000);
-        throw err;
+      if (done) {
+        await unlock();
+        return done;
       }
-      await this.store(key, { tokens }, this.options.resultTtlMs);
-      return tokens;
-    } finally {
-      clearInterval(heartbeat);
-      await this.options.redis.eval(RELEASE_IF_OWNER, 1, this.lockKey(key), owner).catch(() => {
-        // Redis gone: the lock expires by itself after lockTtlMs.
-      });
+      tokens = await refresh();
+    } catch (err) {
+      if (err instanceof ProviderError && err.kind === 'invalid_grant') await this.store(key, { failed: 'invalid_grant' }, 10_000).catch(() => undefined);
+      await unlock();
+      throw err;
     }
+    // The refresh token is spent: its result must reach Redis even through a failover, or
+    // the next request would spend it again. Until it does, the lock stays (extended).
+    void this.storeResult(key, tokens).finally(unlock);
+    return tokens;
+  }
+
+  /** Writes a refresh's result, retrying while Redis is away (a failover), for at most maxWaitMs. */
+  private async storeResult(key: string, tokens: TokenSet): Promise<void> {
+    const deadline = this.options.now() + this.options.maxWaitMs;
+    for (;;) {
+      try {
+        return await this.store(key, { tokens }, this.options.resultTtlMs);
+      } catch {
+        if (this.options.now() >= deadline) return;
+        await sleep(100);
+      }
+    }
+  }
+
+  private release(key: string, owner: string): Promise<void> {
+    return this.options.redis.eval(RELEASE_IF_OWNER, 1, this.lockKey(key), owner).then(
+      () => undefined,
+      () => undefined, // Redis gone: the lock expires by itself after lockTtlMs.
+    );
   }
 
   private async store(key: string, outcome: StoredOutcome, ttlMs: number): Promise<void> {
@@ -129,8 +179,18 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
   }
 }
 
+/** A new refresh lock did not reach a replica in time: it could be lost in a failover, so it is not used. */
+export class LockNotReplicatedError extends TokenHandlerError {
+  readonly code = 'ERR_TH_LOCK_NOT_REPLICATED';
+
+  constructor(cause?: unknown) {
+    super('refresh lock not acknowledged by a replica', { cause });
+  }
+}
+
 type StoredOutcome = { tokens: TokenSet } | { failed: 'invalid_grant' };
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  // Unreferenced: a result still being retried never keeps a closing process alive.
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
