@@ -109,17 +109,21 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
    */
   private async lock(key: string, owner: string): Promise<boolean> {
     const { redis, lockTtlMs, replicaAckMs } = this.options;
-    if (replicaAckMs === undefined) return (await redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX')) === 'OK';
-    // One pipeline: WAIT must run on the connection (the node) that took the lock.
-    const replies = (await redis.pipeline().set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX').call('WAIT', 1, replicaAckMs).exec()) ?? [];
-    const [[lockError, locked] = [], [waitError, acked] = []] = replies;
-    if (lockError) throw lockError;
-    if (locked !== 'OK') return false;
-    if (waitError || Number(acked) < 1) {
-      await this.release(key, owner);
-      throw new LockNotReplicatedError(waitError ?? undefined);
+    try {
+      if (replicaAckMs === undefined) return (await redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX')) === 'OK';
+      // One pipeline: WAIT must run on the connection (the node) that took the lock.
+      const replies = (await redis.pipeline().set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX').call('WAIT', 1, replicaAckMs).exec()) ?? [];
+      const [[lockError, locked] = [], [waitError, acked] = []] = replies;
+      if (lockError) throw lockError;
+      if (locked !== 'OK') return false;
+      if (waitError || Number(acked) < 1) throw new NotReplicatedError('refresh lock', waitError ?? undefined);
+      return true;
+    } catch (err) {
+      // The lock may have been taken with its answer lost (the connection dropped): left
+      // alone it would hold every replica off this session until it expires.
+      void this.releaseEventually(key, owner);
+      throw err;
     }
-    return true;
   }
 
   private async refreshHoldingLock(key: string, owner: string, refresh: () => Promise<TokenSet>): Promise<TokenSet> {
@@ -131,20 +135,20 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
     }, Math.max(100, Math.floor(lockTtlMs / 3)));
     const unlock = () => {
       clearInterval(heartbeat);
-      return this.release(key, owner);
+      return this.releaseEventually(key, owner);
     };
     let tokens: TokenSet;
     try {
       // It may have finished between our look and our lock.
       const done = await this.remembered(key);
       if (done) {
-        await unlock();
+        void unlock();
         return done;
       }
       tokens = await refresh();
     } catch (err) {
       if (err instanceof ProviderError && err.kind === 'invalid_grant') await this.store(key, { failed: 'invalid_grant' }, 10_000).catch(() => undefined);
-      await unlock();
+      void unlock();
       throw err;
     }
     // The refresh token is spent: its result must reach Redis even through a failover, or
@@ -166,25 +170,44 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
     }
   }
 
-  private release(key: string, owner: string): Promise<void> {
+  /** Releases our lock; false when Redis could not be asked (the lock then expires by itself after lockTtlMs). */
+  private release(key: string, owner: string): Promise<boolean> {
     return this.options.redis.eval(RELEASE_IF_OWNER, 1, this.lockKey(key), owner).then(
-      () => undefined,
-      () => undefined, // Redis gone: the lock expires by itself after lockTtlMs.
+      () => true,
+      () => false,
     );
   }
 
+  /** Releases our lock once Redis answers again (through a failover or a restart), for as long as the lock could live. */
+  private async releaseEventually(key: string, owner: string): Promise<void> {
+    const deadline = this.options.now() + this.options.lockTtlMs;
+    while (!(await this.release(key, owner)) && this.options.now() < deadline) await sleep(100);
+  }
+
+  /**
+   * Writes a result. With replicas, only a write one replica has acknowledged counts: a
+   * master that a failover is demoting still accepts writes, which are then discarded, and
+   * the retry (storeResult) must reach the new master instead.
+   */
   private async store(key: string, outcome: StoredOutcome, ttlMs: number): Promise<void> {
+    const { redis, replicaAckMs } = this.options;
     const sealed = await this.options.sealer.seal(outcome, Math.ceil(ttlMs / 1000) + 1);
-    await storeCall('refresh result write', () => this.options.redis.set(this.resultKey(key), sealed, 'PX', ttlMs));
+    await storeCall('refresh result write', async () => {
+      if (replicaAckMs === undefined) return void (await redis.set(this.resultKey(key), sealed, 'PX', ttlMs));
+      const replies = (await redis.pipeline().set(this.resultKey(key), sealed, 'PX', ttlMs).call('WAIT', 1, replicaAckMs).exec()) ?? [];
+      const [[writeError] = [], [waitError, acked] = []] = replies;
+      if (writeError) throw writeError;
+      if (waitError || Number(acked) < 1) throw new NotReplicatedError('refresh result', waitError ?? undefined);
+    });
   }
 }
 
-/** A new refresh lock did not reach a replica in time: it could be lost in a failover, so it is not used. */
-export class LockNotReplicatedError extends TokenHandlerError {
-  readonly code = 'ERR_TH_LOCK_NOT_REPLICATED';
+/** A write (a refresh lock, a result) did not reach a replica in time: a failover could lose it, so it does not count. */
+export class NotReplicatedError extends TokenHandlerError {
+  readonly code = 'ERR_TH_NOT_REPLICATED';
 
-  constructor(cause?: unknown) {
-    super('refresh lock not acknowledged by a replica', { cause });
+  constructor(what: string, cause?: unknown) {
+    super(`${what} not acknowledged by a replica`, { cause });
   }
 }
 
