@@ -110,7 +110,7 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
       maxWaitMs: options.refreshMaxWaitMs,
       pollIntervalMs: 10,
       now: Date.now,
-      ...(connection.replicated ? { replicaAckMs: LOCK_REPLICA_ACK_MS } : {}),
+      ...(connection.replicatedWrites ? { replicated: { client: connection.replicatedWrites, ackMs: LOCK_REPLICA_ACK_MS } } : {}),
     }),
     rateLimit: { redis, nameSpace: keys.rateLimitNamespace },
     redis: { topology: connection.topology, events: connection.events },
@@ -124,7 +124,7 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
     close: async () => {
       localCache?.close();
       await memoryStore?.close();
-      await redis.quit().catch(() => redis.disconnect());
+      for (const client of [redis, connection.replicatedWrites]) await client?.quit().catch(() => client.disconnect());
     },
   };
 }

@@ -22,8 +22,12 @@ export interface ConnectionEvents {
 export interface StoreConnection {
   readonly client: StoreClient;
   readonly topology: RedisTopology;
-  /** With replicas (Sentinel, Cluster), a lock must reach one before it counts (see refresh-coordinator.ts). */
-  readonly replicated: boolean;
+  /**
+   * With replicas (Sentinel, Cluster): a second connection for the writes that must reach a
+   * replica before they count (refresh locks and results, see refresh-coordinator.ts).
+   * WAIT blocks the connection it runs on: on the shared one it would hold up every read.
+   */
+  readonly replicatedWrites?: StoreClient;
   readonly events: Readonly<ConnectionEvents>;
 }
 
@@ -49,30 +53,41 @@ export function connectRedis(config: RedisConfig, logger: FastifyBaseLogger): St
   const auth = { ...(config.username ? { username: config.username } : {}), ...(config.password ? { password: config.password } : {}) };
   const tls = tlsOptions(config);
   const events: ConnectionEvents = { reconnects: 0, failovers: 0 };
-  if (config.cluster) {
-    const client = new Cluster(config.cluster.nodes.map(parseNode), clusterOptions({ ...FAIL_FAST, ...auth, ...(tls ? { tls } : {}) }));
+  // Each connection gets options of its own: ioredis keeps (and changes) the object it is given.
+  const { cluster, sentinel } = config;
+  if (cluster) {
+    const open = () => new Cluster(cluster.nodes.map(parseNode), clusterOptions({ ...FAIL_FAST, ...auth, ...(tls ? { tls } : {}) }));
+    const client = open();
     watch(client, 'cluster', events, logger);
-    return { client, topology: 'cluster', replicated: true, events };
+    return { client, topology: 'cluster', replicatedWrites: quiet(open()), events };
   }
-  if (config.sentinel) {
-    const client = new Redis({
-      ...FAIL_FAST,
-      ...auth,
-      sentinels: config.sentinel.nodes.map(parseNode),
-      name: config.sentinel.name,
-      role: 'master',
-      // Sentinels announce a failover (+switch-master): leave the demoted master at once.
-      failoverDetector: true,
-      sentinelRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
-      ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
-    });
+  if (sentinel) {
+    const open = () =>
+      new Redis({
+        ...FAIL_FAST,
+        ...auth,
+        sentinels: sentinel.nodes.map(parseNode),
+        name: sentinel.name,
+        role: 'master',
+        // Sentinels announce a failover (+switch-master): leave the demoted master at once.
+        failoverDetector: true,
+        sentinelRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+        ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+      });
+    const client = open();
     watch(client, 'sentinel', events, logger);
-    return { client, topology: 'sentinel', replicated: true, events };
+    return { client, topology: 'sentinel', replicatedWrites: quiet(open()), events };
   }
   if (!config.url) throw new RedisConfigError('session.redis needs url, sentinel or cluster');
   const client = new Redis(config.url, { ...FAIL_FAST, ...auth, ...(tls ? { tls } : {}) });
   watch(client, 'single', events, logger);
-  return { client, topology: 'single', replicated: false, events };
+  return { client, topology: 'single', events };
+}
+
+/** A second connection's errors are those of the first, which logs them. */
+function quiet<T extends StoreClient>(client: T): T {
+  client.on('error', () => undefined);
+  return client;
 }
 
 /** The configuration cannot describe a connection (validation normally prevents this). */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Cluster } from 'ioredis';
 import { ProviderError } from '../../oidc/errors.js';
 import type { TokenSet } from '../../oidc/token-set.js';
 import type { Sealer } from '../sealer.js';
@@ -14,6 +15,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/** After a write no replica acknowledged, how long replicated writes fail without asking. */
+const UNREPLICATED_BACKOFF_MS = 1000;
+
 /** Waiters look for another replica's result at growing intervals, up to this. */
 const MAX_POLL_INTERVAL_MS = 250;
 
@@ -28,11 +32,12 @@ export interface RedisRefreshCoordinatorOptions {
   keys: KeyLayout;
   sealer: Sealer;
   /**
-   * With replicas (Sentinel, Cluster): how long a new lock may take to reach one replica
-   * (WAIT 1) before it counts. A failover promotes a replica, and a lock only the old
-   * master held would be lost with it: another replica could then spend the same token.
+   * With replicas (Sentinel, Cluster): the connection for locks and results, and how long
+   * one may take to reach a replica (WAIT 1) before it counts. A failover promotes a
+   * replica, and a lock only the old master held would be lost with it: another replica
+   * could then spend the same token.
    */
-  replicaAckMs?: number;
+  replicated?: { client: StoreClient; ackMs: number };
   /** How long a refresh result stays readable by replicas that still hold the old refresh token. */
   resultTtlMs: number;
   /**
@@ -56,6 +61,11 @@ export interface RedisRefreshCoordinatorOptions {
  * so waiters do not retry a dead token.
  */
 export class RedisRefreshCoordinator implements RefreshCoordinator {
+  /** Until when replicated writes fail without asking (a replica was just missing). */
+  private unreplicatedUntil = 0;
+  /** The replicated write in progress, which the next one waits for. */
+  private replicatedWrites: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly options: RedisRefreshCoordinatorOptions) {}
 
   private resultKey(key: string): string {
@@ -108,16 +118,10 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
    * as it would during the failover that could lose it.
    */
   private async lock(key: string, owner: string): Promise<boolean> {
-    const { redis, lockTtlMs, replicaAckMs } = this.options;
+    const { redis, lockTtlMs } = this.options;
     try {
-      if (replicaAckMs === undefined) return (await redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX')) === 'OK';
-      // One pipeline: WAIT must run on the connection (the node) that took the lock.
-      const replies = (await redis.pipeline().set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX').call('WAIT', 1, replicaAckMs).exec()) ?? [];
-      const [[lockError, locked] = [], [waitError, acked] = []] = replies;
-      if (lockError) throw lockError;
-      if (locked !== 'OK') return false;
-      if (waitError || Number(acked) < 1) throw new NotReplicatedError('refresh lock', waitError ?? undefined);
-      return true;
+      if (!this.options.replicated) return (await redis.set(this.lockKey(key), owner, 'PX', lockTtlMs, 'NX')) === 'OK';
+      return (await this.replicatedSet(this.lockKey(key), owner, lockTtlMs, 'NX')) === 'OK';
     } catch (err) {
       // The lock may have been taken with its answer lost (the connection dropped): left
       // alone it would hold every replica off this session until it expires.
@@ -190,15 +194,50 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
    * the retry (storeResult) must reach the new master instead.
    */
   private async store(key: string, outcome: StoredOutcome, ttlMs: number): Promise<void> {
-    const { redis, replicaAckMs } = this.options;
+    const { redis } = this.options;
     const sealed = await this.options.sealer.seal(outcome, Math.ceil(ttlMs / 1000) + 1);
     await storeCall('refresh result write', async () => {
-      if (replicaAckMs === undefined) return void (await redis.set(this.resultKey(key), sealed, 'PX', ttlMs));
-      const replies = (await redis.pipeline().set(this.resultKey(key), sealed, 'PX', ttlMs).call('WAIT', 1, replicaAckMs).exec()) ?? [];
-      const [[writeError] = [], [waitError, acked] = []] = replies;
-      if (writeError) throw writeError;
-      if (waitError || Number(acked) < 1) throw new NotReplicatedError('refresh result', waitError ?? undefined);
+      if (!this.options.replicated) await redis.set(this.resultKey(key), sealed, 'PX', ttlMs);
+      else await this.replicatedSet(this.resultKey(key), sealed, ttlMs);
     });
+  }
+
+  /**
+   * SET (NX) then WAIT 1 in one pipeline, on the connection kept for them (WAIT must run on
+   * the node that took the write). 'OK', or null when NX found the key taken; throws when
+   * no replica acknowledged. After such a miss, writes fail at once for a moment: a master
+   * without a replica in sync (just after a failover) must not cost every refresh a wait.
+   * The retry of a result (storeResult) then lands once a replica is back.
+   */
+  private replicatedSet(key: string, value: string, ttlMs: number, nx?: 'NX'): Promise<'OK' | null> {
+    // One at a time: WAITs queued behind each other on the connection would each wait out
+    // their timeout when no replica answers; in turn, the first miss lets the rest fail fast.
+    const turn = this.replicatedWrites.then(() => this.replicatedSetNow(key, value, ttlMs, nx));
+    this.replicatedWrites = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async replicatedSetNow(key: string, value: string, ttlMs: number, nx?: 'NX'): Promise<'OK' | null> {
+    const { client, ackMs } = this.options.replicated!;
+    if (Date.now() < this.unreplicatedUntil) {
+      // A result is still written, for waiters on this master to see; a lock is not taken.
+      if (!nx) await client.set(key, value, 'PX', ttlMs);
+      throw new NotReplicatedError('a refresh write');
+    }
+    const set = nx ? client.pipeline().set(key, value, 'PX', ttlMs, nx) : client.pipeline().set(key, value, 'PX', ttlMs);
+    const [[writeError, written] = [], [waitError, acked] = []] = (await set.call('WAIT', 1, ackMs).exec()) ?? [];
+    if (writeError) {
+      // ioredis follows a MOVED in a pipeline only when every command got it; WAIT (run on
+      // the demoted node) fails otherwise: the slots must be learned again by hand.
+      if (client instanceof Cluster) client.refreshSlotsCache();
+      throw writeError;
+    }
+    if (written !== 'OK') return null;
+    if (waitError || Number(acked) < 1) {
+      this.unreplicatedUntil = Date.now() + UNREPLICATED_BACKOFF_MS;
+      throw new NotReplicatedError('a refresh write', waitError ?? undefined);
+    }
+    return 'OK';
   }
 }
 
