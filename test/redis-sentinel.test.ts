@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisServerInstalled, startSentinelGroup, warnRedisSkipped, type SentinelGroup } from './support/redis.js';
-import { expectNothingLost, failoverUnderLoad, refreshStorm, startReplicaPair, type ReplicaPair } from './support/redis-scenarios.js';
+import { expectNothingLost, expectTopologyReported, failoverUnderLoad, refreshStorm, startReplicaPair, type ReplicaPair } from './support/redis-scenarios.js';
 
 const hasRedis = redisServerInstalled();
 if (!hasRedis) warnRedisSkipped('test/redis-sentinel.test.ts');
@@ -20,11 +20,7 @@ describe.runIf(hasRedis)('Redis behind Sentinel (master, replica, three Sentinel
   });
 
   it('reports the topology in /readyz and /metrics', async () => {
-    const ready = (await pair.a.app.inject('/readyz')).json();
-    expect(ready.checks.session_store).toBe('ok');
-    expect(ready.details.session_store.topology).toBe('sentinel');
-    const metrics = (await pair.a.app.metrics.exposition()).body;
-    expect(metrics).toContain('token_handler_redis_info{topology="sentinel"} 1');
+    await expectTopologyReported(pair, 'sentinel');
   });
 
   it('two replicas, 200 parallel calls with an expired token: exactly one refresh', async () => {

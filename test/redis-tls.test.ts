@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisServerInstalled, startTlsRedisServer, warnRedisSkipped, type TlsRedisServer } from './support/redis.js';
-import { expectNothingLost, failoverUnderLoad, refreshStorm, startReplicaPair, type ReplicaPair } from './support/redis-scenarios.js';
+import { expectNothingLost, expectTopologyReported, failoverUnderLoad, refreshStorm, startReplicaPair, type ReplicaPair } from './support/redis-scenarios.js';
 import { startBff } from './support/bff.js';
 
 const hasRedis = redisServerInstalled();
@@ -21,9 +21,7 @@ describe.runIf(hasRedis)('Redis over TLS with an ACL user (rediss://, tls.caFile
   });
 
   it('connects as the ACL user, trusting the configured CA only; never logs the password', async () => {
-    const ready = (await pair.a.app.inject('/readyz')).json();
-    expect(ready.checks.session_store).toBe('ok');
-    expect(ready.details.session_store.topology).toBe('single');
+    await expectTopologyReported(pair, 'single');
     expect(JSON.stringify(pair.a.logs)).not.toContain(server.password);
   });
 
