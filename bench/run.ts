@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { Sealer } from '../src/state/sealer.js';
 import { RedisSessionStore } from '../src/state/redis/session-store.js';
+import { KeyLayout } from '../src/state/redis/keys.js';
 import { spawnChild, type Child } from './lib/rpc.js';
 import { API_PATH, SECRET, SESSION_COOKIE, UPSTREAM_PATH, browserHeaders, followSetCookie, login, loginMany, randomPrefix, redisAnswers, warnOnce, DevNullLog, lagSummary, startProviderAndUpstream, startTokenHandler, tokenHandlerBuild, type Store } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
@@ -653,7 +654,7 @@ async function memory(base: SessionRecord | undefined): Promise<Record<string, u
     const redisBytes: Record<string, unknown> = {};
     for (const profile of profiles) {
       const prefix = `${redisPrefix}mem-${profile}:`;
-      const store = new RedisSessionStore({ redis, keyPrefix: prefix, sealer, absoluteTimeoutSeconds: 28_800 });
+      const store = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer, absoluteTimeoutSeconds: 28_800 });
       const usedBefore = await usedMemory(redis);
       const writes: Promise<void>[] = [];
       for (let i = 0; i < settings.redisSessions; i++) writes.push(store.create(syntheticRecord(base, i, profile, now), 1800));

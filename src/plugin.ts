@@ -124,7 +124,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     logger: app.log,
   });
   const persistence = persistenceFor(config.session.store, state, sealer, config.session.absoluteTimeoutSeconds);
-  const metrics = new Metrics(state.countSessions);
+  const metrics = new Metrics(state.countSessions, state.redis);
   const sessions = new SessionManager({ cookies, persistence, timeouts, now, logger: app.log, metrics, signals: state.signals });
   const refreshSkewMs = config.oidc.refreshSkewSeconds * 1000;
   const refresher = new TokenRefresher({
@@ -218,7 +218,11 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     { name: 'provider', check: () => provider.ready },
     { name: 'shutdown', check: () => !shuttingDown },
   ];
-  if (state.backend === 'redis') checks.push({ name: 'session_store', check: () => state.ping() });
+  const redis = state.redis;
+  if (redis) {
+    const details = () => ({ topology: redis.topology, reconnects: redis.events.reconnects, failovers: redis.events.failovers });
+    checks.push({ name: 'session_store', check: () => state.ping(), details });
+  }
   await app.register(healthRoutes, { checks });
   if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics });
 

@@ -428,7 +428,7 @@ describe('public URL and provider', () => {
 describe('session', () => {
   it('the redis store needs a redis URL', () => {
     expect(problemsOf(() => parseConfig(withSection('session', { store: 'redis' })))).toEqual([
-      'session.redis.url: is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379)',
+      'session.redis.url: is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379), or session.redis.sentinel or session.redis.cluster',
     ]);
   });
 

@@ -615,7 +615,7 @@ describe('docker compose example (config/docker-compose.yaml)', () => {
     expect(config.listen.port).toBe(8080);
     expect(config.oidc.issuer).toBe(TEST_VALUES.TH_OIDC_ISSUER);
     expect(config.session.store).toBe('redis');
-    expect(new URL(config.session.redis!.url).hostname).toBe('redis');
+    expect(new URL(config.session.redis!.url!).hostname).toBe('redis');
     expect(config.routes).toEqual([expect.objectContaining({ prefix: '/api', upstream: 'http://api:9500' })]);
     expect(Object.keys(compose().services)).toContain(new URL(config.routes[0]!.upstream!).hostname);
     expect(config.metrics.port).toBe(9090);

@@ -133,6 +133,13 @@ function pagePathProblem(path: unknown): string | undefined {
   return undefined;
 }
 
+/** A Redis node: host:port, the host a name or an address ([::1] for IPv6). */
+function hostPortProblem(node: unknown): string | undefined {
+  if (!isText(node)) return undefined;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(node);
+  return match && Number(match[2]) >= 1 && Number(match[2]) <= 65535 ? undefined : `is ${quote(node)}; expected host:port, e.g. redis-1.internal:26379`;
+}
+
 function scopeProblem(scope: unknown): string | undefined {
   if (!isText(scope)) return undefined;
   return /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(scope) ? undefined : `is ${quote(scope)}; expected a scope name without spaces or quotes`;
@@ -202,6 +209,9 @@ const keyChecks: KeyCheck[] = [
     problem: (secret) => (isText(secret) && secret.length < 32 ? `is ${secret.length} characters long; each secret must be at least 32 characters` : undefined),
   },
   { keys: 'session.redis.url', problem: urlCheck(['redis:', 'rediss:']) },
+  { keys: 'session.redis.sentinel.nodes[]', problem: hostPortProblem },
+  { keys: 'session.redis.cluster.nodes[]', problem: hostPortProblem },
+  { keys: 'session.redis.tls.caFile', problem: caFileProblem },
   { keys: 'routes[].prefix', problem: routePrefixProblem },
   { keys: 'routes[].upstream', problem: urlCheck(HTTP) },
   // @fastify/static wants an absolute root; relative to the working directory, like tlsCaFile.

@@ -53,6 +53,8 @@ function absent(problems: ProblemList, path: KeyPath, value: unknown): boolean {
 }
 
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
+/** The ways to reach Redis; exactly one is given. */
+const REDIS_TOPOLOGIES = ['url', 'sentinel', 'cluster'] as const;
 
 const crossRules: CrossRule[] = [
   function insecureIssuer(draft, problems) {
@@ -100,8 +102,25 @@ const crossRules: CrossRule[] = [
   function redisStore(draft, problems) {
     const session = draft.session;
     const url: KeyPath = ['session', 'redis', 'url'];
-    if (session?.store === 'redis' && absent(problems, url, session.redis?.url) && !problems.hasFailed(['session', 'redis'])) {
-      problems.addCrossKey(url, 'is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379)');
+    if (session?.store === 'redis' && session.redis === undefined && !problems.hasFailed(['session', 'redis'])) {
+      problems.addCrossKey(url, 'is missing; required when session.store is redis (e.g. redis://127.0.0.1:6379), or session.redis.sentinel or session.redis.cluster');
+    }
+  },
+
+  function redisTopology(draft, problems) {
+    const redis = draft.session?.redis;
+    const path = (key: string): KeyPath => ['session', 'redis', key];
+    if (!redis) return;
+    const given = REDIS_TOPOLOGIES.filter((key) => redis[key] !== undefined || problems.hasFailed(path(key)));
+    if (given.length === 0) {
+      problems.addCrossKey(path('url'), 'is missing; session.redis needs one of url (one server), sentinel or cluster (e.g. url: redis://127.0.0.1:6379)');
+    } else if (given.length > 1) {
+      problems.addCrossKey(path(given[1]!), `is set as well as session.redis.${given[0]}; expected only one of url, sentinel or cluster`);
+    }
+    // A redis:// URL says "no TLS": a tls block beside it would be silently half-applied.
+    const scheme = redis.url === undefined ? undefined : parseUrl(redis.url)?.protocol;
+    if (redis.tls !== undefined && scheme === 'redis:') {
+      problems.addCrossKey(path('tls'), 'is set but session.redis.url is redis:// (plain); expected a rediss:// URL for TLS, or no tls block');
     }
   },
 

@@ -124,18 +124,72 @@ export const OidcSchema = Section(
   'The OpenID Connect provider and this client at it.',
 );
 
+/** A Redis node as host:port (a Sentinel or a Cluster seed node). */
+const RedisNodes = (what: string) =>
+  Type.Array(Type.String({ minLength: 1, 'x-expected': 'host:port, e.g. redis-1.internal:6379' }), {
+    minItems: 1,
+    description: `${what} as host:port. As a variable: comma-separated.`,
+    'x-expected': 'a list of host:port, e.g. [redis-1:26379, redis-2:26379]',
+  });
+
 export const RedisSchema = Type.Object(
   {
-    url: Type.String({
-      writeOnly: true,
-      description: 'redis:// or rediss:// URL (may carry a password; never shown in configuration problems).',
-      'x-expected': 'a redis:// or rediss:// URL',
+    url: Type.Optional(
+      Type.String({
+        writeOnly: true,
+        description: 'One Redis server: redis:// or rediss:// (TLS) URL (may carry a user and password; never shown in configuration problems). One of url, sentinel or cluster.',
+        'x-expected': 'a redis:// or rediss:// URL',
+      }),
+    ),
+    sentinel: Type.Optional(
+      Type.Object(
+        {
+          name: Type.String({ minLength: 1, description: 'The master group name the Sentinels monitor (sentinel monitor <name> ...).', 'x-expected': 'a master name, e.g. mymaster' }),
+          nodes: RedisNodes('The Sentinels asked for the current master'),
+        },
+        { additionalProperties: false, description: 'A master and replicas behind Redis Sentinel: follows failovers. One of url, sentinel or cluster.' },
+      ),
+    ),
+    cluster: Type.Optional(
+      Type.Object(
+        { nodes: RedisNodes('Some of the cluster nodes (the rest are discovered)') },
+        { additionalProperties: false, description: 'Redis Cluster: keys are spread over the masters by hash slot. One of url, sentinel or cluster.' },
+      ),
+    ),
+    username: Type.Optional(
+      Type.String({ minLength: 1, description: 'ACL user of the Redis servers (overrides one in url).', 'x-expected': 'an ACL user name' }),
+    ),
+    password: Type.Optional(
+      Type.String({
+        minLength: 1,
+        writeOnly: true,
+        description: 'Password of the Redis servers (overrides one in url). Better set from the environment than kept in a file.',
+        'x-expected': 'the Redis password',
+      }),
+    ),
+    tls: Type.Optional(
+      Type.Object(
+        {
+          caFile: Type.Optional(
+            Type.String({ minLength: 1, description: "PEM file of the CA certificates that signed the Redis servers' certificates; must exist. Default: the system CAs.", 'x-expected': 'the path of a PEM file' }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description: 'TLS to every Redis node (with sentinel: the Sentinels and the servers; with cluster: every node). With url, use rediss://; tls then only adds caFile.',
+        },
+      ),
+    ),
+    keyPrefix: Type.String({
+      default: 'th:',
+      pattern: '^[^{}]*$',
+      description: 'Prefix of every key token-handler writes; no { or } (on a Cluster the braces mark hash tags).',
+      'x-expected': 'a key prefix without { or }, e.g. th:',
     }),
-    keyPrefix: Type.String({ default: 'th:', description: 'Prefix of every key token-handler writes.' }),
     localCacheEntries: Int(0, 1_000_000, {
       default: 10_000,
       description:
-        'Entries each replica keeps in memory (session records with store: redis, denylist answers with store: cookie), dropped the moment Redis reports a change (client tracking). 0 turns the cache off.',
+        'Entries each replica keeps in memory (session records with store: redis, denylist answers with store: cookie), dropped the moment Redis reports a change (client tracking). 0 turns the cache off. Off with cluster (logged at startup).',
     }),
   },
   {

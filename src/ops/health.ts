@@ -4,6 +4,8 @@ export interface ReadinessCheck {
   name: string;
   /** Resolves true when ready; false or a rejection means not ready. */
   check: () => boolean | Promise<boolean>;
+  /** What the body says about the dependency besides ok/failing (e.g. the Redis topology). */
+  details?: () => Record<string, string | number>;
 }
 
 /** `/healthz`: the process answers. `/readyz`: every dependency check passes, with a body naming each. */
@@ -26,6 +28,7 @@ export async function healthRoutes(app: FastifyInstance, options: { checks: Read
     );
     const ready = results.every(([, status]) => status === 'ok');
     reply.code(ready ? 200 : 503).header('cache-control', 'no-store');
-    return { status: ready ? 'ready' : 'not_ready', checks: Object.fromEntries(results) };
+    const details = options.checks.filter((c) => c.details).map(({ name, details }) => [name, details!()] as const);
+    return { status: ready ? 'ready' : 'not_ready', checks: Object.fromEntries(results), ...(details.length > 0 ? { details: Object.fromEntries(details) } : {}) };
   });
 }

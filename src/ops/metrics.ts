@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ProviderFailureKind } from '../oidc/errors.js';
+import type { ConnectionEvents, RedisTopology } from '../state/redis/connection.js';
 
 export type RefreshOutcome = 'success' | ProviderFailureKind;
 export type LoginOutcome = 'success' | 'failure';
@@ -77,8 +78,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(activeSessions?: () => Promise<number | undefined>) {
+  constructor(activeSessions?: () => Promise<number | undefined>, redis?: { topology: RedisTopology; events: Readonly<ConnectionEvents> }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'token_handler_' });
+    if (redis) this.redisMetrics(redis.topology, redis.events);
     if (activeSessions) {
       new Gauge({
         name: 'token_handler_active_sessions',
@@ -90,6 +92,32 @@ export class Metrics {
         },
       });
     }
+  }
+
+  /** How Redis is reached, and its reconnects and failovers: counted by the connection, read when scraped. */
+  private redisMetrics(topology: RedisTopology, events: Readonly<ConnectionEvents>): void {
+    new Gauge({
+      name: 'token_handler_redis_info',
+      help: 'Always 1; the topology label says how Redis is reached (single, sentinel, cluster).',
+      labelNames: ['topology'] as const,
+      registers: [this.registry],
+    }).set({ topology }, 1);
+    const counted = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counted('token_handler_redis_reconnects_total', 'Reconnections to Redis begun after a dropped connection (a Cluster: node connections dropped).', () => events.reconnects);
+    counted(
+      'token_handler_redis_failovers_total',
+      'Master changes seen: behind Sentinel, a connection to another master; on a Cluster, a slot refresh finding another set of masters.',
+      () => events.failovers,
+    );
   }
 
   /** `status` is the code sent, or `cut_off` for a response destroyed mid-stream. */

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { SessionConfig } from '../config/types.js';
 import type { Sealer } from './sealer.js';
@@ -8,7 +8,8 @@ import { RedisSessionSignals } from './redis/session-signals.js';
 import { MemoryDenylist } from './memory/denylist.js';
 import { MemorySeenOnce } from './memory/seen-once.js';
 import { MemorySessionStore } from './memory/session-store.js';
-import { createRedis } from './redis/client.js';
+import { connectRedis, type ConnectionEvents, type RedisTopology, type StoreClient } from './redis/connection.js';
+import { KeyLayout } from './redis/keys.js';
 import { RedisDenylist } from './redis/denylist.js';
 import { RedisRefreshCoordinator } from './redis/refresh-coordinator.js';
 import { RedisSeenOnce } from './redis/seen-once.js';
@@ -17,6 +18,8 @@ import { RedisTrackedCache } from './redis/tracked-cache.js';
 
 /** Upper bound on a locally cached Redis entry's life, should an invalidation be lost. */
 const LOCAL_CACHE_TTL_MS = 30_000;
+/** How long a new refresh lock may take to reach a replica (Sentinel, Cluster); well under a millisecond normally. */
+const LOCK_REPLICA_ACK_MS = 500;
 
 /**
  * Everything token-handler keeps beyond one request, in this process (`memory`) or shared
@@ -37,7 +40,9 @@ export interface SharedState {
   /** One refresh per refresh token across replicas; absent with one process. */
   readonly refreshCoordinator?: RefreshCoordinator;
   /** Where rate limits count, when replicas share them. */
-  readonly rateLimit?: { redis: Redis; nameSpace: string };
+  readonly rateLimit?: { redis: StoreClient; nameSpace: string };
+  /** How Redis is reached, and what its connection went through (metrics). */
+  readonly redis?: { topology: RedisTopology; events: Readonly<ConnectionEvents> };
   /** Live sessions, where the backend can count them cheaply. */
   countSessions?(): Promise<number | undefined>;
   /** Readiness: whether the backend answers. */
@@ -83,40 +88,39 @@ function memoryState({ session, now }: StateOptions): SharedState {
 
 function redisState(options: StateOptions, config: NonNullable<SessionConfig['redis']>): SharedState {
   const { session, sealer, logger } = options;
-  const redis = createRedis(config.url, logger);
-  const { keyPrefix } = config;
+  const connection = connectRedis(config, logger);
+  const { client: redis } = connection;
+  const keys = new KeyLayout(config.keyPrefix, connection.topology === 'cluster');
   const lifetimeSeconds = session.absoluteTimeoutSeconds;
-  // Only the store that reads through it gets one: Redis's tracking redirect is per connection.
-  const localCache =
-    config.localCacheEntries > 0 && session.store !== 'memory'
-      ? new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger })
-      : undefined;
+  const localCache = trackedCache(options, config, connection.client);
   const cached = localCache ? { localCache } : {};
   const sessionStore =
-    session.store === 'redis' ? new RedisSessionStore({ redis, keyPrefix, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached }) : undefined;
-  const denylist = session.store === 'cookie' ? new RedisDenylist(redis, keyPrefix, lifetimeSeconds * 1000, localCache) : undefined;
+    session.store === 'redis' ? new RedisSessionStore({ redis, keys, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached }) : undefined;
+  const denylist = session.store === 'cookie' ? new RedisDenylist(redis, keys, lifetimeSeconds * 1000, localCache) : undefined;
   // A memory session store beside Redis: records stay in this process, coordination is shared.
   const memoryStore = session.store === 'memory' ? new MemorySessionStore(options.now) : undefined;
   const store = sessionStore ?? memoryStore;
-  const signals = new RedisSessionSignals(redis, keyPrefix, logger);
+  const signals = new RedisSessionSignals(redis, keys.signalsChannel, logger);
   return {
     backend: 'redis',
     ...(store ? { sessionStore: store } : {}),
     ...(memoryStore ? { countSessions: () => memoryStore.count() } : {}),
     ...(denylist ? { denylist } : {}),
-    seenOnce: new RedisSeenOnce(redis, keyPrefix),
+    seenOnce: new RedisSeenOnce(redis, keys),
     signals,
     refreshCoordinator: new RedisRefreshCoordinator({
       redis,
-      keyPrefix,
+      keys,
       sealer,
       resultTtlMs: options.refreshResultTtlMs,
       lockTtlMs: options.refreshLockTtlMs,
       maxWaitMs: options.refreshMaxWaitMs,
       pollIntervalMs: 10,
       now: Date.now,
+      ...(connection.replicatedWrites ? { replicated: { client: connection.replicatedWrites, ackMs: LOCK_REPLICA_ACK_MS } } : {}),
     }),
-    rateLimit: { redis, nameSpace: `${keyPrefix}ratelimit:` },
+    rateLimit: { redis, nameSpace: keys.rateLimitNamespace },
+    redis: { topology: connection.topology, events: connection.events },
     ping: async () => {
       try {
         return (await redis.ping()) === 'PONG';
@@ -128,7 +132,23 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
       signals.close();
       localCache?.close();
       await memoryStore?.close();
-      await redis.quit().catch(() => redis.disconnect());
+      for (const client of [redis, connection.replicatedWrites]) await client?.quit().catch(() => client.disconnect());
     },
   };
+}
+
+/**
+ * The local cache, for the store that reads through it (Redis's tracking redirect is per
+ * connection). Not on a Cluster: tracking there is per node, and a key's node changes
+ * with every failover and resharding, which a redirect to one subscriber cannot follow.
+ */
+function trackedCache(options: StateOptions, config: NonNullable<SessionConfig['redis']>, redis: StoreClient): RedisTrackedCache | undefined {
+  if (config.localCacheEntries === 0 || options.session.store === 'memory') return undefined;
+  if (!(redis instanceof Redis)) {
+    options.logger.info(
+      'session.redis.cluster: the local session cache is off (client tracking is per node, and keys move between nodes on failover); every request reads Redis',
+    );
+    return undefined;
+  }
+  return new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger: options.logger });
 }

@@ -1,35 +1,19 @@
-import { Redis, type RedisOptions } from 'ioredis';
-import type { FastifyBaseLogger } from 'fastify';
+import { Cluster, type ChainableCommander } from 'ioredis';
 import { ATTR_DB_OPERATION_NAME, ATTR_DB_SYSTEM_NAME } from '@opentelemetry/semantic-conventions';
 import { activeTracing, inSpan, SpanKind } from '../../ops/tracing.js';
 import { SessionStoreUnavailableError } from '../ports.js';
+import type { StoreClient } from './connection.js';
 
 /**
- * One ioredis connection, configured to fail fast while Redis is away (no offline
- * queue, one retry), so requests get a prompt 503 instead of hanging, and to reconnect
- * by itself so service resumes when Redis returns.
+ * Runs groups of commands, each group's keys in one slot: one pipeline (one round trip)
+ * on a single server, one pipeline per group on a Cluster, where a pipeline must not span
+ * slots. A command's error (e.g. READONLY mid-failover) fails the whole call.
  */
-export function createRedis(url: string, logger: FastifyBaseLogger, extra: RedisOptions = {}): Redis {
-  const redis = new Redis(url, {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: 2000,
-    commandTimeout: 2000,
-    retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
-    // Concurrent requests' reads share one round trip: one per request otherwise.
-    enableAutoPipelining: true,
-    ...extra,
-  });
-  let down = false;
-  redis.on('error', (err: Error) => {
-    if (!down) logger.error({ err: err.message }, 'redis connection error');
-    down = true;
-  });
-  redis.on('ready', () => {
-    if (down) logger.info('redis connection restored');
-    down = false;
-  });
-  return redis;
+export async function inSlots(client: StoreClient, groups: ReadonlyArray<(pipeline: ChainableCommander) => void>): Promise<void> {
+  const pipelines = client instanceof Cluster ? groups.map(() => client.pipeline()) : [client.pipeline()];
+  groups.forEach((group, i) => group(pipelines[Math.min(i, pipelines.length - 1)]!));
+  const replies = await Promise.all(pipelines.map((pipeline) => pipeline.exec()));
+  for (const [err] of replies.flatMap((reply) => reply ?? [])) if (err) throw err;
 }
 
 /** Runs a Redis operation (in a span while tracing is on); any failure becomes SessionStoreUnavailableError. */

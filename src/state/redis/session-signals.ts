@@ -1,8 +1,9 @@
-import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { SessionSignal, SessionSignals } from '../ports.js';
 import { deliver } from '../memory/session-signals.js';
 import { storeCall } from './client.js';
+import type { StoreClient } from './connection.js';
 
 /**
  * Signals for every replica through Redis pub/sub: one channel per key prefix, one
@@ -11,16 +12,13 @@ import { storeCall } from './client.js';
  */
 export class RedisSessionSignals implements SessionSignals {
   private readonly listeners = new Set<(signal: SessionSignal) => void>();
-  private subscriber: Redis | undefined;
-  private readonly channel: string;
+  private subscriber: StoreClient | undefined;
 
   constructor(
-    private readonly redis: Redis,
-    keyPrefix: string,
+    private readonly redis: StoreClient,
+    private readonly channel: string,
     private readonly logger: FastifyBaseLogger,
-  ) {
-    this.channel = `${keyPrefix}session-signals`;
-  }
+  ) {}
 
   async publish(signal: SessionSignal): Promise<void> {
     await storeCall('session signal', () => this.redis.publish(this.channel, JSON.stringify(signal)));
@@ -32,8 +30,9 @@ export class RedisSessionSignals implements SessionSignals {
     return () => this.listeners.delete(listener);
   }
 
-  private listen(): Redis {
-    const subscriber = this.redis.duplicate({ enableOfflineQueue: true });
+  private listen(): StoreClient {
+    // Queued until connected: the subscription is made once, whenever Redis answers.
+    const subscriber = this.redis instanceof Cluster ? this.redis.duplicate(undefined, { enableOfflineQueue: true }) : this.redis.duplicate({ enableOfflineQueue: true });
     subscriber.on('error', (err: Error) => this.logger.warn({ err: err.message }, 'session signal subscriber: redis connection error'));
     subscriber.on('message', (channel: string, message: string) => {
       if (channel !== this.channel) return;

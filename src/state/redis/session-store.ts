@@ -1,16 +1,19 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
 import type { Sealer } from '../sealer.js';
 import type { SessionStore, UpdateOutcome } from '../ports.js';
 import type { RedisTrackedCache } from './tracked-cache.js';
 import type { Awaitable } from '../../awaitable.js';
-import { storeCall } from './client.js';
+import { inSlots, storeCall } from './client.js';
+import type { StoreClient } from './connection.js';
+import type { KeyLayout } from './keys.js';
 import { type SessionRecord, tokenVersion } from '../record.js';
 
 /**
  * Updates a live session: nothing when the key is gone (the session ended: logout, an
  * expiry, a back-channel logout — a late write must not bring it back), nothing when the
  * stored record is newer (a request that loaded the session before a refresh must not
- * write spent tokens back). Atomic, and one key, so Redis Cluster is fine.
+ * write spent tokens back). Atomic, and one key, so Redis Cluster is fine (and after a
+ * failover that lost a newer write, an older record still never replaces a newer one).
  * Answers 1 written, 0 stale, -1 ended.
  */
 const UPDATE_IF_LIVE = `
@@ -32,8 +35,8 @@ return sealed
 const UPDATE_OUTCOMES: Record<number, UpdateOutcome> = { 1: 'written', 0: 'stale', [-1]: 'ended' };
 
 export interface RedisSessionStoreOptions {
-  redis: Redis;
-  keyPrefix: string;
+  redis: StoreClient;
+  keys: KeyLayout;
   sealer: Sealer;
   /** Index entries live as long as a session may. */
   absoluteTimeoutSeconds: number;
@@ -48,18 +51,15 @@ export interface RedisSessionStoreOptions {
  * Sessions in Redis. Each record is sealed with the session secrets, so a dump of Redis
  * reveals no token. TTL = idle timeout (sliding, set on every write, never past the
  * absolute end: the caller computes it). Sets of session ids by provider `sid` and by
- * `sub` serve back-channel logout.
+ * `sub` serve back-channel logout. Each key is written alone or in its own slot's
+ * pipeline (keys.ts): the record and its index entries may live on different Cluster nodes.
  */
 export class RedisSessionStore implements SessionStore {
   constructor(private readonly options: RedisSessionStoreOptions) {}
 
-  private key(kind: 'session' | 'sid' | 'sub', id: string): string {
-    return `${this.options.keyPrefix}${kind}:${id}`;
-  }
-
   /** Synchronous when the record is in the local cache. */
   get(id: string): Awaitable<SessionRecord | null> {
-    const key = this.key('session', id);
+    const key = this.options.keys.session(id);
     const { localCache } = this.options;
     return localCache ? localCache.read(key, () => this.fetch(key)) : this.fetch(key);
   }
@@ -72,36 +72,33 @@ export class RedisSessionStore implements SessionStore {
 
   async create(record: SessionRecord, ttlSeconds: number): Promise<void> {
     const { redis, sealer, absoluteTimeoutSeconds } = this.options;
-    const key = this.key('session', record.id);
+    const key = this.options.keys.session(record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
-    await storeCall('create', async () => {
-      const pipeline = redis.pipeline().hset(key, 'v', tokenVersion(record), 'd', sealed).pexpire(key, ttlSeconds * 1000);
-      await this.written(key, () => this.index(pipeline, record).exec());
-    });
+    const write = (pipeline: ChainableCommander) => pipeline.hset(key, 'v', tokenVersion(record), 'd', sealed).pexpire(key, ttlSeconds * 1000);
+    await storeCall('create', () => this.written(key, () => inSlots(redis, [write, ...this.index(record)])));
   }
 
   async update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome> {
     const { redis, sealer, absoluteTimeoutSeconds } = this.options;
-    const key = this.key('session', record.id);
+    const key = this.options.keys.session(record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     return storeCall('update', async () => {
       const answer = await this.written(key, () => redis.eval(UPDATE_IF_LIVE, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000));
       const outcome = UPDATE_OUTCOMES[Number(answer)] ?? 'ended';
       // The claims (sid, sub) may have changed with a refreshed ID token.
-      if (outcome === 'written') await this.index(redis.pipeline(), record).exec();
+      if (outcome === 'written') await inSlots(redis, this.index(record));
       return outcome;
     });
   }
 
   async delete(id: string): Promise<SessionRecord | null> {
     const { redis, sealer, absoluteTimeoutSeconds } = this.options;
-    const key = this.key('session', id);
+    const key = this.options.keys.session(id);
     const sealed = await storeCall('delete', () => this.written(key, () => redis.eval(TAKE, 1, key) as Promise<string | null>));
     const record = sealed === null ? null : await sealer.unseal<SessionRecord>(sealed, absoluteTimeoutSeconds);
     if (record) {
-      const pipeline = redis.pipeline();
-      for (const [kind, value] of indexEntries(record)) pipeline.srem(this.key(kind, value), id);
-      await storeCall('delete', () => pipeline.exec());
+      const removals = indexEntries(record).map(([kind, value]) => (pipeline: ChainableCommander) => pipeline.srem(this.options.keys.index(kind, value), id));
+      await storeCall('delete', () => inSlots(redis, removals));
     }
     return record;
   }
@@ -112,22 +109,21 @@ export class RedisSessionStore implements SessionStore {
     return localCache ? localCache.writing(key, write) : write();
   }
 
-  /** Adds the back-channel logout index entries of a record to a pipeline. */
-  private index(pipeline: ReturnType<Redis['pipeline']>, record: SessionRecord): ReturnType<Redis['pipeline']> {
+  /** The back-channel logout index entries of a record, one pipeline group per index key. */
+  private index(record: SessionRecord): Array<(pipeline: ChainableCommander) => void> {
     const ttl = this.options.absoluteTimeoutSeconds * 1000;
-    for (const [kind, value] of indexEntries(record)) {
-      pipeline.sadd(this.key(kind, value), record.id);
-      pipeline.pexpire(this.key(kind, value), ttl);
-    }
-    return pipeline;
+    return indexEntries(record).map(([kind, value]) => {
+      const key = this.options.keys.index(kind, value);
+      return (pipeline: ChainableCommander) => pipeline.sadd(key, record.id).pexpire(key, ttl);
+    });
   }
 
   findBySid(sid: string): Promise<string[]> {
-    return storeCall('findBySid', () => this.options.redis.smembers(this.key('sid', sid)));
+    return storeCall('findBySid', () => this.options.redis.smembers(this.options.keys.index('sid', sid)));
   }
 
   findBySub(sub: string): Promise<string[]> {
-    return storeCall('findBySub', () => this.options.redis.smembers(this.key('sub', sub)));
+    return storeCall('findBySub', () => this.options.redis.smembers(this.options.keys.index('sub', sub)));
   }
 
   /** Counting would mean a SCAN over the keyspace: not offered. */
