@@ -12,14 +12,15 @@
  *   sessions (synthetic sessions seeded into the running instance, bench/lib/th-child.ts
  *   `seedSessions`; the load generator sends the next session's cookie on every request and
  *   keeps a cookie a response sets for that session); token-handler with OTEL tracing on.
- * - Three measurements, each alternating its targets round-robin in 2-s slices (3 rounds,
- *   order rotated): cheap upstream at 50 connections (every target), cheap upstream at 16
- *   connections and introspecting upstream at 50 connections (1 session).
+ * - Three measurements, each alternating its targets round-robin in 2-s slices (order
+ *   rotated every round), each warmed up right before it: cheap upstream at 50 connections
+ *   (every target, 3 rounds), cheap upstream at 16 connections and introspecting upstream
+ *   at 50 connections (1 session, 2 rounds).
  * - Reported per target: req/s, p50/p99, ratios to the bare proxy, nginx, mod_auth_openidc
  *   and the upstream directly, added p99 over the bare proxy, CPU µs per request of the
  *   proxy's processes, RSS; the issue's targets as PASS/FAIL lines.
  *
- * Knobs: BENCH_SKIP=production skips it; BENCH_PRODUCTION_ROUNDS (3),
+ * Knobs: BENCH_SKIP=production skips it; BENCH_PRODUCTION_ROUNDS (3), BENCH_PRODUCTION_SIDE_ROUNDS (2),
  * BENCH_PRODUCTION_WARMUP_SECONDS (2), BENCH_PRODUCTION_SESSIONS ("1,1000,10000"),
  * BENCH_SLICE_SECONDS (2), BENCH_NO_INSTALL=1 (never apt-get the peers).
  */
@@ -49,6 +50,8 @@ const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) :
 
 export const productionSettings = {
   rounds: num('BENCH_PRODUCTION_ROUNDS', 3),
+  /** The two side measurements (16 connections; the introspecting upstream): fewer rounds keep the run short. */
+  sideRounds: num('BENCH_PRODUCTION_SIDE_ROUNDS', 2),
   sliceSeconds: num('BENCH_SLICE_SECONDS', 2),
   warmupSeconds: num('BENCH_PRODUCTION_WARMUP_SECONDS', 2),
   sessionCounts: (env.BENCH_PRODUCTION_SESSIONS ?? '1,1000,10000').split(',').map(Number),
@@ -276,27 +279,17 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
       return targets;
     };
 
-    const measurements: Array<{ id: string; title: string; connections: number; targets: Target[] }> = [
-      { id: 'cheap-50', title: `no-work upstream, ${settings.mainConnections} connections`, connections: settings.mainConnections, targets: targetsFor(PREFIX_CHEAP, cheap.url, settings.sessionCounts, true) },
-      { id: 'cheap-16', title: `no-work upstream, ${settings.otherConnections} connections, 1 session`, connections: settings.otherConnections, targets: targetsFor(PREFIX_CHEAP, cheap.url, [1], false) },
-      { id: 'introspecting-50', title: `introspecting upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, targets: targetsFor(PREFIX_INTROSPECTING, introspecting.url, [1], false) },
+    const measurements: Measurement[] = [
+      { id: 'cheap-50', title: `no-work upstream, ${settings.mainConnections} connections`, connections: settings.mainConnections, rounds: settings.rounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, settings.sessionCounts, true) },
+      { id: 'cheap-16', title: `no-work upstream, ${settings.otherConnections} connections, 1 session`, connections: settings.otherConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, [1], false) },
+      { id: 'introspecting-50', title: `introspecting upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_INTROSPECTING, introspecting.url, [1], false) },
     ];
 
-    // Warm-up: every process and code path under load before anything is measured.
-    progress(`production: warm-up, ${settings.warmupSeconds} s per target`);
-    for (const m of measurements) {
-      for (const target of m.targets) {
-        if (m.id !== 'cheap-50' && target.kind !== 'th') continue; // the peers' paths are the same
-        const warm = await load.call<{ non2xx: number; errors: number }>('slice', {
-          target: `warm:${m.id}:${target.name}`, url: target.url, headers: target.headers, connections: m.connections,
-          durationSeconds: m.id === 'cheap-50' ? settings.warmupSeconds : 1, warmup: true, rotate: target.rotate,
-        });
-        if (warm.non2xx > 0 || warm.errors > 0) loud(`production ${m.id}: ${target.name} warm-up saw ${warm.non2xx} non-2xx and ${warm.errors} errors`);
-      }
-    }
-
     const results: Record<string, Row[]> = {};
-    for (const m of measurements) results[m.id] = await measure(ctx, m);
+    for (const m of measurements) {
+      await warmUp(ctx, m);
+      results[m.id] = await measure(ctx, m);
+    }
     out.measurements = Object.fromEntries(measurements.map((m) => [m.id, { title: m.title, connections: m.connections, rows: results[m.id] }]));
     out.otlpSink = await introspectingChild.call('otlpStats');
 
@@ -342,9 +335,41 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
   }
 }
 
-async function measure(ctx: ProductionContext, m: { id: string; title: string; connections: number; targets: Target[] }): Promise<Row[]> {
-  const { load, progress } = ctx;
+interface Measurement {
+  id: string;
+  title: string;
+  connections: number;
+  rounds: number;
+  targets: Target[];
+}
+
+/**
+ * Right before a measurement (so that no other measurement's cookies sit in the caches
+ * meanwhile): every target under load for the warm-up time (V8's tiers, connection
+ * pools), and a target of N sessions first sends N requests, so every session has been
+ * seen once — as in a process that has served its users for a while — rather than
+ * measuring N first visits (each one an iron unseal; the profile of a cold 9,000-session
+ * run spent 41 % of its CPU there).
+ */
+async function warmUp(ctx: ProductionContext, m: Measurement): Promise<void> {
   const settings = productionSettings;
+  ctx.progress(`production ${m.id}: warm-up, ${settings.warmupSeconds} s per target (and one request per session first)`);
+  for (const target of m.targets) {
+    const base = { target: `warm:${m.id}:${target.name}`, url: target.url, headers: target.headers, connections: m.connections, warmup: true, rotate: target.rotate };
+    const runs = [
+      ...(target.sessions > 1 ? [{ ...base, durationSeconds: 0, amount: target.sessions }] : []),
+      { ...base, durationSeconds: m.id === 'cheap-50' || target.kind === 'th' ? settings.warmupSeconds : 1 },
+    ];
+    for (const run of runs) {
+      const warm = await ctx.load.call<{ non2xx: number; errors: number }>('slice', run);
+      if (warm.non2xx > 0 || warm.errors > 0) ctx.loud(`production ${m.id}: ${target.name} warm-up saw ${warm.non2xx} non-2xx and ${warm.errors} errors`);
+    }
+  }
+}
+
+async function measure(ctx: ProductionContext, m: Measurement): Promise<Row[]> {
+  const { load, progress } = ctx;
+  const settings = { ...productionSettings, rounds: m.rounds };
   progress(`production ${m.id}: ${m.targets.length} targets × ${settings.rounds} rounds × ${settings.sliceSeconds} s, ${m.connections} connections`);
   const cpu: Record<string, { us: number; requests: number }> = {};
   const rounds: Array<Record<string, number>> = [];

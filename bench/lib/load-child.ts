@@ -20,6 +20,8 @@ interface SliceParams {
   durationSeconds: number;
   /** Not recorded (JIT and connection warm-up). */
   warmup?: boolean;
+  /** Ends after this many requests instead of `durationSeconds` (a warm-up that visits every session once). */
+  amount?: number;
   /** Requests per second over all connections (open-loop latency); absent: as fast as the target answers. */
   overallRate?: number;
   /** Name of a cookie the connections keep in one shared jar (see SessionCookieJar). */
@@ -163,7 +165,7 @@ function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
         ...(params.rotate ? { requests: rotatingRequests(params) } : {}),
         connections: params.connections,
         pipelining: 1,
-        duration: params.durationSeconds,
+        ...(params.amount ? { amount: params.amount } : { duration: params.durationSeconds }),
         timeout: 10,
         ...(params.overallRate ? { overallRate: params.overallRate } : {}),
         ...(jar ? { setupClient: jar.attach as unknown as (client: autocannon.Client) => void } : {}),

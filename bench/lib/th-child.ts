@@ -75,9 +75,15 @@ serve({
     const sealer = new Sealer([SECRET]);
     const store = running.app.tokenHandlerState.sessionStore;
     const now = Date.now();
+    // As in a process whose users are active: each session last slid its idle timeout at some
+    // point of the last touch interval (SessionManager: min(60 s, idle/10)), so slides (a new
+    // seal, a store write) spread over time instead of all falling due in the same second.
+    const touchIntervalMs = Math.min(60_000, session.idleTimeoutSeconds * 100);
     const cookies: string[] = [];
     for (let i = 0; i < params.count; i++) {
       const record = syntheticRecord(params.template, i, 'opaque', now);
+      record.createdAt = now - touchIntervalMs;
+      record.lastSeenAt = record.createdAt + Math.floor(Math.random() * touchIntervalMs);
       let sealed: string;
       if (session.store === 'cookie') sealed = await sealer.seal(record, session.absoluteTimeoutSeconds);
       else {
