@@ -32,7 +32,7 @@ serve({
     upstream = await startUpstream({ ...params, cacheTokens: true });
     return { url: upstream.url };
   },
-  /** 200 and a fixed 87-byte JSON body for any request, nothing checked. */
+  /** 200 and a fixed 84-byte JSON body for any request, nothing checked. */
   async startCheap() {
     const server = createServer((req, res) => {
       req.resume();
