@@ -450,13 +450,13 @@ function verdicts(rows: Row[], stores: Store[], sessionCounts: number[]): string
   for (const store of stores) {
     const one = rows.find((r) => r.kind === 'th' && r.store === store && r.sessions === 1 && !r.tracing);
     if (!one) continue;
-    line(one.vsBareProxy !== undefined ? one.vsBareProxy >= 1.0 : undefined, `th-${store} ≥ 1.0 × bare proxy (no-work upstream, 50 conns): ${fmt(one.vsBareProxy, 2)} (per-round median ${fmt(one.vsBareProxyRoundMedian, 2)})`);
-    line(apache ? one.rps / apache.rps >= 1.5 : undefined, `th-${store} ≥ 1.5 × mod_auth_openidc: ${apache ? fmt(one.rps / apache.rps, 2) : 'mod_auth_openidc not run'}`);
+    line(one.vsBareProxy !== undefined ? one.vsBareProxy >= 1.0 : undefined, `th-${store} ≥ 1.0 × bare proxy (no-work upstream, 50 conns): ${fmt(one.vsBareProxy, 3)} (per-round median ${fmt(one.vsBareProxyRoundMedian, 2)})`);
+    line(apache ? one.rps / apache.rps >= 1.5 : undefined, `th-${store} ≥ 1.5 × mod_auth_openidc: ${apache ? fmt(one.rps / apache.rps, 3) : 'mod_auth_openidc not run'}`);
     line(one.addedP99MsOverBare !== undefined ? one.addedP99MsOverBare <= 1 : undefined, `th-${store} added p99 over the bare proxy ≤ 1 ms: ${fmt(one.addedP99MsOverBare, 2)} ms`);
     const many = rows.find((r) => r.kind === 'th' && r.store === store && r.sessions === maxSessions && maxSessions > 1);
     if (many) {
       const ratio = many.rps / one.rps;
-      const text = `th-${store} ${short(maxSessions)} sessions ≥ 0.9 × 1 session: ${fmt(ratio, 2)}`;
+      const text = `th-${store} ${short(maxSessions)} sessions ≥ 0.9 × 1 session: ${fmt(ratio, 3)}`;
       if (store === 'cookie') lines.push(`INFO ${text} (no target for the cookie store)`);
       else line(ratio >= 0.9, text);
     }
