@@ -7,7 +7,10 @@
  *     token-handler with the cookie, memory and redis stores.
  *  2. Refresh storms: 500 parallel requests of one expired session; 1,000 sessions
  *     expiring together; cookie store and redis store (two instances sharing Redis).
- *  3. Memory: RSS and heap per session in the memory store (10k, 100k), bytes per
+ *  3. Production-like (bench/production.ts, issue 28): a realistic ~3 KB session cookie,
+ *     1 / 1,000 / 10,000 sessions per store, 50 and 16 connections, a no-work upstream beside
+ *     the introspecting one, nginx and Apache + mod_auth_openidc beside, tracing off and on.
+ *  4. Memory: RSS and heap per session in the memory store (10k, 100k), bytes per
  *     session in Redis, sealed cookie sizes.
  *
  * Processes: this one orchestrates (and hosts the storm's first token-handler replica);
@@ -18,7 +21,8 @@
  * Knobs (environment): BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_SLICE_SECONDS (2), BENCH_WARMUP_SECONDS (3),
  * BENCH_FIXED_RATE (300 req/s over 1 connection) and BENCH_FIXED_RATE_ROUNDS (2) for latency without queueing,
  * BENCH_STORM_REQUESTS (500), BENCH_STORM_SESSIONS (1000), BENCH_MEMORY_SESSIONS
- * ("10000,100000"), BENCH_REDIS_SESSIONS (1000), BENCH_SKIP ("throughput,storm,memory"),
+ * ("10000,100000"), BENCH_REDIS_SESSIONS (1000), BENCH_SKIP ("throughput,storm,production,memory"),
+ * the production phase's own knobs (bench/production.ts),
  * BENCH_BUDGET_SECONDS (170: the many-session storms log in fewer sessions, loudly, when
  * the machine is too slow to do 1,000 logins per store within it).
  */
@@ -31,7 +35,8 @@ import { Redis } from 'ioredis';
 import { Sealer } from '../src/state/sealer.js';
 import { RedisSessionStore } from '../src/state/redis/session-store.js';
 import { KeyLayout } from '../src/state/redis/keys.js';
-import { spawnChild, type Child } from './lib/rpc.js';
+import { spawnChild, type Child, type SpawnOptions } from './lib/rpc.js';
+import { productionMarkdown, productionPhase } from './production.js';
 import { API_PATH, SECRET, SESSION_COOKIE, UPSTREAM_PATH, browserHeaders, followSetCookie, login, loginMany, randomPrefix, redisAnswers, warnOnce, DevNullLog, lagSummary, startProviderAndUpstream, startTokenHandler, tokenHandlerBuild, type Store } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
 import { bytes, fmt, markdownTable, percentile, round, table } from './lib/stats.js';
@@ -104,8 +109,8 @@ function git(args: string[]): string {
 // ---------------------------------------------------------------------------
 
 const children: Child[] = [];
-function child(file: string, nodeFlags: string[] = []): Child {
-  const c = spawnChild(file, { nodeFlags });
+function child(file: string, options: SpawnOptions = {}): Child {
+  const c = spawnChild(file, options);
   children.push(c);
   return c;
 }
@@ -358,7 +363,18 @@ try {
   }
 
   // -------------------------------------------------------------------------
-  // 3. Memory
+  // 3. Production-like (issue 28): realistic cookie, many sessions, 50 connections, a no-work
+  //    upstream, nginx and mod_auth_openidc beside, tracing off/on. After the storms, whose
+  //    time budget it would otherwise eat. Its own provider and upstreams: bench/production.ts.
+  // -------------------------------------------------------------------------
+  if (!skip.has('production')) {
+    results.production = await productionPhase({
+      load, spawn: child, progress, loud, redisUp, redisPrefix, stores, accessTokenTtlSeconds: settings.accessTokenTtlSeconds,
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // 4. Memory
   // -------------------------------------------------------------------------
   if (!skip.has('memory')) results.memory = await memory(template);
 } finally {
@@ -397,6 +413,9 @@ if (results.throughput) {
       ]),
     )}\n\n${machine.cores} × ${machine.cpuModel}, node ${machine.node}, ${settings.connections} connections, ${settings.rounds} × ${settings.sliceSeconds} s per target, ${report.date}\n`,
   );
+}
+if (results.production) {
+  writeFileSync(`${resultsDir}latest-production.md`, `${productionMarkdown(results.production as Record<string, unknown>)}\n${machine.cores} × ${machine.cpuModel}, node ${machine.node}, ${report.date}\n`);
 }
 progress(`results written to ${file} and bench/results/latest.json (total ${runtimeSeconds} s)`);
 

@@ -10,7 +10,7 @@ import { SessionCookies } from './session/cookies.js';
 import { SessionManager } from './session/manager.js';
 import { persistenceFor } from './session/persistence-for.js';
 import { PendingLogins } from './session/pending-login.js';
-import { createState } from './state/index.js';
+import { createState, type SharedState } from './state/index.js';
 import { Sealer } from './state/sealer.js';
 import { ClientTokens } from './tokens/client-tokens.js';
 import { ExchangeTokens, exchangeKey } from './tokens/exchange-tokens.js';
@@ -57,6 +57,12 @@ declare module 'fastify' {
     beginShutdown(): void;
     /** The metrics of this instance. */
     metrics: Metrics;
+    /**
+     * The state this instance keeps beyond one request (session store, denylist, …), for
+     * tools such as the bench (which seeds synthetic sessions into a running instance's
+     * store). Not an API for applications: reach sessions through `/auth/*`.
+     */
+    tokenHandlerState: SharedState;
   }
 }
 
@@ -168,6 +174,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     shuttingDown = true;
   });
   app.decorate('metrics', metrics);
+  // For tools such as the bench: see the declaration above.
+  app.decorate('tokenHandlerState', state);
   app.decorateRequest('session', null);
 
   // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.

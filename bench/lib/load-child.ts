@@ -20,11 +20,23 @@ interface SliceParams {
   durationSeconds: number;
   /** Not recorded (JIT and connection warm-up). */
   warmup?: boolean;
+  /** Ends after this many requests instead of `durationSeconds` (a warm-up that visits every session once). */
+  amount?: number;
   /** Requests per second over all connections (open-loop latency); absent: as fast as the target answers. */
   overallRate?: number;
   /** Name of a cookie the connections keep in one shared jar (see SessionCookieJar). */
   sessionCookie?: string;
+  /**
+   * Many sessions (the production phase): every request carries the next cookie of the set
+   * stored with `setCookies`, round-robin over its first `sessions` entries, so the sessions
+   * spread over the connections; a session cookie a response sets replaces that session's
+   * entry, as each browser's own jar would. `headers` are sent besides (without a cookie).
+   */
+  rotate?: { set: string; sessions: number; cookieName: string };
 }
+
+/** Cookie sets of the production phase, by name: one Cookie header value per session. */
+const cookieSets = new Map<string, string[]>();
 
 /** What the bench uses of an autocannon connection. */
 interface LoadClient {
@@ -108,18 +120,52 @@ export function percentile(sorted: Float64Array | number[], q: number): number {
   return sorted[index]!;
 }
 
+/** One request template whose Cookie header rotates over a cookie set (see SliceParams.rotate). */
+function rotatingRequests(params: SliceParams): autocannon.Request[] {
+  const { set, sessions, cookieName } = params.rotate!;
+  const cookies = cookieSets.get(set);
+  if (!cookies || cookies.length < sessions) throw new Error(`cookie set ${set} has ${cookies?.length ?? 0} cookies, ${sessions} wanted`);
+  const prefix = `${cookieName}=`;
+  const path = new URL(params.url).pathname;
+  let next = 0;
+  const adopt = (value: string, index: number) => {
+    if (!value.startsWith(prefix)) return;
+    const end = value.indexOf(';');
+    const pair = end === -1 ? value : value.slice(0, end);
+    if (pair.length > prefix.length) cookies[index] = pair;
+  };
+  return [
+    {
+      method: 'GET',
+      path,
+      setupRequest: (request: autocannon.Request, context: Record<string, unknown>) => {
+        const index = next;
+        next = next + 1 === sessions ? 0 : next + 1;
+        context.index = index;
+        return { ...request, headers: { ...params.headers, cookie: cookies[index]! } };
+      },
+      onResponse: (_status: number, _body: string, context: Record<string, unknown>, headers?: Record<string, string | string[]>) => {
+        const setCookie = headers?.['set-cookie'] ?? headers?.['Set-Cookie'];
+        if (!setCookie || typeof context.index !== 'number') return;
+        for (const value of Array.isArray(setCookie) ? setCookie : [setCookie]) adopt(value, context.index);
+      },
+    } as unknown as autocannon.Request,
+  ];
+}
+
 function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const local: number[] = [];
     let non2xxSeen = 0;
-    const jar = params.sessionCookie ? new SessionCookieJar(params.sessionCookie, params.headers) : undefined;
+    const jar = params.sessionCookie && !params.rotate ? new SessionCookieJar(params.sessionCookie, params.headers) : undefined;
     const instance = autocannon(
       {
         url: params.url,
         headers: params.headers,
+        ...(params.rotate ? { requests: rotatingRequests(params) } : {}),
         connections: params.connections,
         pipelining: 1,
-        duration: params.durationSeconds,
+        ...(params.amount ? { amount: params.amount } : { duration: params.durationSeconds }),
         timeout: 10,
         ...(params.overallRate ? { overallRate: params.overallRate } : {}),
         ...(jar ? { setupClient: jar.attach as unknown as (client: autocannon.Client) => void } : {}),
@@ -252,6 +298,14 @@ async function burst(params: { requests: BurstRequest[] }): Promise<BurstResult>
 
 serve({
   slice: runSlice,
+  setCookies(params: { set: string; cookies: string[] }) {
+    cookieSets.set(params.set, params.cookies);
+    return { count: params.cookies.length };
+  },
+  /** The set's first cookie now (it may have been replaced by a Set-Cookie). */
+  cookieOf(params: { set: string; index: number }) {
+    return cookieSets.get(params.set)?.[params.index] ?? null;
+  },
   summary: (params: { target: string }) => summary(params.target),
   prewarm,
   burst,

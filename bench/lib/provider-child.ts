@@ -10,8 +10,13 @@ function started(): TestProvider {
 }
 
 serve({
-  async start(params: { redirectUris: string[]; accessTokenTtlSeconds: number }) {
-    provider = await startProvider({ redirectUris: params.redirectUris, rotateRefreshToken: true, accessTokenTtlSeconds: params.accessTokenTtlSeconds });
+  async start(params: { redirectUris: string[]; accessTokenTtlSeconds: number; extraClaims?: Record<string, unknown> }) {
+    provider = await startProvider({
+      redirectUris: params.redirectUris,
+      rotateRefreshToken: true,
+      accessTokenTtlSeconds: params.accessTokenTtlSeconds,
+      ...(params.extraClaims ? { extraClaims: params.extraClaims } : {}),
+    });
     return { issuer: provider.issuer, clients: provider.clients, endpoints: provider.endpoints };
   },
   /** Token-endpoint calls so far, by grant type and outcome (the benchmark diffs two snapshots). */
@@ -22,6 +27,10 @@ serve({
       stats[key] = (stats[key] ?? 0) + 1;
     }
     return { stats, serverErrors: started().serverErrors.length };
+  },
+  /** Registers (or replaces) a client, e.g. Apache's mod_auth_openidc in the production phase. */
+  async addClient(params: { metadata: Record<string, unknown> }) {
+    await started().addClient(params.metadata);
   },
   /** The harness keeps every request it answered; drop them so a long run does not grow. */
   trim() {

@@ -224,22 +224,29 @@ export async function startTokenHandler(options: TokenHandlerOptions): Promise<R
  * (undici defaults, which token-handler also uses: 128 connections, no pipelining) that
  * drops the Cookie header and sets a fixed Authorization header. No logger, no session.
  */
-export async function startBareProxy(upstreamUrl: string, bearer: string): Promise<{ url: string; close(): Promise<void> }> {
+export async function startBareProxy(
+  upstreamUrl: string,
+  bearer: string,
+  /** Further prefixes to other upstreams (the production phase: `/japi` → the introspecting upstream). */
+  moreRoutes: Array<{ prefix: string; upstream: string }> = [],
+): Promise<{ url: string; close(): Promise<void> }> {
   const app = Fastify({ logger: false });
   const authorization = `Bearer ${bearer}`;
-  await app.register(httpProxy, {
-    upstream: upstreamUrl,
-    prefix: '/api',
-    rewritePrefix: '',
-    replyOptions: {
-      // reply-from hands over a fresh copy of the request headers: change it in place.
-      rewriteRequestHeaders: (_request, headers) => {
-        delete headers.cookie;
-        headers.authorization = authorization;
-        return headers;
+  for (const route of [{ prefix: '/api', upstream: upstreamUrl }, ...moreRoutes]) {
+    await app.register(httpProxy, {
+      upstream: route.upstream,
+      prefix: route.prefix,
+      rewritePrefix: '',
+      replyOptions: {
+        // reply-from hands over a fresh copy of the request headers: change it in place.
+        rewriteRequestHeaders: (_request, headers) => {
+          delete headers.cookie;
+          headers.authorization = authorization;
+          return headers;
+        },
       },
-    },
-  });
+    });
+  }
   await app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, close: () => app.close() };

@@ -9,13 +9,17 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { findSourceMap, type SourceMap } from 'node:module';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
-import { DevNullLog, lagSummary, login, startBareProxy, startTokenHandler, warnOnce, type ProviderInfo, type Store } from './stack.js';
+import { DevNullLog, lagSummary, login, SECRET, SESSION_COOKIE, startBareProxy, startTokenHandler, warnOnce, type ProviderInfo, type RunningTokenHandler, type Store } from './stack.js';
 import { serve } from './rpc.js';
+import { syntheticRecord } from './records.js';
+import { Sealer } from '../../src/state/sealer.js';
+import type { SessionRecord } from '../../src/state/record.js';
 
 // The parent reports token-handler's deprecation notices; do not repeat them here.
 warnOnce(['FSTDEP023']);
 
 let closeServer: (() => Promise<void>) | undefined;
+let running: RunningTokenHandler | undefined;
 const log = new DevNullLog();
 let lag: IntervalHistogram | undefined;
 
@@ -39,6 +43,7 @@ serve({
     const { login: doLogin = true, injectClock = false, userName, ...options } = params;
     const th = await startTokenHandler({ ...options, log, ...(injectClock ? { now: () => Date.now() + clockOffsetMs } : {}) });
     closeServer = th.close;
+    running = th;
     const cookie = doLogin ? await login(th.app, userName ?? `profile-${params.store}`) : undefined;
     return { url: th.url, cookie };
   },
@@ -58,8 +63,45 @@ serve({
   setClockOffset(params: { ms: number }) {
     clockOffsetMs = params.ms;
   },
-  async startBareProxy(params: { upstreamUrl: string; bearer: string }) {
-    const bare = await startBareProxy(params.upstreamUrl, params.bearer);
+  /**
+   * `count` synthetic sessions shaped like `template` (bench/lib/records.ts), as if that many
+   * browsers had logged in: the cookie store gets sealed records (same secret), the memory
+   * and redis stores get the records in this instance's own store (through
+   * `app.tokenHandlerState`) and a sealed `{ sid }` pointer each. Returns the Cookie header values.
+   */
+  async seedSessions(params: { count: number; template: SessionRecord }) {
+    if (!running) throw new Error('token-handler not started');
+    const { session } = running.config;
+    const sealer = new Sealer([SECRET]);
+    const store = running.app.tokenHandlerState.sessionStore;
+    const now = Date.now();
+    // As in a process whose users are active: each session last slid its idle timeout at some
+    // point of the last touch interval (SessionManager: min(60 s, idle/10)), so slides (a new
+    // seal, a store write) spread over time instead of all falling due in the same second.
+    const touchIntervalMs = Math.min(60_000, session.idleTimeoutSeconds * 100);
+    const cookies: string[] = [];
+    for (let i = 0; i < params.count; i++) {
+      const record = syntheticRecord(params.template, i, 'opaque', now);
+      record.createdAt = now - touchIntervalMs;
+      record.lastSeenAt = record.createdAt + Math.floor(Math.random() * touchIntervalMs);
+      let sealed: string;
+      if (session.store === 'cookie') sealed = await sealer.seal(record, session.absoluteTimeoutSeconds);
+      else {
+        if (!store) throw new Error(`no session store in a ${session.store}-store instance`);
+        await store.create(record, session.idleTimeoutSeconds);
+        sealed = await sealer.seal({ sid: record.id }, session.absoluteTimeoutSeconds);
+      }
+      cookies.push(`${SESSION_COOKIE}=${sealed}`);
+    }
+    return { cookies };
+  },
+  /** This process's resident set size and V8 heap, bytes. */
+  memory() {
+    const { rss, heapUsed } = process.memoryUsage();
+    return { rss, heapUsed };
+  },
+  async startBareProxy(params: { upstreamUrl: string; bearer: string; moreRoutes?: Array<{ prefix: string; upstream: string }> }) {
+    const bare = await startBareProxy(params.upstreamUrl, params.bearer, params.moreRoutes);
     closeServer = bare.close;
     return { url: bare.url };
   },
