@@ -29,7 +29,9 @@ export class CookiePersistence implements SessionPersistence {
   /** An existing session is sealed again only while it is not denylisted: an ended session gets no new cookie. */
   async write(record: SessionRecord, _ttlSeconds: number, currentCookie?: string): Promise<string> {
     if (currentCookie !== undefined && (await this.denylist.isDenied(record))) throw new SessionEndedError(record.id);
-    return this.sealer.seal(record, this.maxTtlSeconds);
+    // The old cookie stays in the unseal cache: requests already on their way with it must
+    // find the same record (one idle-timeout slide for all of them, see SessionManager.touch).
+    return this.sealer.seal(record, this.maxTtlSeconds, true);
   }
 
   async remove(record: SessionRecord): Promise<null> {

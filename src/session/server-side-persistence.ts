@@ -28,7 +28,7 @@ export class ServerSidePersistence implements SessionPersistence {
   async write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string> {
     if (currentCookie === undefined) {
       await this.store.create(record, ttlSeconds);
-      return this.sealer.seal({ sid: record.id } satisfies SessionPointer, this.maxTtlSeconds);
+      return this.sealer.seal({ sid: record.id } satisfies SessionPointer, this.maxTtlSeconds, true);
     }
     if ((await this.store.update(record, ttlSeconds)) === 'ended') throw new SessionEndedError(record.id);
     return currentCookie;

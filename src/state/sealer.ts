@@ -44,10 +44,17 @@ export class Sealer {
     }
   }
 
-  /** `ttlSeconds` is also baked into the seal: iron refuses it afterwards. */
-  seal(data: object, ttlSeconds: number): Promise<string> {
-    return sealData(data as Record<string, unknown>, { password: this.sealPassword, ttl: ttlSeconds });
+  /**
+   * `ttlSeconds` is also baked into the seal: iron refuses it afterwards. A seal that is a
+   * cookie (`remember`) goes into the unseal cache at once: the browser presents it next, and
+   * so never pays an unseal for a cookie this process made.
+   */
+  async seal(data: object, ttlSeconds: number, remember = false): Promise<string> {
+    const sealed = await sealData(data as Record<string, unknown>, { password: this.sealPassword, ttl: ttlSeconds });
+    if (remember) this.remember(sealed, data);
+    return sealed;
   }
+
 
   /**
    * The unsealed object, or null when the seal is tampered, truncated, expired or
@@ -71,11 +78,14 @@ export class Sealer {
     }
     if (Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
-    if (this.unsealed) {
-      const lifeMs = Math.min(this.cacheTtlMs, sealExpiresAt(sealed) - this.now());
-      if (lifeMs > 0) this.unsealed.set(macOf(sealed), { sealed, data }, lifeMs);
-    }
+    this.remember(sealed, data);
     return data;
+  }
+
+  private remember(sealed: string, data: object): void {
+    if (!this.unsealed) return;
+    const lifeMs = Math.min(this.cacheTtlMs, sealExpiresAt(sealed) - this.now());
+    if (lifeMs > 0) this.unsealed.set(macOf(sealed), { sealed, data }, lifeMs);
   }
 }
 

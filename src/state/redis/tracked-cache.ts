@@ -26,7 +26,7 @@ export interface RedisTrackedCacheOptions {
  * - nothing is cached unless tracking is confirmed on for the current pair of connections;
  *   either connection dropping empties the cache and turns caching off until both are
  *   back and tracking is on again (a lost subscriber means lost invalidations);
- * - a read that overlapped an invalidation (or a tracking change) is not remembered: its
+ * - a read that overlapped an invalidation of its own key (or a tracking change) is not remembered: its
  *   reply may predate a write whose invalidation already arrived on the other connection;
  * - every entry also expires after `ttlMs`.
  * A Redis that refuses CLIENT TRACKING (older than 6, or the command disabled) leaves the
@@ -37,8 +37,17 @@ export class RedisTrackedCache {
   private readonly entries: BoundedTtlCache<unknown>;
   private readonly subscriber: Redis;
   private tracking = false;
-  /** Bumped by every invalidation and tracking change: reads spanning one are not kept. */
+  /**
+   * Bumped by a whole-cache change (a flush, tracking switched on or off): a read spanning
+   * one is not kept. An invalidation of one key marks only the reads of that key (below).
+   */
   private epoch = 0;
+  /**
+   * Keys with a read in flight, and whether the key changed since such a read began: its
+   * answer may then be stale and is not kept. Per key, so that other sessions' changes (a
+   * slide every minute per session) do not keep a busy replica from caching anything.
+   */
+  private readonly reading = new Map<string, { reads: number; changed: boolean }>();
   /** Bumped when either connection drops: a tracking setup begun before it is void. */
   private connectionGeneration = 0;
   /** The subscriber connection's client id, while it is subscribed. */
@@ -99,10 +108,39 @@ export class RedisTrackedCache {
    */
   private remembered<V, R>(keys: readonly string[], values: Promise<V[]>, result: (values: V[]) => R): Promise<R> {
     const epoch = this.epoch;
-    return values.then((fetched) => {
-      if (this.tracking && epoch === this.epoch) keys.forEach((key, i) => this.entries.set(key, fetched[i]));
-      return result(fetched);
+    const marks = keys.map((key) => {
+      let mark = this.reading.get(key);
+      if (!mark) {
+        mark = { reads: 0, changed: false };
+        this.reading.set(key, mark);
+      }
+      mark.reads++;
+      return mark;
     });
+    const done = () =>
+      keys.forEach((key, i) => {
+        const mark = marks[i]!;
+        if (--mark.reads === 0 && this.reading.get(key) === mark) this.reading.delete(key);
+      });
+    return values.then(
+      (fetched) => {
+        const unchanged = this.tracking && epoch === this.epoch && marks.every((mark) => !mark.changed);
+        done();
+        if (unchanged) keys.forEach((key, i) => this.entries.set(key, fetched[i]));
+        return result(fetched);
+      },
+      (err: unknown) => {
+        done();
+        throw err;
+      },
+    );
+  }
+
+  /** A key changed: drop it, and any read of it in flight is not kept. */
+  private changed(key: string): void {
+    this.entries.delete(key);
+    const mark = this.reading.get(key);
+    if (mark) mark.changed = true;
   }
 
   /**
@@ -116,8 +154,7 @@ export class RedisTrackedCache {
   }
 
   private evict(key: string): void {
-    this.entries.delete(key);
-    this.epoch++;
+    this.changed(key);
   }
 
   close(): void {
@@ -127,13 +164,13 @@ export class RedisTrackedCache {
   }
 
   private invalidate(keys: unknown): void {
-    this.epoch++;
     // null: Redis flushed its tracking table (FLUSHALL, a full table): forget everything.
     if (!Array.isArray(keys)) {
+      this.epoch++;
       this.entries.clear();
       return;
     }
-    for (const key of keys) this.entries.delete(String(key));
+    for (const key of keys) this.changed(String(key));
   }
 
   private stopCaching(): void {
