@@ -60,16 +60,18 @@ export class Sealer {
    * The unsealed object, or null when the seal is tampered, truncated, expired or
    * made with an unknown secret. iron-session answers `{}` rather than throwing for
    * most of these, so an empty object means "no value". A seal unsealed recently is
-   * answered synchronously from the cache.
+   * answered synchronously from the cache; `remember: false` for seals that are cached
+   * elsewhere already (a Redis session record, kept by the store's local cache), so that
+   * they do not push the cookies out.
    */
-  unseal<T extends object>(sealed: string, ttlSeconds: number): Awaitable<T | null> {
+  unseal<T extends object>(sealed: string, ttlSeconds: number, remember = true): Awaitable<T | null> {
     // A remembered seal answers at once: the hot path stays synchronous.
     const remembered = this.unsealed?.get(macOf(sealed));
     if (remembered && remembered.sealed === sealed) return remembered.data as T;
-    return this.unsealNow<T>(sealed, ttlSeconds);
+    return this.unsealNow<T>(sealed, ttlSeconds, remember);
   }
 
-  private async unsealNow<T extends object>(sealed: string, ttlSeconds: number): Promise<T | null> {
+  private async unsealNow<T extends object>(sealed: string, ttlSeconds: number, remember: boolean): Promise<T | null> {
     let data: T;
     try {
       data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });
@@ -78,7 +80,7 @@ export class Sealer {
     }
     if (Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
-    this.remember(sealed, data);
+    if (remember) this.remember(sealed, data);
     return data;
   }
 

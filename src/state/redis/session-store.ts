@@ -67,7 +67,8 @@ export class RedisSessionStore implements SessionStore {
   private async fetch(key: string): Promise<SessionRecord | null> {
     const sealed = await storeCall('get', () => this.options.redis.hget(key, 'd'));
     if (sealed === null) return null;
-    return this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds);
+    // The local cache keeps the record; the unseal cache is left to the cookies.
+    return this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds, !this.options.localCache);
   }
 
   async create(record: SessionRecord, ttlSeconds: number): Promise<void> {
