@@ -6,6 +6,7 @@
  * redis-server). Close latencies are printed at the end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { WebSocket } from 'ws';
 import { startProvider, type TestProvider } from './support/provider.js';
@@ -67,15 +68,18 @@ interface Closed {
 
 interface OpenSocket {
   ws: WebSocket;
+  /** The headers of the 101 answer. */
+  headers: IncomingHttpHeaders;
+  pings: number;
   messages: string[];
   closed: Promise<Closed>;
   next(): Promise<string>;
 }
 
 /** A browser's WebSocket: resolves once open, or rejects with the HTTP answer the upgrade got. */
-function openSocket(url: string, headers: Record<string, string>): Promise<OpenSocket> {
+function openSocket(url: string, requestHeaders: Record<string, string>): Promise<OpenSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, undefined, { headers });
+    const ws = new WebSocket(url, undefined, { headers: requestHeaders });
     const messages: string[] = [];
     const waiting: Array<(message: string) => void> = [];
     ws.on('message', (data) => {
@@ -91,14 +95,20 @@ function openSocket(url: string, headers: Record<string, string>): Promise<OpenS
       res.on('end', () => reject(Object.assign(new Error(`upgrade answered ${res.statusCode}`), { status: res.statusCode, body: body ? (JSON.parse(body) as Record<string, unknown>) : {}, headers: res.headers })));
     });
     ws.on('error', (err) => reject(err));
-    ws.on('open', () =>
-      resolve({
+    let headers: IncomingHttpHeaders = {};
+    ws.on('upgrade', (res) => (headers = res.headers));
+    ws.on('open', () => {
+      const socket: OpenSocket = {
         ws,
+        headers,
+        pings: 0,
         messages,
         closed,
         next: () => (messages.length > 0 ? Promise.resolve(messages.shift()!) : new Promise((done) => waiting.push(done))),
-      }),
-    );
+      };
+      ws.on('ping', () => socket.pings++);
+      resolve(socket);
+    });
   });
 }
 
@@ -294,6 +304,148 @@ describe('sockets end with their session (4401 session_ended within 2 s, upstrea
       clock.offsetMs = 0;
       socket.ws.close();
     }
+  });
+});
+
+describe('a socket ended while its upstream was still answering the upgrade', () => {
+  it('gets 4401 at once, and the upstream socket is closed as soon as it opens', async () => {
+    const served = await serve();
+    const browser = await signIn(served.app, 'ws-early');
+    const socket = await browserSocket(served, browser, '/api/live/slow?ms=500');
+    // The upstream has checked the token and waits before its 101: the session ends now.
+    await expect.poll(() => wsUpstream.upgrades.find((u) => u.sub === 'ws-early'), { timeout: 2000, interval: 5 }).toBeDefined();
+    const upgrade = wsUpstream.upgrades.find((u) => u.sub === 'ws-early')!;
+    const since = Date.now();
+    expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBeLessThan(400);
+    expect(await closedWithin(socket, since, 'logout while the upstream was connecting')).toMatchObject({ code: 4401, reason: 'session_ended' });
+    await expect.poll(() => upgrade.closed?.code, { timeout: 2000 }).toBe(4401);
+  });
+});
+
+describe('the token on the upgrade', () => {
+  it('is refreshed first when due; with the cookie store the 101 answer carries the new session cookie', async () => {
+    const served = await serve({ session: { store: 'cookie' } });
+    const browser = await signIn(served.app, 'ws-refresh');
+    const first = await browserSocket(served, browser);
+    first.ws.send('one');
+    await first.next();
+    const firstToken = wsUpstream.upgrades.at(-1)!.headers.authorization;
+    const cookieBefore = browser.cookieHeader();
+    clock.offsetMs += 59_000;
+    try {
+      const second = await browserSocket(served, browser);
+      second.ws.send('two');
+      expect(await second.next()).toBe('two');
+      const upgrade = wsUpstream.upgrades.at(-1)!;
+      expect(upgrade.tokenActive).toBe(true);
+      expect(upgrade.headers.authorization).not.toBe(firstToken);
+      const setCookie = ([] as string[]).concat(second.headers['set-cookie'] ?? []);
+      expect(setCookie.some((c) => c.startsWith('__Host-th_session='))).toBe(true);
+      expect(setCookie.join()).not.toContain(cookieBefore);
+      first.ws.close();
+      second.ws.close();
+    } finally {
+      clock.offsetMs = 0;
+    }
+  });
+
+  it('closeOnTokenExpiry: the socket closes with 4001 token_expired when the token it was opened with expires', async () => {
+    const served = await serve({ route: { closeOnTokenExpiry: true } });
+    const browser = await signIn(served.app, 'ws-expiry');
+    const socket = await browserSocket(served, browser);
+    socket.ws.send('x');
+    await socket.next();
+    const upgrade = wsUpstream.upgrades.at(-1)!;
+    clock.offsetMs += 61_000;
+    try {
+      expect(await closedWithin(socket, Date.now(), 'token expiry (tick)', 2500)).toMatchObject({ code: 4001, reason: 'token_expired' });
+      await expect.poll(() => upgrade.closed?.code, { timeout: 2000 }).toBe(4001);
+    } finally {
+      clock.offsetMs = 0;
+    }
+  });
+});
+
+describe('limits, keep-alive, metrics and shutdown', () => {
+  it('refuses more sockets per session than session.maxWebSockets (429), and closes on a message larger than websocketMaxMessageBytes (1009)', async () => {
+    const served = await serve({ session: { maxWebSockets: 2 }, route: { websocketMaxMessageBytes: 1024 } });
+    const browser = await signIn(served.app, 'ws-limits');
+    const a = await browserSocket(served, browser);
+    const b = await browserSocket(served, browser);
+    const third = await refused(browserSocket(served, browser));
+    expect(third.status).toBe(429);
+    expect(third.body).toMatchObject({ error: 'too_many_requests' });
+    a.ws.send('x'.repeat(1024));
+    expect((await a.next()).length).toBe(1024);
+    a.ws.send('x'.repeat(2048));
+    expect((await a.closed).code).toBe(1009);
+    // A socket closed frees its place.
+    const again = await browserSocket(served, browser);
+    again.ws.close();
+    b.ws.close();
+  });
+
+  it('pings the browser every websocketPingSeconds', async () => {
+    const served = await serve({ route: { websocketPingSeconds: 1 } });
+    const browser = await signIn(served.app, 'ws-ping');
+    const socket = await browserSocket(served, browser);
+    await expect.poll(() => socket.pings, { timeout: 3500 }).toBeGreaterThanOrEqual(2);
+    socket.ws.send('alive');
+    expect(await socket.next()).toBe('alive');
+    socket.ws.close();
+  });
+
+  it('counts open sockets, messages and closes by reason', async () => {
+    const served = await serve();
+    const browser = await signIn(served.app, 'ws-metrics');
+    const socket = await browserSocket(served, browser);
+    socket.ws.send('m');
+    await socket.next();
+    const open = (await served.app.inject({ url: '/metrics' })).body;
+    expect(open).toMatch(/token_handler_websockets_open\{route="\/api\/live"\} 1/);
+    expect(open).toMatch(/token_handler_websocket_messages_total\{route="\/api\/live",direction="in"\} 1/);
+    expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBeLessThan(400);
+    await socket.closed;
+    await expect
+      .poll(async () => (await served.app.inject({ url: '/metrics' })).body, { timeout: 2000 })
+      .toMatch(/token_handler_websocket_closes_total\{route="\/api\/live",reason="session_ended"\} 1/);
+    expect((await served.app.inject({ url: '/metrics' })).body).toMatch(/token_handler_websockets_open\{route="\/api\/live"\} 0/);
+  });
+
+  it('closes every socket with 1001 going_away when the server shuts down', async () => {
+    const served = await serve();
+    const browser = await signIn(served.app, 'ws-shutdown');
+    const socket = await browserSocket(served, browser);
+    socket.ws.send('m');
+    await socket.next();
+    const upgrade = wsUpstream.upgrades.at(-1)!;
+    await served.app.close();
+    expect(await socket.closed).toMatchObject({ code: 1001, reason: 'going_away' });
+    await expect.poll(() => upgrade.closed?.code, { timeout: 2000 }).toBe(1001);
+  });
+});
+
+describe('streams end with their session', () => {
+  it('a chunked response through an API route is cut off within 2 s of the logout', async () => {
+    const served = await serve();
+    const browser = await signIn(served.app, 'stream-logout');
+    const response = await fetch(`${served.http}/api/drip?chunks=100&ms=100`, { headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    await reader.read();
+    const since = Date.now();
+    expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBeLessThan(400);
+    const ended = (async () => {
+      try {
+        for (;;) if ((await reader.read()).done) return 'done';
+      } catch {
+        return 'cut off';
+      }
+    })();
+    const how = await Promise.race([ended, new Promise<string>((resolve) => setTimeout(() => resolve('still streaming'), 2000))]);
+    latencies.push(['stream after logout', Date.now() - since]);
+    expect(how).toBe('cut off');
+    await expect.poll(() => served.bff.logs.some((line) => line.msg === 'stream ended with its session'), { timeout: 2000 }).toBe(true);
   });
 });
 

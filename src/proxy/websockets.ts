@@ -175,9 +175,9 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
       state.unregister = channels.add(record, cookieValue, { kind: 'socket', expiresAt, end: (why) => end(state, why) });
     }
     net.once('close', () => finish(state));
-    const setCookie = reply.getHeader('set-cookie');
-    if (setCookie !== undefined) {
-      upgradeCookies.set(request.raw, Array.isArray(setCookie) ? setCookie.map(String) : [String(setCookie)]);
+    const setCookie = cookiesOf(reply);
+    if (setCookie.length > 0) {
+      upgradeCookies.set(request.raw, setCookie);
       if (!headersHooked) {
         headersHooked = true;
         // A refresh during the check may have changed the session cookie (cookie store): the 101 carries it.
@@ -272,6 +272,20 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
     },
   };
   return { checkUpgrade, proxyOptions };
+}
+
+/**
+ * The cookies set on a reply so far, serialized. @fastify/cookie writes them in an onSend
+ * hook, which never runs for an upgrade (the proxy takes the connection over): they are read
+ * from its per-reply map (a symbol it does not export; covered by test/websockets.test.ts
+ * "the 101 answer carries the new session cookie").
+ */
+function cookiesOf(reply: FastifyReply): string[] {
+  const key = Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.setCookies');
+  const pending = key ? (reply as unknown as Record<symbol, Map<string, { name: string; value: string; opts: object }> | null>)[key] : null;
+  if (!pending || pending.size === 0) return [];
+  const serialize = (reply.server as unknown as { serializeCookie: (name: string, value: string, opts: object) => string }).serializeCookie;
+  return [...pending.values()].map((cookie) => serialize(cookie.name, cookie.value, cookie.opts));
 }
 
 /** Whether a request is a WebSocket upgrade (Node's parser marks those it hands to the 'upgrade' event). */

@@ -7,6 +7,7 @@
  *   .../echo        every message is sent back as it came
  *   .../hello       sends `{"hello":<sub>}` once open, then echoes
  *   .../big?n=N     sends one message of N bytes once open
+ *   .../slow?ms=N   checks the token, then waits N ms before answering the upgrade
  * Records every upgrade (headers, path, whether the token was active) and every server-side
  * socket's close (code, reason), so tests can see the upstream side close.
  */
@@ -59,7 +60,8 @@ export async function startWsUpstream(provider: { endpoints: { introspection: st
         }
         record.tokenActive = true;
         if (typeof result.sub === 'string') record.sub = result.sub;
-        wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        const delayMs = req.url?.includes('/slow') ? Number(new URL(req.url, 'http://upstream.invalid').searchParams.get('ms') ?? '0') : 0;
+        return new Promise((resolve) => setTimeout(resolve, delayMs)).then(() => wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
           ws.on('close', (code, reason) => {
             record.closed = { code, reason: reason.toString(), at: Date.now() };
           });
@@ -67,7 +69,7 @@ export async function startWsUpstream(provider: { endpoints: { introspection: st
           if (url.pathname.endsWith('/hello')) ws.send(JSON.stringify({ hello: record.sub }));
           if (url.pathname.endsWith('/big')) ws.send(Buffer.alloc(Number(url.searchParams.get('n') ?? '0'), 120));
           ws.on('message', (data) => ws.send(data));
-        });
+        }));
       },
       () => socket.destroy(),
     );

@@ -23,6 +23,7 @@ declare module 'ws' {
     on(event: 'ping' | 'pong', listener: (data: Buffer) => void): this;
     on(event: 'error', listener: (err: Error) => void): this;
     on(event: 'unexpected-response', listener: (req: unknown, res: IncomingMessage) => void): this;
+    on(event: 'upgrade', listener: (res: IncomingMessage) => void): this;
     once(event: 'open', listener: () => void): this;
     once(event: 'close', listener: (code: number, reason: Buffer) => void): this;
   }
