@@ -385,6 +385,26 @@ describe('limits, keep-alive, metrics and shutdown', () => {
     b.ws.close();
   });
 
+  it("outlives the server's request, headers and connection timeouts (they are for HTTP requests)", async () => {
+    const bff = await startBff(
+      {
+        oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
+        session: { store: 'memory', secrets: [SECRET] },
+        limits: { requestTimeoutMs: 1000, headersTimeoutMs: 500, keepAliveTimeoutMs: 500, connectionTimeoutMs: 1000 },
+        routes: [{ prefix: '/api/live', upstream: wsUpstream.url, websocket: true, websocketPingSeconds: 0 }],
+      },
+      { now },
+    );
+    started.push(bff);
+    const http = await bff.app.listen({ host: '127.0.0.1', port: 0 });
+    const browser = await signIn(bff.app, 'ws-timeouts');
+    const socket = await browserSocket({ bff, app: bff.app, http, ws: http.replace(/^http/, 'ws') }, browser);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    socket.ws.send('after the timeouts');
+    expect(await socket.next()).toBe('after the timeouts');
+    socket.ws.close();
+  });
+
   it('pings the browser every websocketPingSeconds', async () => {
     const served = await serve({ route: { websocketPingSeconds: 1 } });
     const browser = await signIn(served.app, 'ws-ping');
