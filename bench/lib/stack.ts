@@ -224,9 +224,19 @@ export async function startTokenHandler(options: TokenHandlerOptions): Promise<R
  * (undici defaults, which token-handler also uses: 128 connections, no pipelining) that
  * drops the Cookie header and sets a fixed Authorization header. No logger, no session.
  */
-export async function startBareProxy(upstreamUrl: string, bearer: string): Promise<{ url: string; close(): Promise<void> }> {
+export async function startBareProxy(upstreamUrl: string, bearer: string, wsUpstreamUrl?: string): Promise<{ url: string; close(): Promise<void> }> {
   const app = Fastify({ logger: false });
   const authorization = `Bearer ${bearer}`;
+  if (wsUpstreamUrl) {
+    // The WebSocket baseline: @fastify/http-proxy's own WebSocket support with a fixed token.
+    await app.register(httpProxy, {
+      upstream: wsUpstreamUrl,
+      prefix: '/live',
+      rewritePrefix: '',
+      websocket: true,
+      wsClientOptions: { rewriteRequestHeaders: () => ({ authorization }) },
+    });
+  }
   await app.register(httpProxy, {
     upstream: upstreamUrl,
     prefix: '/api',

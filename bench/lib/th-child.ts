@@ -58,8 +58,8 @@ serve({
   setClockOffset(params: { ms: number }) {
     clockOffsetMs = params.ms;
   },
-  async startBareProxy(params: { upstreamUrl: string; bearer: string }) {
-    const bare = await startBareProxy(params.upstreamUrl, params.bearer);
+  async startBareProxy(params: { upstreamUrl: string; bearer: string; wsUpstreamUrl?: string }) {
+    const bare = await startBareProxy(params.upstreamUrl, params.bearer, params.wsUpstreamUrl);
     closeServer = bare.close;
     return { url: bare.url };
   },
