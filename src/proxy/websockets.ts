@@ -63,6 +63,8 @@ interface SocketState {
   messagesOut: number;
   unregister?: () => void;
   pinger?: NodeJS.Timeout;
+  /** Both sides were connected (counted in the open-sockets gauge). */
+  connected: boolean;
   done: boolean;
 }
 
@@ -123,7 +125,7 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
     state.done = true;
     if (state.pinger) clearInterval(state.pinger);
     state.unregister?.();
-    const connected = state.client !== undefined;
+    const connected = state.connected;
     if (connected) metrics?.webSocketClosed(state.route, state.closedBy ?? 'browser');
     // The proxy closes the upstream when the browser's socket closes; should it not have (it leaves
     // sockets whose upstream was still connecting), it is closed here, after the proxy's own handlers.
@@ -167,7 +169,7 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
     request.proxyState = { retried: false, dest: '', fromOptions: {}, ...(credential ? { credential } : {}) };
     const net = request.raw.socket;
     const server = (reply as unknown as { wsProxy?: { wss?: WebSocketServerLike } }).wsProxy?.wss;
-    const state: SocketState = { route: route.prefix, log: request.log, openedAt: Date.now(), hash, net, server, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, done: false };
+    const state: SocketState = { route: route.prefix, log: request.log, openedAt: Date.now(), hash, net, server, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, connected: false, done: false };
     states.set(net, state);
     if (record) {
       const cookieValue = (credential as { session?: LoadedSession } | undefined)?.session?.cookieValue ?? options.cookies.readSession(request) ?? '';
@@ -218,6 +220,7 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
         }
         state.client = client;
         state.upstream = upstream;
+        state.connected = true;
         metrics?.webSocketOpened(state.route);
         client.once('close', (code) => {
           state.closeCode ??= code;
