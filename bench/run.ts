@@ -12,6 +12,8 @@
  *     the introspecting one, nginx and Apache + mod_auth_openidc beside, tracing off and on.
  *  4. Memory: RSS and heap per session in the memory store (10k, 100k), bytes per
  *     session in Redis, sealed cookie sizes.
+ *  4. WebSockets: messages per second through token-handler vs directly to the upstream,
+ *     same run, alternated, and the latency token-handler adds per message.
  *
  * Processes: this one orchestrates (and hosts the storm's first token-handler replica);
  * every proxy under test, the provider, the upstream, the load generator and the memory
@@ -21,13 +23,13 @@
  * Knobs (environment): BENCH_CONNECTIONS (16), BENCH_ROUNDS (5), BENCH_SLICE_SECONDS (2), BENCH_WARMUP_SECONDS (3),
  * BENCH_FIXED_RATE (300 req/s over 1 connection) and BENCH_FIXED_RATE_ROUNDS (2) for latency without queueing,
  * BENCH_STORM_REQUESTS (500), BENCH_STORM_SESSIONS (1000), BENCH_MEMORY_SESSIONS
- * ("10000,100000"), BENCH_REDIS_SESSIONS (1000), BENCH_SKIP ("throughput,storm,production,memory"),
- * the production phase's own knobs (bench/production.ts),
+ * ("10000,100000"), BENCH_REDIS_SESSIONS (1000), BENCH_SKIP ("throughput,storm,production,memory,websocket"),
+ * the production phase's own knobs (bench/production.ts), BENCH_WS_SOCKETS (16), BENCH_WS_ROUNDS (3),
  * BENCH_BUDGET_SECONDS (170: the many-session storms log in fewer sessions, loudly, when
  * the machine is too slow to do 1,000 logins per store within it).
  */
 import { execFileSync } from 'node:child_process';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -37,7 +39,7 @@ import { RedisSessionStore } from '../src/state/redis/session-store.js';
 import { KeyLayout } from '../src/state/redis/keys.js';
 import { spawnChild, type Child, type SpawnOptions } from './lib/rpc.js';
 import { productionMarkdown, productionPhase } from './production.js';
-import { API_PATH, SECRET, SESSION_COOKIE, UPSTREAM_PATH, browserHeaders, followSetCookie, login, loginMany, randomPrefix, redisAnswers, warnOnce, DevNullLog, lagSummary, startProviderAndUpstream, startTokenHandler, tokenHandlerBuild, type Store } from './lib/stack.js';
+import { API_PATH, SECRET, SESSION_COOKIE, UPSTREAM_PATH, browserHeaders, followSetCookie, login, loginMany, randomPrefix, redisAnswers, warnOnce, DevNullLog, lagSummary, startProviderAndUpstream, startTokenHandler, tokenHandlerBuild, type Store, PUBLIC_URL } from './lib/stack.js';
 import { syntheticRecord, type TokenProfile } from './lib/records.js';
 import { bytes, fmt, markdownTable, percentile, round, table } from './lib/stats.js';
 import type { SessionRecord } from '../src/state/record.js';
@@ -377,6 +379,11 @@ try {
   // 4. Memory
   // -------------------------------------------------------------------------
   if (!skip.has('memory')) results.memory = await memory(template);
+
+  // -------------------------------------------------------------------------
+  // 4. WebSockets
+  // -------------------------------------------------------------------------
+  if (!skip.has('websocket')) results.websocket = await webSocketFigure(template);
 } finally {
   if (redis) {
     const removed = await deleteKeys(redis, redisPrefix).catch(() => -1);
@@ -422,6 +429,105 @@ progress(`results written to ${file} and bench/results/latest.json (total ${runt
 // ---------------------------------------------------------------------------
 // Phases
 // ---------------------------------------------------------------------------
+
+/**
+ * Messages per second over WebSockets, directly to an echo upstream and through
+ * token-handler (memory store, one session), alternated round by round: `BENCH_WS_SOCKETS`
+ * sockets each sending a 64-byte message and waiting for its echo before the next
+ * (ping-pong), so the rate is the round trips both paths sustain and the latency is per message.
+ */
+async function webSocketFigure(session: SessionRecord | undefined): Promise<Record<string, unknown>> {
+  if (!session) throw new Error('no session to take a token from');
+  const { WebSocket } = await import('ws');
+  const sockets = num('BENCH_WS_SOCKETS', 16);
+  const roundsCount = num('BENCH_WS_ROUNDS', 3);
+  const wsUpstream = child('./ws-upstream-child.ts');
+  const { url: wsUrl } = await wsUpstream.call<{ url: string }>('start');
+  const server = child('./th-child.ts');
+  const { url, cookie } = await server.call<{ url: string; cookie: string }>('startTokenHandler', {
+    provider, upstreamUrl: upstream.url, store: 'memory', redisPrefix, userName: 'bench-ws',
+    extra: {
+      session: { store: 'memory', secrets: [SECRET], maxWebSockets: 1000 },
+      routes: [{ prefix: '/api', upstream: upstream.url }, { prefix: '/live', upstream: wsUrl, websocket: true, websocketPingSeconds: 0 }],
+    },
+  });
+  const bare = child('./th-child.ts');
+  const { url: bareUrl } = await bare.call<{ url: string }>('startBareProxy', { upstreamUrl: upstream.url, bearer: session.accessToken, wsUpstreamUrl: wsUrl });
+  const targets: Array<{ name: string; url: string; headers: Record<string, string> }> = [
+    { name: 'direct', url: `${wsUrl.replace(/^http/, 'ws')}/echo`, headers: { authorization: `Bearer ${session.accessToken}` } },
+    { name: 'bare-proxy', url: `${bareUrl.replace(/^http/, 'ws')}/live/echo`, headers: { cookie, origin: PUBLIC_URL } },
+    { name: 'token-handler', url: `${url.replace(/^http/, 'ws')}/live/echo`, headers: { cookie, origin: PUBLIC_URL } },
+  ];
+  const payload = 'x'.repeat(64);
+  const slice = async (target: (typeof targets)[number], seconds: number) => {
+    const open = await Promise.all(
+      Array.from({ length: sockets }, () => new Promise<InstanceType<typeof WebSocket>>((resolve, reject) => {
+        const ws = new WebSocket(target.url, undefined, { headers: target.headers });
+        ws.once('open', () => resolve(ws));
+        ws.on('error', reject);
+      })),
+    );
+    const latencies: number[] = [];
+    const deadline = performance.now() + seconds * 1000;
+    await Promise.all(
+      open.map((ws) => new Promise<void>((resolve) => {
+        let sentAt = performance.now();
+        ws.on('message', () => {
+          const at = performance.now();
+          latencies.push(at - sentAt);
+          if (at >= deadline) {
+            resolve();
+            return;
+          }
+          sentAt = at;
+          ws.send(payload);
+        });
+        ws.send(payload);
+      })),
+    );
+    await Promise.all(open.map((ws) => new Promise((resolve) => {
+      ws.once('close', resolve);
+      ws.close();
+    })));
+    return { messages: latencies.length, seconds, latencies };
+  };
+  progress(`websockets: ${targets.length} targets × ${roundsCount} rounds × ${settings.sliceSeconds} s, ${sockets} sockets ping-pong (+1 s warm-up each)`);
+  for (const target of targets) await slice(target, 1);
+  const pooled = new Map(targets.map((t) => [t.name, { messages: 0, seconds: 0, latencies: [] as number[] }]));
+  for (let r = 0; r < roundsCount; r++) {
+    // Rotated every round, so no target always runs right after the same neighbour.
+    for (const target of targets.map((_, i) => targets[(i + r) % targets.length]!)) {
+      const result = await slice(target, settings.sliceSeconds);
+      const total = pooled.get(target.name)!;
+      total.messages += result.messages;
+      total.seconds += result.seconds;
+      for (const ms of result.latencies) total.latencies.push(ms);
+    }
+  }
+  for (const proxy of [server, bare]) {
+    await proxy.call('stop').catch(() => undefined);
+    await proxy.stop();
+  }
+  await wsUpstream.call('stop').catch(() => undefined);
+  await wsUpstream.stop();
+  const rows = targets.map((t) => {
+    const total = pooled.get(t.name)!;
+    const sorted = [...total.latencies].sort((a, b) => a - b);
+    return { target: t.name, messagesPerSecond: round(total.messages / total.seconds, 0), p50Ms: round(percentile(sorted, 0.5), 3), p99Ms: round(percentile(sorted, 0.99), 3) };
+  });
+  const [direct, bareRow, th] = rows as [(typeof rows)[number], (typeof rows)[number], (typeof rows)[number]];
+  const figure = {
+    sockets, rounds: roundsCount, messageBytes: payload.length, rows,
+    ratio: round(th.messagesPerSecond / direct.messagesPerSecond, 3),
+    ratioVsBareProxy: round(th.messagesPerSecond / bareRow.messagesPerSecond, 3),
+    addedP50Ms: round(th.p50Ms - direct.p50Ms, 3), addedP99Ms: round(th.p99Ms - direct.p99Ms, 3),
+    addedP50MsVsBareProxy: round(th.p50Ms - bareRow.p50Ms, 3),
+  };
+  console.log(`\nWebSockets (${sockets} sockets, ping-pong of ${payload.length}-byte messages, ${roundsCount} × ${settings.sliceSeconds} s per target)\n`);
+  console.log(table(['target', 'messages/s', 'p50 ms', 'p99 ms'], rows.map((r) => [r.target, String(r.messagesPerSecond), fmt(r.p50Ms, 3), fmt(r.p99Ms, 3)])));
+  console.log(`token-handler: ${fmt(figure.ratio, 3)} of the direct message rate (${fmt(figure.ratioVsBareProxy, 3)} of the bare proxy's); added per message vs direct p50 ${fmt(figure.addedP50Ms, 3)} ms, p99 ${fmt(figure.addedP99Ms, 3)} ms (vs the bare proxy p50 ${fmt(figure.addedP50MsVsBareProxy, 3)} ms)`);
+  return figure;
+}
 
 interface BurstResult {
   statuses: Record<string, number>;

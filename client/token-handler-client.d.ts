@@ -61,7 +61,56 @@ export interface ClientOptions {
   fetch?: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
 }
 
+/** What `onSessionEnded` of `openSocket` is told. */
+export interface SocketSessionEndedContext {
+  /** `/auth/login?returnTo=<current page>`: where the default handler goes. */
+  loginUrl: string;
+  /** The close event: 4401 `session_ended`, or 1006 for an upgrade refused because the session is gone. */
+  event: CloseEvent;
+}
+
+export interface SocketOptions {
+  /** Subprotocols asked for on every (re)connection. */
+  protocols?: string | string[];
+  binaryType?: BinaryType;
+  /** Called on every open (the first and each reconnection) with the new WebSocket. */
+  onOpen?: (event: Event, socket: WebSocket) => void;
+  onMessage?: (event: MessageEvent) => void;
+  /** Called on every close; `reconnecting` says whether a new socket will be tried. */
+  onClose?: (event: CloseEvent, state: { reconnecting: boolean }) => void;
+  /** Called when the session ended (4401), instead of navigating to `loginUrl`. */
+  onSessionEnded?: (context: SocketSessionEndedContext) => void;
+  /** First reconnection delay, doubled each time up to `maxDelayMs` (with jitter). Default 500. */
+  minDelayMs?: number;
+  /** Default 30000. */
+  maxDelayMs?: number;
+  /** Reconnections tried in a row before giving up. Default unlimited. */
+  maxRetries?: number;
+  /** The WebSocket class. Default `globalThis.WebSocket`. */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
+}
+
+/** The socket `openSocket` keeps open: the current WebSocket changes with each reconnection. */
+export interface ManagedSocket {
+  readonly socket: WebSocket | undefined;
+  /** Sends on the current socket; false (nothing sent) while it is not open. */
+  send(data: string | ArrayBufferLike | Blob | ArrayBufferView): boolean;
+  /** Closes it for good: no reconnection. */
+  close(code?: number, reason?: string): void;
+}
+
 export interface TokenHandlerClient {
+  /**
+   * A WebSocket to an API route with `websocket: true` (same origin: `ws:`/`wss:` of the
+   * page's origin). Reconnects with backoff after 1006 (connection lost), 4001
+   * `token_expired` (at once, the first time: the new upgrade carries a fresh token),
+   * 1001/1012/1013 (server going away) and 1011; stops on 4401 `session_ended` and goes to
+   * sign in (or calls `onSessionEnded`). A browser is never shown why an upgrade was refused
+   * (it sees 1006 before `open`): the helper then asks `GET /auth/user`, and a signed-out
+   * session goes to sign in rather than retrying. Other codes (1000, 1008, 1009, the API's
+   * own) end it and go to `onClose`.
+   */
+  openSocket(path: string, options?: SocketOptions): ManagedSocket;
   /**
    * `fetch` for API calls through token-handler: adds the CSRF header (same-origin URLs only)
    * and `credentials: 'same-origin'` (unless `init.credentials` says otherwise). A 401
@@ -119,4 +168,7 @@ export declare function refresh(): Promise<SessionView | null>;
 /** `createClient().loginUrl` with the default options. */
 export declare function loginUrl(returnTo?: string): string;
 /** Session events with the default client; returns the function that stops listening. */
+/** `openSocket` of the default client. */
+export declare function openSocket(path: string, options?: SocketOptions): ManagedSocket;
+
 export declare function onSessionEvent(listener: (event: SessionEvent) => void): () => void;

@@ -10,6 +10,7 @@
  *                                              // 401 step_up_required → a stronger sign-in (or onStepUpRequired)
  *   await logout();                            // ends the session, then the provider's logout page
  *   onSessionEvent((e) => { if (e.type === 'session-ended') showSignedOut(e.reason); });
+ *   const live = openSocket('/api/live', { onMessage: (e) => show(e.data) });  // reconnects; 4401 → sign-in
  *
  * The page never sees a token: the session lives in an HttpOnly cookie and
  * token-handler attaches the access token when it proxies the call.
@@ -242,8 +243,111 @@ export function createClient(options = {}) {
     };
   }
 
+  /** Close codes after which a new socket is worth trying: the server went away, a network drop, the token expired. */
+  const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4001]);
+
+  /**
+   * A WebSocket to an API route (`websocket: true`) that lives as long as the session: it
+   * reconnects with backoff after 1006 (connection lost), 4001 (token_expired: the new
+   * upgrade carries a fresh token), 1001/1012/1013 (server restarting) and 1011; on 4401
+   * (session_ended) it stops and goes to sign in (or calls `onSessionEnded`). A refused
+   * upgrade reaches a browser only as 1006 before `open`: the session is then asked about,
+   * and a signed-out one goes to sign in instead of retrying.
+   */
+  function openSocket(path, socketOptions = {}) {
+    const Socket = socketOptions.WebSocket ?? globalThis.WebSocket;
+    const minDelayMs = socketOptions.minDelayMs ?? 500;
+    const maxDelayMs = socketOptions.maxDelayMs ?? 30_000;
+    const maxRetries = socketOptions.maxRetries ?? Infinity;
+    const where = currentLocation();
+    const url = new URL(path, where ? where.href : 'http://localhost/');
+    url.protocol = url.protocol === 'https:' ? 'wss:' : url.protocol === 'http:' ? 'ws:' : url.protocol;
+    let socket;
+    let retries = 0;
+    let stopped = false;
+    let timer;
+
+    const sessionEnded = (event) => {
+      stopped = true;
+      const context = { loginUrl: loginUrl(), event };
+      if (socketOptions.onSessionEnded) socketOptions.onSessionEnded(context);
+      else navigate(context.loginUrl);
+    };
+
+    const retry = (event) => {
+      if (stopped || retries >= maxRetries) return false;
+      const backoff = Math.min(maxDelayMs, minDelayMs * 2 ** retries);
+      // Jitter, so the tabs of a restarted server do not all come back at once.
+      const delay = event.code === 4001 && retries === 0 ? 0 : backoff / 2 + Math.random() * (backoff / 2);
+      retries++;
+      timer = setTimeout(connect, delay);
+      return true;
+    };
+
+    function connect() {
+      timer = undefined;
+      if (stopped) return;
+      let opened = false;
+      socket = socketOptions.protocols === undefined ? new Socket(url.href) : new Socket(url.href, socketOptions.protocols);
+      if (socketOptions.binaryType) socket.binaryType = socketOptions.binaryType;
+      socket.onopen = (event) => {
+        opened = true;
+        socketOptions.onOpen?.(event, socket);
+      };
+      socket.onmessage = (event) => socketOptions.onMessage?.(event);
+      socket.onclose = (event) => {
+        if (opened) retries = event.code === 4001 ? retries : 0;
+        if (stopped) {
+          socketOptions.onClose?.(event, { reconnecting: false });
+          return;
+        }
+        if (event.code === 4401) {
+          socketOptions.onClose?.(event, { reconnecting: false });
+          sessionEnded(event);
+          return;
+        }
+        if (event.code === 1006 && !opened) {
+          // The upgrade was refused or never reached us: signed out, or worth another try?
+          sessionView('GET', 'user').then(
+            (view) => {
+              if (stopped) return;
+              if (view === null) {
+                socketOptions.onClose?.(event, { reconnecting: false });
+                sessionEnded(event);
+              } else {
+                socketOptions.onClose?.(event, { reconnecting: retry(event) });
+              }
+            },
+            () => socketOptions.onClose?.(event, { reconnecting: retry(event) }),
+          );
+          return;
+        }
+        const reconnecting = RECONNECT_CODES.has(event.code) ? retry(event) : false;
+        socketOptions.onClose?.(event, { reconnecting });
+      };
+    }
+
+    connect();
+    return {
+      get socket() {
+        return socket;
+      },
+      send(data) {
+        if (!socket || socket.readyState !== 1) return false;
+        socket.send(data);
+        return true;
+      },
+      close(code = 1000, reason = '') {
+        stopped = true;
+        if (timer !== undefined) clearTimeout(timer);
+        socket?.close(code, reason);
+      },
+    };
+  }
+
   return {
     fetch: apiFetch,
+    openSocket,
     onSessionEvent,
     getUser: () => sessionView('GET', 'user'),
     refresh: () => sessionView('POST', 'refresh'),
@@ -265,6 +369,11 @@ export const logout = () => byDefault().logout();
 export const refresh = () => byDefault().refresh();
 /** `/auth/login?returnTo=...` (default: back to the current page), for a sign-in link. */
 export const loginUrl = (returnTo) => byDefault().loginUrl(returnTo);
+/**
+ * A WebSocket to `path` (same origin) that reconnects with backoff on 1006/4001 and goes
+ * to sign in on 4401 session_ended; see TokenHandlerClient.openSocket.
+ */
+export const openSocket = (path, options) => byDefault().openSocket(path, options);
 /**
  * Calls `listener` with every session event (`session-refreshed`, `session-expiring`,
  * `session-ended` with its `reason`), one stream shared by the tabs of this origin;

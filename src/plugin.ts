@@ -24,7 +24,7 @@ import { clientModuleRoute } from './routes/client-module.js';
 import { apiRoutes } from './proxy/api-routes.js';
 import { apiRoutesOf, createFrontend, frontendRouteOf } from './frontend/index.js';
 import { useErrorPages } from './pages/error-page.js';
-import { createCsrfCheck, createOriginCheck } from './proxy/csrf.js';
+import { createCsrfCheck, createOriginCheck, createUpgradeOriginCheck } from './proxy/csrf.js';
 import { Cors } from './proxy/cors.js';
 import { healthRoutes, type ReadinessCheck } from './ops/health.js';
 import { createMetricsServer, Metrics, metricsRoute } from './ops/metrics.js';
@@ -33,6 +33,7 @@ import { AccessLog } from './ops/access-log.js';
 import { adminHandler, type AdminMatch } from './ops/admin.js';
 import { sessionsRoutes } from './routes/sessions.js';
 import { eventsRoute } from './routes/events.js';
+import { SessionChannels } from './session/channels.js';
 import { startTracing } from './ops/tracing.js';
 import { traceRequests } from './ops/request-tracing.js';
 
@@ -167,6 +168,11 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
   const originCheck = createOriginCheck(config.csrf, config.publicUrl);
+  // WebSockets and streamed responses of sessions on this replica, ended with their session (on any replica).
+  const channels = new SessionChannels({ signals: state.signals, sessions, timeouts, now, logger: app.log });
+  if (apiRouteConfigs.some((route) => route.websocket)) channels.start();
+  // Open sockets and streams would hold the server open: they end first, with 1001 (going away).
+  app.addHook('preClose', async () => channels.endAll('shutdown'));
   const cors = new Cors(config.csrf, config.csrf.header);
 
   let shuttingDown = false;
@@ -300,6 +306,10 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     browserLeft: (request, reply) => requestLines.browserLeft(request, reply),
     publicUrl: config.publicUrl,
     now,
+    channels,
+    upgradeOriginCheck: createUpgradeOriginCheck(config.csrf, config.publicUrl),
+    maxSocketsPerSession: config.session.maxWebSockets,
+    metrics,
   });
   // The catch-all, below every route above.
   await frontend?.register(app);
@@ -337,6 +347,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   }
 
   app.addHook('onClose', async () => {
+    channels.close();
     provider.stop();
     await state.close();
     if (metricsServer?.listening) await new Promise((resolve) => metricsServer!.close(resolve));

@@ -89,6 +89,7 @@ describe('defaults', () => {
         maxPendingLogins: 5,
       omitClaims: ['nonce', 'at_hash', 'c_hash', 's_hash'],
       maxEventStreams: 5,
+      maxWebSockets: 20,
       },
       routes: [],
       refresh: { resultTtlSeconds: 60, resultMaxEntries: 10000, replayBodyLimitBytes: 1048576, forcedMinIntervalSeconds: 10 },
@@ -130,6 +131,9 @@ describe('defaults', () => {
         identityHeaders: {},
         bufferResponseBytes: 65536,
         websocket: false,
+        closeOnTokenExpiry: false,
+        websocketMaxMessageBytes: 1048576,
+        websocketPingSeconds: 30,
       },
     ]);
   });
@@ -652,13 +656,13 @@ describe('the frontend route', () => {
     ]);
   });
 
-  it('static, websocket and contentSecurityPolicy on an API route are refused', () => {
+  it('static and contentSecurityPolicy on an API route are refused; websocket is allowed there', () => {
     const problems = problemsOf(() => parseConfig(withSection('routes', [{ ...api, static: spaDir(), websocket: true, contentSecurityPolicy: "default-src 'self'" }])));
     expect(problems).toEqual([
       'routes[0].static: is set on an API route; only the frontend route (prefix /) serves a directory',
       'routes[0].contentSecurityPolicy: is set on an API route; only the frontend route (prefix /) serves pages',
-      'routes[0].websocket: is true on an API route; WebSockets pass only through the frontend route\'s dev server (prefix /, token: none, anonymous: true) for now',
     ]);
+    expect(parseConfig(withSection('routes', [{ ...api, websocket: true, closeOnTokenExpiry: true }])).routes[0]).toMatchObject({ websocket: true, closeOnTokenExpiry: true });
   });
 
   it('errors.pagePath must be a path of the SPA on this origin', () => {
@@ -682,7 +686,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'contentSecurityPolicy', 'resource', 'exchange', 'require', 'claims', 'acr', 'maxAgeSeconds', 'identityHeaders'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'closeOnTokenExpiry', 'websocketMaxMessageBytes', 'websocketPingSeconds', 'contentSecurityPolicy', 'resource', 'exchange', 'require', 'claims', 'acr', 'maxAgeSeconds', 'identityHeaders'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(#\\s*)?(- )?${key}:`, 'm'));
   });
 

@@ -229,9 +229,21 @@ export async function startBareProxy(
   bearer: string,
   /** Further prefixes to other upstreams (the production phase: `/japi` → the introspecting upstream). */
   moreRoutes: Array<{ prefix: string; upstream: string }> = [],
+  /** The WebSocket baseline's upstream (`/live`), for the WebSocket phase. */
+  wsUpstreamUrl?: string,
 ): Promise<{ url: string; close(): Promise<void> }> {
   const app = Fastify({ logger: false });
   const authorization = `Bearer ${bearer}`;
+  if (wsUpstreamUrl) {
+    // The WebSocket baseline: @fastify/http-proxy's own WebSocket support with a fixed token.
+    await app.register(httpProxy, {
+      upstream: wsUpstreamUrl,
+      prefix: '/live',
+      rewritePrefix: '',
+      websocket: true,
+      wsClientOptions: { rewriteRequestHeaders: () => ({ authorization }) },
+    });
+  }
   for (const route of [{ prefix: '/api', upstream: upstreamUrl }, ...moreRoutes]) {
     await app.register(httpProxy, {
       upstream: route.upstream,

@@ -100,8 +100,8 @@ serve({
     const { rss, heapUsed } = process.memoryUsage();
     return { rss, heapUsed };
   },
-  async startBareProxy(params: { upstreamUrl: string; bearer: string; moreRoutes?: Array<{ prefix: string; upstream: string }> }) {
-    const bare = await startBareProxy(params.upstreamUrl, params.bearer, params.moreRoutes);
+  async startBareProxy(params: { upstreamUrl: string; bearer: string; moreRoutes?: Array<{ prefix: string; upstream: string }>; wsUpstreamUrl?: string }) {
+    const bare = await startBareProxy(params.upstreamUrl, params.bearer, params.moreRoutes, params.wsUpstreamUrl);
     closeServer = bare.close;
     return { url: bare.url };
   },

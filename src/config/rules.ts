@@ -157,12 +157,6 @@ const crossRules: CrossRule[] = [
         if (route.contentSecurityPolicy !== undefined) {
           problems.addCrossKey(at('contentSecurityPolicy'), 'is set on an API route; only the frontend route (prefix /) serves pages');
         }
-        if (route.websocket === true) {
-          problems.addCrossKey(
-            at('websocket'),
-            "is true on an API route; WebSockets pass only through the frontend route's dev server (prefix /, token: none, anonymous: true) for now",
-          );
-        }
         return;
       }
       if (route.upstream !== undefined && route.static !== undefined) {

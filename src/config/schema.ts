@@ -229,6 +229,10 @@ export const SessionSchema = Section(
       description: 'ID-token claims GET /auth/user leaves out: protocol fields, not facts about the user. As a variable: comma-separated.',
     }),
     maxEventStreams: Int(1, 100, { default: 5, description: 'GET /auth/events streams one session may hold open on one replica (one per tab; 429 beyond).' }),
+    maxWebSockets: Int(1, 1000, {
+      default: 20,
+      description: 'WebSockets one session may hold open through websocket: true API routes, on one replica (429 too_many_requests on the upgrade beyond).',
+    }),
   },
   'Sessions and their cookie.',
 );
@@ -259,7 +263,21 @@ export const RouteSchema = Type.Object(
     websocket: Type.Boolean({
       default: false,
       description:
-        "Pass WebSocket upgrades through to the upstream: the frontend route's dev server (its hot reload) only, with token: none and anonymous: true. WebSockets on API routes are not supported yet.",
+        "Pass WebSocket upgrades through to the upstream. On an API route: the upgrade needs the session (401 login_required) and an Origin that is publicUrl's or in csrf.allowedOrigins (403 csrf_failed; no X-CSRF header is possible on an upgrade); the upstream upgrade carries the route's token; every socket closes with 4401 session_ended when its session ends. On the frontend route: its dev server's hot reload (token: none, anonymous: true).",
+    }),
+    closeOnTokenExpiry: Type.Boolean({
+      default: false,
+      description:
+        'websocket: true API routes: close a socket with 4001 token_expired when the access token its upgrade carried expires, so the browser reconnects with a fresh one (for APIs that check the token only at the upgrade).',
+    }),
+    websocketMaxMessageBytes: Int(1, 1024 * 1024 * 1024, {
+      default: 1024 * 1024,
+      description: 'websocket: true routes: the largest WebSocket message passed on, either way; a larger one closes the socket with 1009.',
+    }),
+    websocketPingSeconds: Int(0, 3600, {
+      default: 30,
+      description:
+        "websocket: true API routes: ping the browser this often and close a socket whose previous ping went unanswered (a dead peer); 0: no pings. Keeps idle sockets alive through proxies' idle timeouts.",
     }),
     contentSecurityPolicy: Type.Optional(
       Type.String({

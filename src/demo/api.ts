@@ -4,10 +4,14 @@
  * It never echoes the token.
  *
  *   GET /hello   → { message, sub, serverTime, tokenExpiresInSeconds, scope }
+ *   a WebSocket upgrade (any path) → a live feed: `{ type: "tick", n, sub, serverTime }`
+ *                   every second, and `{ type: "echo", data }` for each message it gets
  *   anything else → 404 { error: "not_found" }
  * No or inactive token → 401 { error: "invalid_token" } with WWW-Authenticate.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { Duplex } from 'node:stream';
 import { closeServer, listenLoopback, loopbackUrl } from './net.js';
 
 export interface DemoApiOptions {
@@ -33,6 +37,25 @@ export interface DemoApi {
 }
 
 const KEEP_REQUESTS = 1000;
+
+/** What the demo uses of `ws` (the WebSocket library @fastify/http-proxy brings along). */
+interface LiveSocket {
+  readonly readyState: number;
+  send(data: string): void;
+  on(event: 'message', listener: (data: Buffer) => void): void;
+  on(event: 'close', listener: () => void): void;
+}
+interface LiveServer {
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer, done: (ws: LiveSocket) => void): void;
+  clients: Set<LiveSocket & { terminate(): void }>;
+}
+
+/** `ws` as @fastify/http-proxy resolves it: token-handler has no dependency of its own on it. */
+function webSocketServer(): LiveServer {
+  const fromProxy = createRequire(createRequire(import.meta.url).resolve('@fastify/http-proxy'));
+  const { WebSocketServer } = fromProxy('ws') as { WebSocketServer: new (options: { noServer: true }) => LiveServer };
+  return new WebSocketServer({ noServer: true });
+}
 
 export async function startDemoApi(options: DemoApiOptions): Promise<DemoApi> {
   const requests: DemoApiRequest[] = [];
@@ -111,10 +134,48 @@ export async function startDemoApi(options: DemoApiOptions): Promise<DemoApi> {
       res.end('{"error":"server_error"}');
     });
   });
+  // The live feed: the token is checked on the upgrade, as an API that trusts only tokens does.
+  const live = webSocketServer();
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Not in requests(): those are the page's API calls, which tests count.
+    const record: DemoApiRequest = { method: 'WS', path: new URL(req.url ?? '/', 'http://api.invalid').pathname, status: 0, at: Date.now() };
+    const token = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+    const refuse = (status: number) => {
+      record.status = status;
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Service Unavailable'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    };
+    if (!token) {
+      refuse(401);
+      return;
+    }
+    introspect(token).then(
+      (claims) => {
+        if (claims.active !== true) {
+          refuse(401);
+          return;
+        }
+        const sub = typeof claims.sub === 'string' ? claims.sub : null;
+        if (sub !== null) record.sub = sub;
+        record.status = 101;
+        live.handleUpgrade(req, socket, head, (ws) => {
+          let n = 0;
+          const send = () => ws.readyState === 1 && ws.send(JSON.stringify({ type: 'tick', n: ++n, sub, serverTime: new Date().toISOString() }));
+          send();
+          const ticker = setInterval(send, 1000);
+          ws.on('message', (data) => ws.readyState === 1 && ws.send(JSON.stringify({ type: 'echo', data: data.toString() })));
+          ws.on('close', () => clearInterval(ticker));
+        });
+      },
+      () => refuse(503),
+    );
+  });
   const port = await listenLoopback(server, options.port);
   return {
     url: loopbackUrl(port),
     requests: () => requests.map((r) => ({ ...r })),
-    close: () => closeServer(server),
+    close: () => {
+      for (const ws of live.clients) ws.terminate();
+      return closeServer(server);
+    },
   };
 }

@@ -117,6 +117,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<DemoStack> {
         // Route policies: /api/admin/hello for users in the admin group, /api/secure/hello after a stronger sign-in.
         { prefix: '/api/admin', upstream: api.url, stripCookies: 'all', require: { claims: { groups: ['admin'] } } },
         { prefix: '/api/secure', upstream: api.url, stripCookies: 'all', require: { acr: [DEMO_STRONG_ACR] } },
+        // The live panel's WebSocket: closed with 4401 when the session ends.
+        { prefix: '/api/live', upstream: api.url, stripCookies: 'all', websocket: true },
         { prefix: '/api', upstream: api.url, stripCookies: 'all' },
       ],
       logging: { level: options.logLevel ?? 'warn' },

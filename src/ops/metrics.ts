@@ -78,6 +78,32 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly openSockets = new Gauge({
+    name: 'token_handler_websockets_open',
+    help: 'WebSockets open through API routes (browser and upstream both connected), by route prefix.',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+  private readonly socketMessages = new HotCounter(
+    this.registry,
+    'token_handler_websocket_messages_total',
+    'WebSocket messages passed on, by route prefix and direction (in: browser to upstream, out: upstream to browser).',
+    'route',
+    'direction',
+  );
+  private readonly socketCloses = new Counter({
+    name: 'token_handler_websocket_closes_total',
+    help: 'WebSockets closed, by route prefix and reason (session_ended, token_expired, shutdown, browser, upstream, dead_peer, message_too_large).',
+    labelNames: ['route', 'reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly streamEnds = new Counter({
+    name: 'token_handler_streams_ended_total',
+    help: 'Streamed API responses token-handler ended before the upstream did, by reason (session_ended, shutdown).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(activeSessions?: () => Promise<number | undefined>, redis?: { topology: RedisTopology; events: Readonly<ConnectionEvents> }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'token_handler_' });
     if (redis) this.redisMetrics(redis.topology, redis.events);
@@ -154,6 +180,23 @@ export class Metrics {
 
   logout(reason: LogoutReason, count = 1): void {
     this.logouts.inc({ reason }, count);
+  }
+
+  webSocketOpened(route: string): void {
+    this.openSockets.inc({ route });
+  }
+
+  webSocketClosed(route: string, reason: string): void {
+    this.openSockets.dec({ route });
+    this.socketCloses.inc({ route, reason });
+  }
+
+  webSocketMessage(route: string, direction: 'in' | 'out'): void {
+    this.socketMessages.inc(route, direction);
+  }
+
+  streamEnded(reason: string): void {
+    this.streamEnds.inc({ reason });
   }
 
   async exposition(): Promise<{ contentType: string; body: string }> {

@@ -17,6 +17,11 @@ import { dropUpstreamHeaders, fitsBuffer, passWhole, type UpstreamResponse } fro
 import { tokenSourceFor, type Credential } from './token-source.js';
 import { UpstreamTracing } from './upstream-tracing.js';
 import { identityHeaderNames, RoutePolicy, type IdentityHeaders } from './route-policy.js';
+import type { RequestCheck } from './csrf.js';
+import { isUpgrade, webSocketRoute } from './websockets.js';
+import type { SessionChannels } from '../session/channels.js';
+import type { LoadedSession } from '../session/manager.js';
+import type { Metrics } from '../ops/metrics.js';
 
 export interface ApiRoutesOptions {
   routes: ApiRouteConfig[];
@@ -41,6 +46,13 @@ export interface ApiRoutesOptions {
   /** The origin login URLs of step_up_required answers belong to. */
   publicUrl: string;
   now: () => number;
+  /** The long-lived channels of sessions (WebSockets, streamed responses), ended with their session. */
+  channels?: SessionChannels | undefined;
+  /** The Origin check of WebSocket upgrades (websocket: true routes). */
+  upgradeOriginCheck?: RequestCheck | undefined;
+  /** WebSockets one session may hold open on this replica. */
+  maxSocketsPerSession?: number | undefined;
+  metrics?: Metrics | undefined;
 }
 
 /** What one proxied request carries between its steps: per request, never shared. */
@@ -86,6 +98,68 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
   const upstreamUrl = new URL(route.upstream);
   const rewritePrefix = upstreamUrl.pathname.replace(/\/+$/, '') + route.rewritePrefix;
   const upstreamTracing = UpstreamTracing.forRoute(upstreamUrl, route.prefix);
+  const tlsCa = route.tlsCaFile ? readFileSync(route.tlsCaFile) : undefined;
+  /** What goes upstream from a browser's request headers: our cookies, CSRF header and its Authorization out; the route's token in. */
+  const headersFor = (request: Pick<FastifyRequest, 'ip' | 'id' | 'proxyState' | 'session'>, headers: FastifyRequest['headers']) => {
+    const upstreamHeaders = upstreamRequestHeaders(
+      headers,
+      policy,
+      { ip: request.ip, proto: forwarded.proto, host: forwarded.host },
+      request.proxyState?.credential?.authorization,
+      identity,
+      identitySet.length === 0 ? undefined : request.session?.claims,
+    );
+    upstreamHeaders['x-request-id'] = String(request.id);
+    return upstreamHeaders;
+  };
+  const channels = options.channels;
+  const webSockets =
+    route.websocket && channels && options.upgradeOriginCheck
+      ? webSocketRoute({
+          route,
+          source,
+          routePolicy,
+          channels,
+          cookies,
+          upgradeOriginCheck: options.upgradeOriginCheck,
+          maxSocketsPerSession: options.maxSocketsPerSession ?? 20,
+          metrics: options.metrics,
+          upstreamHeaders: (request) => headersFor(request, request.headers),
+          tls: { rejectUnauthorized: route.tlsRejectUnauthorized, ...(tlsCa ? { ca: tlsCa } : {}) },
+          now: options.now,
+        })
+      : undefined;
+  if (webSockets) {
+    // An upgrade is checked before the proxy answers it (a plain request passes at once).
+    scope.addHook('preHandler', (request, reply, done) => {
+      if (!isUpgrade(request)) {
+        done();
+        return;
+      }
+      webSockets.checkUpgrade(request, reply).then(() => done(), done);
+    });
+  }
+
+  /**
+   * A streamed response (server-sent events, a chunked stream) of a session ends when the
+   * session does: registered with the session's channels, destroyed on its end.
+   */
+  const endWithSession = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
+    const record = request.session;
+    if (!channels || !record) return;
+    const loaded = (request.proxyState?.credential as { session?: LoadedSession } | undefined)?.session;
+    const cookieValue = loaded?.cookieValue ?? cookies.readSession(request) ?? '';
+    const unregister = channels.add(record, cookieValue, {
+      kind: 'stream',
+      end: (why) => {
+        options.metrics?.streamEnded(why);
+        reply.log.info({ route: route.prefix, reason: why }, 'stream ended with its session');
+        res.stream.destroy();
+        reply.raw.destroy();
+      },
+    });
+    reply.raw.once('close', unregister);
+  };
 
   /**
    * Runs before a request body is read (from the body parser, so a request without a body
@@ -223,20 +297,12 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
       connect: {
         timeout: route.connectTimeoutMs,
         rejectUnauthorized: route.tlsRejectUnauthorized,
-        ...(route.tlsCaFile ? { ca: readFileSync(route.tlsCaFile) } : {}),
+        ...(tlsCa ? { ca: tlsCa } : {}),
       },
     },
     replyOptions: {
       rewriteRequestHeaders: (request, headers) => {
-        const upstreamHeaders = upstreamRequestHeaders(
-          headers,
-          policy,
-          { ip: request.ip, proto: forwarded.proto, host: forwarded.host },
-          request.proxyState?.credential?.authorization,
-          identity,
-          identitySet.length === 0 ? undefined : request.session?.claims,
-        );
-        upstreamHeaders['x-request-id'] = String(request.id);
+        const upstreamHeaders = headersFor(request, headers);
         const state = request.proxyState;
         if (upstreamTracing && state) upstreamTracing.start(request, state, upstreamHeaders, state.dest);
         return upstreamHeaders;
@@ -271,11 +337,13 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
           return;
         }
         // A body that breaks off mid-stream is logged by RequestLines.streamError.
+        endWithSession(request, reply, res);
         reply.send(res.stream);
       },
     },
     // Nothing returned: reply.from answers with the reply, a thenable, and Fastify would
     // then watch every response's end (an end-of-stream listener set) for nothing.
     handler: (request, reply, dest, fromOptions) => authorizeAndForward(request, reply, dest, fromOptions),
+    ...(webSockets ? webSockets.proxyOptions : {}),
   });
 }

@@ -38,3 +38,17 @@ export function createCsrfCheck(config: CsrfConfig, publicOrigin: string): Reque
     originCheck(request);
   };
 }
+
+/**
+ * The check of a WebSocket upgrade (docs/contracts.md "WebSockets"): a browser cannot send
+ * the CSRF header on an upgrade, but always sends `Origin` there; it must be present and be
+ * our own origin or an allowed one. A missing `Origin` is refused: no browser leaves it out.
+ */
+export function createUpgradeOriginCheck(config: CsrfConfig, publicOrigin: string): RequestCheck {
+  const allowed = new Set([publicOrigin, ...config.allowedOrigins]);
+  return (request) => {
+    const origin = request.headers.origin;
+    if (origin === undefined) throw csrfFailed('A WebSocket upgrade must carry the Origin header.');
+    if (!allowed.has(origin)) throw csrfFailed('WebSocket upgrades from this origin are not allowed.');
+  };
+}

@@ -69,7 +69,10 @@ function applyView(view, reason) {
   state.view = view;
   state.refreshedAt = refreshedAt;
   render();
-  if (first) void loadSessions();
+  if (first) {
+    void loadSessions();
+    startLive();
+  }
 }
 
 async function loadUser(reason) {
@@ -136,6 +139,45 @@ th.onSessionEvent((event) => {
     void loadUser('event');
   }
 });
+
+// ---------------------------------------------------------------------------------------
+// Live panel: a WebSocket through token-handler that ends with the session
+// ---------------------------------------------------------------------------------------
+const live = { socket: null };
+
+function setLiveStatus(text, kind) {
+  const status = $('live-status');
+  status.textContent = text;
+  status.dataset.state = kind;
+}
+
+function startLive() {
+  if (live.socket) return;
+  $('live-card').hidden = false;
+  setLiveStatus('connecting…', 'connecting');
+  live.socket = th.openSocket('/api/live', {
+    onOpen: () => setLiveStatus('open', 'open'),
+    onMessage: (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === 'tick') $('live-tick').textContent = `tick ${message.n} for ${message.sub} at ${timeOf(message.serverTime)}`;
+    },
+    onClose: (event, { reconnecting }) => {
+      if (event.code === 4401) return;
+      setLiveStatus(reconnecting ? `closed ${event.code}: reconnecting…` : `closed ${event.code}`, reconnecting ? 'connecting' : 'closed');
+    },
+    // A demo shows it rather than jumping to the sign-in page.
+    onSessionEnded: ({ event }) => {
+      live.socket = null;
+      setLiveStatus(`closed ${event.code} ${event.reason || ''}`.trim(), 'ended');
+      log(`The live socket was closed by token-handler: ${event.code} ${event.reason || '(upgrade refused)'}.`, 'error');
+    },
+  });
+}
+
+function stopLive() {
+  live.socket?.close();
+  live.socket = null;
+}
 
 function showSignedOut(message) {
   const wasSignedIn = state.view !== null;

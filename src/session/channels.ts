@@ -1,0 +1,185 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { SessionManager } from './manager.js';
+import { sessionExpiry, type SessionTimeouts } from './record.js';
+import { signalMatches } from './signals.js';
+import type { SessionSignal, SessionSignals } from '../state/ports.js';
+import { sessionHash, type SessionRecord } from '../state/record.js';
+
+/** Why token-handler ends a channel: its session ended, its token expired, or the server is going away. */
+export type ChannelEnd = 'session_ended' | 'token_expired' | 'shutdown';
+
+/** A long-lived channel of a session: a proxied WebSocket, or a streamed response. */
+export interface Channel {
+  readonly kind: 'socket' | 'stream';
+  /** Epoch ms (on the app's clock) after which it ends with `token_expired`; undefined: never. */
+  readonly expiresAt?: number | undefined;
+  /** Ends it (closes the socket with the code of `why`, or destroys the stream). Called once. */
+  end(why: ChannelEnd): void;
+}
+
+interface SessionEntry {
+  /** The registry's view of the session: `lastSeenAt` follows the `touched` and `refreshed` signals. */
+  record: SessionRecord;
+  /** A cookie value of the session, to ask the store whether it still lives. */
+  cookieValue: string;
+  channels: Set<Channel>;
+  rereading: boolean;
+}
+
+export interface SessionChannelsOptions {
+  signals: SessionSignals;
+  sessions: SessionManager;
+  timeouts: SessionTimeouts;
+  now: () => number;
+  logger: FastifyBaseLogger;
+  /** How often the idle and absolute timeouts and channel expiries are looked at (default 1000 ms). */
+  tickMs?: number;
+}
+
+/**
+ * The long-lived channels (WebSockets, streamed responses) open on this replica, by
+ * session. It listens to the session signals every replica hears (`SessionManager`
+ * publishes `ended` for every way a session ends: logout, back-channel logout, a refused
+ * refresh, `/auth/sessions`, an operator), so a session ended anywhere ends its channels
+ * here within the signal's delivery time. Idle and absolute timeouts, which nobody
+ * announces, are found by a ticker; the store has the last word before a channel is ended
+ * for them (its view of the idle timeout may be behind a slide on another replica).
+ *
+ * Channel traffic itself does not count as use of the session: the idle timeout slides
+ * with the browser's HTTP calls only, so an open dashboard does not keep a session alive
+ * forever (docs/contracts.md "WebSockets").
+ */
+export class SessionChannels {
+  private readonly entries = new Map<string, SessionEntry>();
+  private unsubscribe: (() => void) | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private readonly tickMs: number;
+
+  constructor(private readonly options: SessionChannelsOptions) {
+    this.tickMs = options.tickMs ?? 1000;
+  }
+
+  /** Subscribes to the signals now rather than at the first channel (so the first one misses nothing). */
+  start(): void {
+    this.unsubscribe ??= this.options.signals.subscribe((signal) => this.heard(signal));
+  }
+
+  /** Open channels of a kind for a session (by its hash). */
+  count(hash: string, kind: Channel['kind']): number {
+    const entry = this.entries.get(hash);
+    if (!entry) return 0;
+    let n = 0;
+    for (const channel of entry.channels) if (channel.kind === kind) n++;
+    return n;
+  }
+
+  /** Open channels of every session. */
+  get size(): number {
+    let n = 0;
+    for (const entry of this.entries.values()) n += entry.channels.size;
+    return n;
+  }
+
+  /** Registers a channel of a session; returns its removal (call it when the channel closes by itself). */
+  add(record: SessionRecord, cookieValue: string, channel: Channel): () => void {
+    this.start();
+    const hash = sessionHash(record);
+    let entry = this.entries.get(hash);
+    if (!entry) {
+      entry = { record, cookieValue, channels: new Set(), rereading: false };
+      this.entries.set(hash, entry);
+    } else if (record.lastSeenAt > entry.record.lastSeenAt) {
+      entry.record = record;
+      entry.cookieValue = cookieValue;
+    }
+    entry.channels.add(channel);
+    this.ticker ??= setInterval(() => this.tick(), this.tickMs).unref();
+    const added = entry;
+    return () => this.remove(hash, added, channel);
+  }
+
+  /** Ends every channel (shutdown). */
+  endAll(why: ChannelEnd): void {
+    for (const [hash, entry] of [...this.entries]) this.endSession(hash, entry, why);
+    this.stopTickerWhenIdle();
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    if (this.ticker) clearInterval(this.ticker);
+    this.ticker = undefined;
+  }
+
+  private remove(hash: string, entry: SessionEntry, channel: Channel): void {
+    entry.channels.delete(channel);
+    if (entry.channels.size === 0 && this.entries.get(hash) === entry) this.entries.delete(hash);
+    this.stopTickerWhenIdle();
+  }
+
+  private stopTickerWhenIdle(): void {
+    if (this.entries.size === 0 && this.ticker) {
+      clearInterval(this.ticker);
+      this.ticker = undefined;
+    }
+  }
+
+  private endSession(hash: string, entry: SessionEntry, why: ChannelEnd): void {
+    if (this.entries.get(hash) === entry) this.entries.delete(hash);
+    for (const channel of [...entry.channels]) this.endChannel(channel, why);
+    entry.channels.clear();
+  }
+
+  private endChannel(channel: Channel, why: ChannelEnd): void {
+    try {
+      channel.end(why);
+    } catch (err) {
+      this.options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'a session channel failed to end');
+    }
+  }
+
+  private heard(signal: SessionSignal): void {
+    if (this.entries.size === 0) return;
+    for (const [hash, entry] of [...this.entries]) {
+      if (!signalMatches(signal.match, entry.record, hash)) continue;
+      if (signal.kind === 'ended') {
+        this.endSession(hash, entry, 'session_ended');
+        this.stopTickerWhenIdle();
+      } else if (signal.lastSeenAt > entry.record.lastSeenAt) entry.record = { ...entry.record, lastSeenAt: signal.lastSeenAt };
+    }
+  }
+
+  private tick(): void {
+    const at = this.options.now();
+    for (const [hash, entry] of [...this.entries]) {
+      for (const channel of entry.channels) {
+        if (channel.expiresAt !== undefined && channel.expiresAt <= at) {
+          entry.channels.delete(channel);
+          this.endChannel(channel, 'token_expired');
+        }
+      }
+      if (entry.channels.size === 0) {
+        this.entries.delete(hash);
+        continue;
+      }
+      if (entry.rereading || !sessionExpiry(entry.record, at, this.options.timeouts)) continue;
+      // The registry's view may be behind a slide it was not told of: the store decides.
+      entry.rereading = true;
+      void Promise.resolve(this.options.sessions.reread(entry.cookieValue)).then(
+        (current) => {
+          entry.rereading = false;
+          if (current && !sessionExpiry(current, this.options.now(), this.options.timeouts)) {
+            if (current.lastSeenAt > entry.record.lastSeenAt) entry.record = { ...entry.record, lastSeenAt: current.lastSeenAt };
+          } else {
+            this.endSession(hash, entry, 'session_ended');
+          }
+          this.stopTickerWhenIdle();
+        },
+        () => {
+          // Store unavailable: asked again at the next tick.
+          entry.rereading = false;
+        },
+      );
+    }
+  }
+}
