@@ -168,7 +168,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   });
   const csrfCheck = createCsrfCheck(config.csrf, config.publicUrl);
   const originCheck = createOriginCheck(config.csrf, config.publicUrl);
-  // WebSockets and streamed responses of sessions on this replica, ended with their session (on any replica).
+  // WebSockets, streamed responses and /auth/events streams of sessions on this replica, ended with their session (on any replica).
   const channels = new SessionChannels({ signals: state.signals, sessions, timeouts, now, logger: app.log });
   if (apiRouteConfigs.some((route) => route.websocket)) channels.start();
   // Open sockets and streams would hold the server open: they end first, with 1001 (going away).
@@ -279,7 +279,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     allowedAcrValues: new Set([...config.oidc.allowedAcrValues, ...config.routes.flatMap((route) => route.require?.acr ?? [])]),
   });
   await app.register(sessionsRoutes, { sessions, store: state.sessionStore, revoker, timeouts, now, csrfCheck, originCheck });
-  await app.register(eventsRoute, { sessions, signals: state.signals, timeouts, now, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
+  await app.register(eventsRoute, { sessions, channels, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
   // GET /auth/client.js: the browser helper SPAs import.
   await app.register(clientModuleRoute);
   await app.register(backchannelLogoutRoute, {

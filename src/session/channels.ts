@@ -2,19 +2,33 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { SessionManager } from './manager.js';
 import { sessionExpiry, type SessionTimeouts } from './record.js';
 import { signalMatches } from './signals.js';
-import type { SessionSignal, SessionSignals } from '../state/ports.js';
+import type { SessionEndKind, SessionSignal, SessionSignals } from '../state/ports.js';
 import { sessionHash, type SessionRecord } from '../state/record.js';
 
 /** Why token-handler ends a channel: its session ended, its token expired, or the server is going away. */
 export type ChannelEnd = 'session_ended' | 'token_expired' | 'shutdown';
 
-/** A long-lived channel of a session: a proxied WebSocket, or a streamed response. */
+/** What a channel that wants to know is told about its session while it lives. */
+export type ChannelNotice = { type: 'refreshed'; accessTokenExpiresAt: number } | { type: 'expiring'; idleExpiresAt: number };
+
+/** How long before the idle timeout an `expiring` notice is given. */
+const EXPIRING_NOTICE_MS = 60_000;
+
+/**
+ * A long-lived channel of a session: a proxied WebSocket, a streamed response, or a
+ * `/auth/events` stream.
+ */
 export interface Channel {
-  readonly kind: 'socket' | 'stream';
+  readonly kind: 'socket' | 'stream' | 'events';
   /** Epoch ms (on the app's clock) after which it ends with `token_expired`; undefined: never. */
   readonly expiresAt?: number | undefined;
-  /** Ends it (closes the socket with the code of `why`, or destroys the stream). Called once. */
-  end(why: ChannelEnd): void;
+  /**
+   * Ends it (closes the socket with the code of `why`, or destroys the stream). Called once.
+   * `reason` says how the session ended, when it did.
+   */
+  end(why: ChannelEnd, reason?: SessionEndKind): void;
+  /** Refreshes of the session, and its idle timeout drawing near (once per slide). */
+  notify?(notice: ChannelNotice): void;
 }
 
 interface SessionEntry {
@@ -24,6 +38,8 @@ interface SessionEntry {
   cookieValue: string;
   channels: Set<Channel>;
   rereading: boolean;
+  /** Channels told the idle timeout is near, since the session last slid. */
+  warned: Set<Channel>;
 }
 
 export interface SessionChannelsOptions {
@@ -86,7 +102,7 @@ export class SessionChannels {
     const hash = sessionHash(record);
     let entry = this.entries.get(hash);
     if (!entry) {
-      entry = { record, cookieValue, channels: new Set(), rereading: false };
+      entry = { record, cookieValue, channels: new Set(), rereading: false, warned: new Set() };
       this.entries.set(hash, entry);
     } else if (record.lastSeenAt > entry.record.lastSeenAt) {
       entry.record = record;
@@ -113,6 +129,7 @@ export class SessionChannels {
 
   private remove(hash: string, entry: SessionEntry, channel: Channel): void {
     entry.channels.delete(channel);
+    entry.warned.delete(channel);
     if (entry.channels.size === 0 && this.entries.get(hash) === entry) this.entries.delete(hash);
     this.stopTickerWhenIdle();
   }
@@ -124,18 +141,35 @@ export class SessionChannels {
     }
   }
 
-  private endSession(hash: string, entry: SessionEntry, why: ChannelEnd): void {
+  private endSession(hash: string, entry: SessionEntry, why: ChannelEnd, reason?: SessionEndKind): void {
     if (this.entries.get(hash) === entry) this.entries.delete(hash);
-    for (const channel of [...entry.channels]) this.endChannel(channel, why);
+    for (const channel of [...entry.channels]) this.endChannel(channel, why, reason);
     entry.channels.clear();
   }
 
-  private endChannel(channel: Channel, why: ChannelEnd): void {
+  private endChannel(channel: Channel, why: ChannelEnd, reason?: SessionEndKind): void {
     try {
-      channel.end(why);
+      channel.end(why, reason);
     } catch (err) {
       this.options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'a session channel failed to end');
     }
+  }
+
+  private notifyAll(channels: Iterable<Channel>, notice: ChannelNotice): void {
+    for (const channel of channels) {
+      try {
+        channel.notify?.(notice);
+      } catch (err) {
+        this.options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'a session channel failed to take a notice');
+      }
+    }
+  }
+
+  /** The session was used later than the registry knew: the idle timeout moved, warnings start over. */
+  private slid(entry: SessionEntry, lastSeenAt: number): void {
+    if (lastSeenAt <= entry.record.lastSeenAt) return;
+    entry.record = { ...entry.record, lastSeenAt };
+    entry.warned.clear();
   }
 
   private heard(signal: SessionSignal): void {
@@ -143,9 +177,12 @@ export class SessionChannels {
     for (const [hash, entry] of [...this.entries]) {
       if (!signalMatches(signal.match, entry.record, hash)) continue;
       if (signal.kind === 'ended') {
-        this.endSession(hash, entry, 'session_ended');
+        this.endSession(hash, entry, 'session_ended', signal.reason);
         this.stopTickerWhenIdle();
-      } else if (signal.lastSeenAt > entry.record.lastSeenAt) entry.record = { ...entry.record, lastSeenAt: signal.lastSeenAt };
+        continue;
+      }
+      this.slid(entry, signal.lastSeenAt);
+      if (signal.kind === 'refreshed') this.notifyAll(entry.channels, { type: 'refreshed', accessTokenExpiresAt: signal.accessTokenExpiresAt });
     }
   }
 
@@ -162,17 +199,18 @@ export class SessionChannels {
         this.entries.delete(hash);
         continue;
       }
-      if (entry.rereading || !sessionExpiry(entry.record, at, this.options.timeouts)) continue;
+      if (!sessionExpiry(entry.record, at, this.options.timeouts)) {
+        this.warnIfNear(entry, at);
+        continue;
+      }
+      if (entry.rereading) continue;
       // The registry's view may be behind a slide it was not told of: the store decides.
       entry.rereading = true;
       void Promise.resolve(this.options.sessions.reread(entry.cookieValue)).then(
         (current) => {
           entry.rereading = false;
-          if (current && !sessionExpiry(current, this.options.now(), this.options.timeouts)) {
-            if (current.lastSeenAt > entry.record.lastSeenAt) entry.record = { ...entry.record, lastSeenAt: current.lastSeenAt };
-          } else {
-            this.endSession(hash, entry, 'session_ended');
-          }
+          if (current && !sessionExpiry(current, this.options.now(), this.options.timeouts)) this.slid(entry, current.lastSeenAt);
+          else this.endSession(hash, entry, 'session_ended', 'timeout');
           this.stopTickerWhenIdle();
         },
         () => {
@@ -181,5 +219,15 @@ export class SessionChannels {
         },
       );
     }
+  }
+
+  /** Tells the channels that asked, once per slide, that the idle (or absolute) end is within a minute. */
+  private warnIfNear(entry: SessionEntry, at: number): void {
+    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = this.options.timeouts;
+    const idleEnd = Math.min(entry.record.lastSeenAt + idleTimeoutSeconds * 1000, entry.record.createdAt + absoluteTimeoutSeconds * 1000);
+    if (idleEnd - at > EXPIRING_NOTICE_MS) return;
+    const unwarned = [...entry.channels].filter((channel) => channel.notify && !entry.warned.has(channel));
+    for (const channel of unwarned) entry.warned.add(channel);
+    this.notifyAll(unwarned, { type: 'expiring', idleExpiresAt: idleEnd });
   }
 }
