@@ -172,15 +172,10 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
       () => {
         csrfCheck(request);
         if (!source.needsSession) return undefined;
-        // A route policy refuses before the body too (checked again once the session is loaded).
-        if (routePolicy) {
-          return andThen(options.sessions.peekRecord(request), (record) => {
-            if (!record) throw loginRequired();
-            routePolicy.check(record, request.headers);
-          });
-        }
-        return andThen(options.sessions.peek(request), (present) => {
-          if (!present) throw loginRequired();
+        return andThen(options.sessions.peek(request), (record) => {
+          if (!record) throw loginRequired();
+          // A route policy refuses before the body too (checked again once the session is loaded).
+          routePolicy?.check(record, request.headers);
         });
       },
       (err) => proceed(err),

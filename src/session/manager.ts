@@ -80,18 +80,11 @@ export class SessionManager {
   }
 
   /**
-   * Whether the request carries a usable session, without touching the reply (nothing is
-   * cleared or ended here: `load` does that when the request is handled). For checks that
-   * must come before a request body is read.
+   * The request's usable session record, without touching the reply (nothing is cleared or
+   * ended here: `load` does that when the request is handled). For checks that must come
+   * before a request body is read: is there a session, does it satisfy the route's policy.
    */
-  peek(request: FastifyRequest): Awaitable<boolean> {
-    const cookieValue = this.options.cookies.readSession(request);
-    if (cookieValue === null) return false;
-    return andThen(this.options.persistence.read(cookieValue), (record) => record !== null && !sessionExpiry(record, this.options.now(), this.options.timeouts));
-  }
-
-  /** Like `peek`, the usable record itself: for a route policy checked before a request body is read. */
-  peekRecord(request: FastifyRequest): Awaitable<SessionRecord | null> {
+  peek(request: FastifyRequest): Awaitable<SessionRecord | null> {
     const cookieValue = this.options.cookies.readSession(request);
     if (cookieValue === null) return null;
     return andThen(this.options.persistence.read(cookieValue), (record) =>
