@@ -20,18 +20,21 @@ const unavailable = (err: ProviderError, retryAfterSeconds: number) => idpUnavai
 const apiTokenTransient = (err: ProviderError, retryAfterSeconds: number) => tokenUnavailable(err.retryAfterSeconds ?? retryAfterSeconds);
 const apiTokenRefused = () => tokenUnavailable();
 
+/** The same answer whatever the kind of failure, except where `transient` is given apart. */
+function everyKind(answer: Answer, transient: Answer = answer): Record<ProviderError['kind'], Answer> {
+  return { transient, config_fault: answer, invalid_response: answer, invalid_grant: answer };
+}
+
 /**
  * What each kind of provider failure means for the browser, per call: one table instead of
  * a decision at every call site. A refused grant ends a refresh's session (the caller ends
  * it) but only fails a sign-in; an outage is a 503 that keeps the session everywhere.
  */
 const ANSWERS: Record<ProviderCall, Record<ProviderError['kind'], Answer>> = {
-  login: {
-    transient: { level: 'warn', message: 'provider unavailable', answer: unavailable },
-    config_fault: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
-    invalid_response: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
-    invalid_grant: { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
-  },
+  login: everyKind(
+    { level: 'error', message: 'provider call failed: configuration or provider fault', answer: unavailable },
+    { level: 'warn', message: 'provider unavailable', answer: unavailable },
+  ),
   'sign-in': {
     transient: { level: 'warn', message: 'provider unavailable', answer: unavailable },
     config_fault: {
@@ -92,19 +95,12 @@ const ANSWERS: Record<ProviderCall, Record<ProviderError['kind'], Answer>> = {
     },
     invalid_response: { level: 'error', message: 'token exchange failed: provider response rejected; session kept', answer: apiTokenRefused },
   },
-  'client token': {
-    transient: { level: 'warn', message: 'client credentials token unavailable', answer: unavailable },
-    config_fault: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
-    invalid_response: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
-    invalid_grant: { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
-  },
+  'client token': everyKind(
+    { level: 'error', message: 'client credentials token unavailable', answer: unavailable },
+    { level: 'warn', message: 'client credentials token unavailable', answer: unavailable },
+  ),
   // Anyone can post a logout token: the provider's own Retry-After is not theirs to pass on.
-  'logout token keys': {
-    transient: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
-    config_fault: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
-    invalid_response: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
-    invalid_grant: { level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) },
-  },
+  'logout token keys': everyKind({ level: 'warn', message: 'back-channel logout: provider keys unavailable', answer: (_err, retry) => idpUnavailable(retry) }),
 };
 
 /**
