@@ -155,7 +155,10 @@ export interface TokenHandlerOptions {
 /** The benchmark's token-handler configuration: defaults everywhere except what the setup needs. */
 export function benchConfig(options: TokenHandlerOptions): Config {
   const session: Record<string, unknown> = { store: options.store, secrets: [SECRET] };
-  if (options.store === 'redis') session.redis = { url: 'redis://127.0.0.1:6379', keyPrefix: options.redisPrefix ?? 'bench:' };
+  if (options.store === 'redis') {
+    const entries = process.env.BENCH_REDIS_LOCAL_CACHE_ENTRIES;
+    session.redis = { url: 'redis://127.0.0.1:6379', keyPrefix: options.redisPrefix ?? 'bench:', ...(entries ? { localCacheEntries: Number(entries) } : {}) };
+  }
   const raw = {
     publicUrl: PUBLIC_URL,
     listen: { host: '127.0.0.1', port: 0 },

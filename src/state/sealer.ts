@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
-import { sealData, unsealData } from 'iron-session';
-import type { Awaitable } from '../awaitable.js';
 import { BoundedTtlCache } from './bounded-cache.js';
+import { ironSeal, ironUnseal, type IronPassword } from './iron.js';
 
 export interface SealerOptions {
   /**
@@ -19,13 +18,13 @@ export interface SealerOptions {
 }
 
 /**
- * Seals and unseals values with iron-session, supporting secret rotation: the first
+ * Seals and unseals values in iron-session's format (iron.ts), supporting secret rotation: the first
  * secret seals, every secret unseals. Each secret's iron "password id" is derived from
  * the secret itself, so reordering or adding secrets never makes an old seal point at
  * the wrong key.
  */
 export class Sealer {
-  private readonly sealPassword: Record<string, string>;
+  private readonly sealPassword: IronPassword;
   private readonly unsealPasswords: Record<string, string>;
   /** Keyed by the seal's MAC (short, unique per seal); the whole seal is compared on a hit. */
   private readonly unsealed: BoundedTtlCache<{ sealed: string; data: object }> | undefined;
@@ -35,10 +34,10 @@ export class Sealer {
   constructor(secrets: readonly string[], options: SealerOptions = {}) {
     const [first] = secrets;
     if (first === undefined) throw new Error('Sealer needs at least one secret');
-    this.sealPassword = { [passwordId(first)]: first };
+    this.sealPassword = { id: passwordId(first), secret: first };
     this.unsealPasswords = Object.fromEntries(secrets.map((s) => [passwordId(s), s]));
+    this.now = options.now ?? Date.now;
     if (options.cacheEntries) {
-      this.now = options.now ?? Date.now;
       this.cacheTtlMs = options.cacheTtlMs ?? Number.MAX_SAFE_INTEGER;
       this.unsealed = new BoundedTtlCache(options.cacheEntries, this.cacheTtlMs, this.now);
     }
@@ -50,38 +49,28 @@ export class Sealer {
    * so never pays an unseal for a cookie this process made.
    */
   async seal(data: object, ttlSeconds: number, remember = false): Promise<string> {
-    const sealed = await sealData(data as Record<string, unknown>, { password: this.sealPassword, ttl: ttlSeconds });
+    const sealed = ironSeal(data, this.sealPassword, ttlSeconds * 1000, this.now());
     if (remember) this.remember(sealed, data);
     return sealed;
   }
 
 
   /**
-   * The unsealed object, or null when the seal is tampered, truncated, expired or
-   * made with an unknown secret. iron-session answers `{}` rather than throwing for
-   * most of these, so an empty object means "no value". A seal unsealed recently is
-   * answered synchronously from the cache; `remember: false` for seals that are cached
-   * elsewhere already (a Redis session record, kept by the store's local cache), so that
-   * they do not push the cookies out.
+   * The unsealed object, or null when the seal is tampered, truncated, expired or made
+   * with an unknown secret (an empty object, which no caller seals, counts as no value).
+   * Synchronous. A seal unsealed recently is answered from the cache; `remember: false` for
+   * seals that are cached elsewhere already (a Redis session record, kept by the store's
+   * local cache), so that they do not push the cookies out.
    */
-  unseal<T extends object>(sealed: string, ttlSeconds: number, remember = true): Awaitable<T | null> {
-    // A remembered seal answers at once: the hot path stays synchronous.
+  unseal<T extends object>(sealed: string, _ttlSeconds: number, remember = true): T | null {
     const remembered = this.unsealed?.get(macOf(sealed));
     if (remembered && remembered.sealed === sealed) return remembered.data as T;
-    return this.unsealNow<T>(sealed, ttlSeconds, remember);
-  }
-
-  private async unsealNow<T extends object>(sealed: string, ttlSeconds: number, remember: boolean): Promise<T | null> {
-    let data: T;
-    try {
-      data = await unsealData<T>(sealed, { password: this.unsealPasswords, ttl: ttlSeconds });
-    } catch {
-      return null;
-    }
-    if (Object.keys(data).length === 0) return null;
+    // The expiration baked into the seal is what iron checks, not the ttl given here.
+    const data = ironUnseal(sealed, this.unsealPasswords, this.now());
+    if (typeof data !== 'object' || data === null || Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
     if (remember) this.remember(sealed, data);
-    return data;
+    return data as T;
   }
 
   private remember(sealed: string, data: object): void {

@@ -7,23 +7,23 @@ const NEW = 'new-secret-new-secret-new-secret-0002';
 describe('sealing with rotated secrets', () => {
   it('opens a value sealed with the old secret after a new one is put first', async () => {
     const sealed = await new Sealer([OLD]).seal({ a: 1 }, 60);
-    await expect(new Sealer([NEW, OLD]).unseal(sealed, 60)).resolves.toEqual({ a: 1 });
+    expect(new Sealer([NEW, OLD]).unseal(sealed, 60)).toEqual({ a: 1 });
   });
 
   it('seals with the first secret only', async () => {
     const sealed = await new Sealer([NEW, OLD]).seal({ a: 1 }, 60);
-    await expect(new Sealer([NEW]).unseal(sealed, 60)).resolves.toEqual({ a: 1 });
-    await expect(new Sealer([OLD]).unseal(sealed, 60)).resolves.toBeNull();
+    expect(new Sealer([NEW]).unseal(sealed, 60)).toEqual({ a: 1 });
+    expect(new Sealer([OLD]).unseal(sealed, 60)).toBeNull();
   });
 
   it('treats tampered, truncated and foreign seals as nothing', async () => {
     const sealer = new Sealer([NEW]);
     const sealed = await sealer.seal({ a: 1 }, 60);
     const flipped = sealed.slice(0, 40) + (sealed[40] === 'A' ? 'B' : 'A') + sealed.slice(41);
-    await expect(sealer.unseal(flipped, 60)).resolves.toBeNull();
-    await expect(sealer.unseal(sealed.slice(0, sealed.length - 10), 60)).resolves.toBeNull();
-    await expect(sealer.unseal('not a seal at all', 60)).resolves.toBeNull();
-    await expect(sealer.unseal('', 60)).resolves.toBeNull();
+    expect(sealer.unseal(flipped, 60)).toBeNull();
+    expect(sealer.unseal(sealed.slice(0, sealed.length - 10), 60)).toBeNull();
+    expect(sealer.unseal('not a seal at all', 60)).toBeNull();
+    expect(sealer.unseal('', 60)).toBeNull();
   });
 });
 
@@ -49,8 +49,8 @@ describe('the unseal cache', () => {
     expect(sealer.unseal(sealed, 60)).toBe(first);
     now += 2_000;
     const reopened = sealer.unseal(sealed, 60);
-    expect(reopened).toBeInstanceOf(Promise);
-    expect(await reopened).not.toBe(first);
+    expect(reopened).toEqual({ a: 1 });
+    expect(reopened).not.toBe(first);
   });
 
   it('never remembers a seal that failed to open', async () => {
