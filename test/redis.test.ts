@@ -4,6 +4,8 @@ import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { Sealer } from '../src/state/sealer.js';
+import { KeyLayout } from '../src/state/redis/keys.js';
+import { RedisSessionStore } from '../src/state/redis/session-store.js';
 import { refreshTokenKey } from '../src/tokens/refresher.js';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 import type { SessionRecord } from '../src/state/record.js';
@@ -166,6 +168,25 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     const thief = new TestBrowser(app);
     thief.cookies.set(SESSION, captured);
     expect((await thief.request('/api/x')).statusCode).toBe(401);
+  });
+
+  it('rewrites the back-channel index only when a session names another provider session, not on every idle-timeout slide', async () => {
+    const prefix = uniquePrefix();
+    const redis = new Redis(redisServer.url);
+    const store = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer: new Sealer([SECRET]), absoluteTimeoutSeconds: 3600 });
+    const indexWrites = async () => Number(/cmdstat_sadd:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    try {
+      const record = { id: 'slide-1', accessToken: 'a', createdAt: Date.now(), lastSeenAt: Date.now(), claims: { sub: 'jane', sid: 'op-1' } } as unknown as SessionRecord;
+      await store.create(record, 600);
+      const afterCreate = await indexWrites();
+      expect(await store.update({ ...record, lastSeenAt: Date.now() + 60_000 }, 600)).toBe('written');
+      expect(await indexWrites()).toBe(afterCreate);
+      expect(await store.update({ ...record, claims: { sub: 'jane', sid: 'op-2' } }, 600)).toBe('written');
+      expect(await store.findBySid('op-2')).toEqual(['slide-1']);
+      expect(await store.findBySub('jane')).toEqual(['slide-1']);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it('answers 503 session_store_unavailable while Redis is down and recovers, keeping the sessions Redis kept', async () => {

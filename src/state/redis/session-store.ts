@@ -14,15 +14,20 @@ import { type SessionRecord, tokenVersion } from '../record.js';
  * stored record is newer (a request that loaded the session before a refresh must not
  * write spent tokens back). Atomic, and one key, so Redis Cluster is fine (and after a
  * failover that lost a newer write, an older record still never replaces a newer one).
- * Answers 1 written, 0 stale, -1 ended.
+ * Field `i` holds the record's back-channel logout identity (its sid and sub): most updates
+ * are idle-timeout slides that leave it alone, and only a changed one makes the caller
+ * rewrite the index sets (which may live in other Cluster slots).
+ * Answers 2 written and the identity changed, 1 written, 0 stale, -1 ended.
  */
 const UPDATE_IF_LIVE = `
 local current = redis.call('HGET', KEYS[1], 'v')
 if not current then return -1 end
 if tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+local identity = redis.call('HGET', KEYS[1], 'i')
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'i', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+if identity == ARGV[4] then return 1 end
+return 2
 `;
 
 /** Deletes a session and answers the record it held last, in one step. */
@@ -32,7 +37,8 @@ redis.call('DEL', KEYS[1])
 return sealed
 `;
 
-const UPDATE_OUTCOMES: Record<number, UpdateOutcome> = { 1: 'written', 0: 'stale', [-1]: 'ended' };
+const UPDATE_OUTCOMES: Record<number, UpdateOutcome> = { 2: 'written', 1: 'written', 0: 'stale', [-1]: 'ended' };
+const IDENTITY_CHANGED = 2;
 
 export interface RedisSessionStoreOptions {
   redis: StoreClient;
@@ -75,7 +81,7 @@ export class RedisSessionStore implements SessionStore {
     const { redis, sealer, absoluteTimeoutSeconds } = this.options;
     const key = this.options.keys.session(record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
-    const write = (pipeline: ChainableCommander) => pipeline.hset(key, 'v', tokenVersion(record), 'd', sealed).pexpire(key, ttlSeconds * 1000);
+    const write = (pipeline: ChainableCommander) => pipeline.hset(key, 'v', tokenVersion(record), 'd', sealed, 'i', identityOf(record)).pexpire(key, ttlSeconds * 1000);
     await storeCall('create', () => this.written(key, () => inSlots(redis, [write, ...this.index(record)])));
   }
 
@@ -84,11 +90,10 @@ export class RedisSessionStore implements SessionStore {
     const key = this.options.keys.session(record.id);
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     return storeCall('update', async () => {
-      const answer = await this.written(key, () => redis.eval(UPDATE_IF_LIVE, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000));
-      const outcome = UPDATE_OUTCOMES[Number(answer)] ?? 'ended';
-      // The claims (sid, sub) may have changed with a refreshed ID token.
-      if (outcome === 'written') await inSlots(redis, this.index(record));
-      return outcome;
+      const answer = Number(await this.written(key, () => redis.eval(UPDATE_IF_LIVE, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000, identityOf(record))));
+      // A refreshed ID token may name another provider session (sid) or, in theory, user.
+      if (answer === IDENTITY_CHANGED) await inSlots(redis, this.index(record));
+      return UPDATE_OUTCOMES[answer] ?? 'ended';
     });
   }
 
@@ -131,6 +136,11 @@ export class RedisSessionStore implements SessionStore {
   async count(): Promise<undefined> {
     return undefined;
   }
+}
+
+/** What the index sets hold this record under, as one comparable string. */
+function identityOf(record: SessionRecord): string {
+  return JSON.stringify(indexEntries(record));
 }
 
 function indexEntries(record: SessionRecord): Array<['sid' | 'sub', string]> {
