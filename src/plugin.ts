@@ -114,8 +114,9 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   const routesOfResource = new Map(resources.map((resource) => [resource, config.routes.filter((route) => route.resource === resource).map((route) => route.prefix).join(',')]));
   const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now, resources });
   // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
-  // Date.now (iron checks a seal against real time, not the test clock).
-  const sealer = new Sealer(config.session.secrets, { cacheEntries: 10_000 });
+  // Date.now (iron checks a seal against real time, not the test clock). A cookie-store entry
+  // holds a whole record (~7 KiB with its seal); a server-side store's, a session id (~0.5 KiB).
+  const sealer = new Sealer(config.session.secrets, { cacheEntries: config.session.store === 'cookie' ? 10_000 : 50_000 });
   const cookies = new SessionCookies({ secure, cookieName: config.session.cookieName, sameSite: config.session.sameSite });
   const timeouts = {
     idleTimeoutSeconds: config.session.idleTimeoutSeconds,

@@ -145,7 +145,7 @@ describe('defaults', () => {
 
   it('a redis block gets its default key prefix', () => {
     const config = parseConfig(withSection('session', { store: 'redis', redis: { url: 'redis://127.0.0.1:6379' } }));
-    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:', localCacheEntries: 10_000 });
+    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:', localCacheEntries: 20_000 });
   });
 
   it('a key written with no value (YAML null) takes its default', () => {
@@ -335,7 +335,7 @@ describe('environment overrides', () => {
 
   it('redis variables create the redis block when the file has none', () => {
     const config = parseConfig(minimal(), { TH_SESSION_STORE: 'redis', TH_SESSION_REDIS_URL: 'rediss://cache.internal:6380' });
-    expect(config.session.redis).toEqual({ url: 'rediss://cache.internal:6380', keyPrefix: 'th:', localCacheEntries: 10_000 });
+    expect(config.session.redis).toEqual({ url: 'rediss://cache.internal:6380', keyPrefix: 'th:', localCacheEntries: 20_000 });
   });
 
   it('an empty variable counts as unset', () => {
@@ -680,7 +680,7 @@ describe('configuration files', () => {
   it('the example configuration is valid', async () => {
     const config = await loadConfig({ file: EXAMPLE, env: {} });
     expect(config.routes).toEqual([expect.objectContaining({ prefix: '/api', upstream: 'http://127.0.0.1:9500' })]);
-    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:', localCacheEntries: 10_000 });
+    expect(config.session.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'th:', localCacheEntries: 20_000 });
   });
 
   it('the example documents every key with its environment variable', () => {
