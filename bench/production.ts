@@ -57,8 +57,12 @@ export const productionSettings = {
   sessionCounts: (env.BENCH_PRODUCTION_SESSIONS ?? '1,1000,10000').split(',').map(Number),
   mainConnections: 50,
   otherConnections: 16,
-  /** The store of the tracing-on target (compared with the same store, 1 session, tracing off). */
-  tracedStore: 'cookie' as Store,
+  /**
+   * The store of the capabilities measurement: its process serves one route per capability
+   * beside the plain one, and a second process of it has tracing on. The memory store, so
+   * that a per-API token (~1.2 KB more sealed) does not split the cookie into chunks.
+   */
+  tracedStore: 'memory' as Store,
 };
 
 const MOD_AUTH_OPENIDC_COOKIE = 'mod_auth_openidc_session';
@@ -123,7 +127,10 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     // --- provider with realistic claims, upstreams, OTLP sink ---
     progress('production: starting a provider with realistic ID-token claims, an introspecting upstream, a no-work upstream and an OTLP sink');
     const providerChild = ctx.spawn('./provider-child.ts');
-    const provider = await providerChild.call<ProviderInfo>('start', { redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: ctx.accessTokenTtlSeconds, extraClaims: realisticClaims });
+    const provider = await providerChild.call<ProviderInfo>('start', {
+      redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: ctx.accessTokenTtlSeconds, extraClaims: realisticClaims,
+      resourceServers: { [CAPABILITY_RESOURCE]: { audience: 'bench-orders', scope: 'orders:read' } },
+    });
     stopList.push(() => providerChild.call('stop').then(() => undefined));
     const introspectingChild = ctx.spawn('./upstream-child.ts');
     const introspecting = await introspectingChild.call<{ url: string }>('start', {
@@ -141,19 +148,23 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
 
     // --- token-handler per store (and one with tracing on), each logged in once for real ---
     const maxSessions = Math.max(...settings.sessionCounts);
-    const thChildren = new Map<string, { child: Child; url: string; loginCookie: string; store: Store; tracing: boolean }>();
-    const thSpecs: Array<{ key: string; store: Store; tracing: boolean }> = [
-      ...ctx.stores.map((store) => ({ key: `th-${store}`, store, tracing: false })),
-      { key: `th-${settings.tracedStore}+tracing`, store: settings.tracedStore, tracing: true },
+    /** `store`: a target of every measurement, seeded with sessions; the other two serve the capabilities measurement only. */
+    type Role = 'store' | 'capabilities' | 'tracing';
+    const thChildren = new Map<string, { child: Child; url: string; loginCookie: string; store: Store; role: Role }>();
+    const thSpecs: Array<{ key: string; store: Store; role: Role }> = [
+      ...ctx.stores.map((store) => ({ key: `th-${store}`, store, role: 'store' as const })),
+      { key: CAPABILITIES_KEY, store: settings.tracedStore, role: 'capabilities' },
+      { key: `th-${settings.tracedStore}+tracing`, store: settings.tracedStore, role: 'tracing' },
     ];
     await Promise.all(
-      thSpecs.map(async ({ key, store, tracing }) => {
-        const child = ctx.spawn('./th-child.ts', tracing ? { env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/v1/traces`, OTEL_SERVICE_NAME: 'token-handler-bench' } } : {});
+      thSpecs.map(async ({ key, store, role }) => {
+        const child = ctx.spawn('./th-child.ts', role === 'tracing' ? { env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/v1/traces`, OTEL_SERVICE_NAME: 'token-handler-bench' } } : {});
         const { url, cookie } = await child.call<{ url: string; cookie: string }>('startTokenHandler', {
-          provider, upstreamUrl: cheap.url, store, redisPrefix: `${ctx.redisPrefix}prod:${key}:`, userName: `jane.doe.${key}`, extra: { routes },
+          provider, upstreamUrl: cheap.url, store, redisPrefix: `${ctx.redisPrefix}prod:${key}:`, userName: `jane.doe.${key}`,
+          extra: { routes: role === 'capabilities' ? [...routes, ...capabilityRoutes(cheap.url)] : routes },
         });
         stopList.push(() => child.call('stop').then(() => undefined));
-        thChildren.set(key, { child, url, loginCookie: cookie, store, tracing });
+        thChildren.set(key, { child, url, loginCookie: cookie, store, role });
       }),
     );
     const sealer = new Sealer([SECRET]);
@@ -164,7 +175,7 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     // --- synthetic sessions ---
     const seeded: Record<string, { sessions: number; seconds: number; avgCookieBytes: number }> = {};
     for (const [key, th] of thChildren) {
-      const count = th.tracing ? 1 : maxSessions;
+      const count = th.role === 'store' ? maxSessions : 1;
       const startedAt = Date.now();
       const { cookies } = await th.child.call<{ cookies: string[] }>('seedSessions', { count, template });
       await load.call('setCookies', { set: key, cookies });
@@ -250,7 +261,7 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     const childRss = (child: Child) => async () => (await child.call<{ rss: number }>('memory')).rss;
     const peerRss = (peer: RunningPeer) => async () => procRss(peer.pids());
 
-    const targetsFor = (prefix: string, upstreamUrl: string, sessionCounts: number[], withTracing: boolean): Target[] => {
+    const targetsFor = (prefix: string, upstreamUrl: string, sessionCounts: number[]): Target[] => {
       const login = prefix === PREFIX_INTROSPECTING; // real tokens: the introspecting upstream checks them
       const targets: Target[] = [
         {
@@ -265,11 +276,10 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
         targets.push({ name: 'mod_auth_openidc', kind: 'mod_auth_openidc', sessions: 1, url: `${apache.url}${prefix}/items`, headers: spa, rotate: { set: 'mod_auth_openidc', sessions: 1, cookieName: MOD_AUTH_OPENIDC_COOKIE }, cpu: peerCpu(apache), rss: peerRss(apache) });
       }
       for (const [key, th] of thChildren) {
-        if (th.tracing && !withTracing) continue;
-        const counts = th.tracing ? [1] : sessionCounts;
-        for (const sessions of counts) {
+        if (th.role !== 'store') continue;
+        for (const sessions of sessionCounts) {
           targets.push({
-            name: `${key}@${short(sessions)}`, kind: 'th', store: th.store, sessions, ...(th.tracing ? { tracing: true } : {}),
+            name: `${key}@${short(sessions)}`, kind: 'th', store: th.store, sessions,
             url: `${th.url}${prefix}/items`, headers: spa,
             rotate: { set: login ? `${key}-login` : key, sessions, cookieName: SESSION_COOKIE },
             cpu: childCpu(th.child), rss: childRss(th.child),
@@ -279,10 +289,32 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
       return targets;
     };
 
+    /**
+     * Each capability against the plain route of the same process and session (a real login:
+     * the per-API token route needs the resource token the login obtained), and tracing on (a
+     * process of the same store and configuration but for those routes) against that plain route.
+     */
+    const capabilityTargets = (): Target[] => {
+      const targets: Target[] = [];
+      const add = (name: string, key: string, prefix: string, extra: Partial<Target> = {}) => {
+        const th = thChildren.get(key);
+        if (!th) return;
+        targets.push({
+          name, kind: 'th', store: th.store, sessions: 1, url: `${th.url}${prefix}/items`, headers: spa,
+          rotate: { set: `${key}-login`, sessions: 1, cookieName: SESSION_COOKIE }, cpu: childCpu(th.child), ...extra,
+        });
+      };
+      add(CAPABILITY_PLAIN, CAPABILITIES_KEY, PREFIX_CHEAP);
+      for (const capability of CAPABILITIES) add(capability.name, CAPABILITIES_KEY, capability.prefix);
+      add('tracing', `th-${settings.tracedStore}+tracing`, PREFIX_CHEAP, { tracing: true });
+      return targets;
+    };
+
     const measurements: Measurement[] = [
-      { id: 'cheap-50', title: `no-work upstream, ${settings.mainConnections} connections`, connections: settings.mainConnections, rounds: settings.rounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, settings.sessionCounts, true) },
-      { id: 'cheap-16', title: `no-work upstream, ${settings.otherConnections} connections, 1 session`, connections: settings.otherConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, [1], false) },
-      { id: 'introspecting-50', title: `introspecting upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_INTROSPECTING, introspecting.url, [1], false) },
+      { id: 'cheap-50', title: `no-work upstream, ${settings.mainConnections} connections`, connections: settings.mainConnections, rounds: settings.rounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, settings.sessionCounts) },
+      { id: 'cheap-16', title: `no-work upstream, ${settings.otherConnections} connections, 1 session`, connections: settings.otherConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_CHEAP, cheap.url, [1]) },
+      { id: 'introspecting-50', title: `introspecting upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, rounds: settings.sideRounds, targets: targetsFor(PREFIX_INTROSPECTING, introspecting.url, [1]) },
+      { id: 'capabilities-50', title: `capabilities: each route against the plain one, ${settings.tracedStore} store, no-work upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, rounds: settings.sideRounds, targets: capabilityTargets() },
     ];
 
     const results: Record<string, Row[]> = {};
@@ -302,37 +334,51 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     out.rssAfter = rssRows;
     progress(`production: RSS after the run: ${Object.entries(rssRows).map(([k, v]) => `${k} ${bytes(v)}`).join(', ')} (th-* hold ${maxSessions} seeded sessions each)`);
 
-    // Capabilities: each against the same run's plain route.
     const main = results['cheap-50']!;
-    const plain = main.find((r) => r.kind === 'th' && r.store === settings.tracedStore && r.sessions === 1 && !r.tracing);
-    const traced = main.find((r) => r.tracing);
-    const capabilities: Record<string, unknown> = {};
-    if (plain && traced) {
-      capabilities.tracing = {
-        off: { rps: plain.rps, p99Ms: plain.p99Ms, cpuUsPerRequest: plain.cpuUsPerRequest },
-        on: { rps: traced.rps, p99Ms: traced.p99Ms, cpuUsPerRequest: traced.cpuUsPerRequest },
-        ratio: round(traced.rps / plain.rps, 3),
-        addedCpuUsPerRequest: traced.cpuUsPerRequest !== undefined && plain.cpuUsPerRequest !== undefined ? traced.cpuUsPerRequest - plain.cpuUsPerRequest : undefined,
-        addedP99Ms: round(traced.p99Ms - plain.p99Ms, 3),
-      };
-      console.log(
-        `\ntracing (OTLP/HTTP to a local sink, ${settings.tracedStore} store, 1 session): off ${plain.rps} req/s, ${plain.cpuUsPerRequest ?? '-'} µs CPU/req; ` +
-          `on ${traced.rps} req/s (${fmt(traced.rps / plain.rps, 2)} ×), ${traced.cpuUsPerRequest ?? '-'} µs CPU/req; added p99 ${fmt(traced.p99Ms - plain.p99Ms, 2)} ms`,
-      );
-    }
-    // ---- Not yet measurable: these capabilities do not exist in token-handler yet (issue 28). ----
-    // When they land, add a token-handler child configured with the capability and compare it here
-    // with `plain` exactly as tracing is: DPoP-bound tokens, per-API tokens (token exchange /
-    // resource indicators per route), route policies, identity headers to the upstream.
-    for (const name of ['dpop', 'perApiTokens', 'routePolicies', 'identityHeaders']) capabilities[name] = 'not implemented yet';
-    console.log('not measured (not implemented yet): DPoP, per-API tokens, route policies, identity headers');
-    out.capabilities = capabilities;
+    out.capabilities = capabilityCosts(results['capabilities-50']!);
 
     out.verdicts = verdicts(main, ctx.stores, settings.sessionCounts);
     return out;
   } finally {
     for (const stop of stopList.reverse()) await stop().catch(() => undefined);
   }
+}
+
+/** The resource (RFC 8707) of the per-API token route: the bench provider issues its own token for it. */
+const CAPABILITY_RESOURCE = 'https://orders.bench.example';
+const CAPABILITY_PLAIN = 'plain route';
+/** The token-handler child that serves the capability routes (its login asks for the per-API token's resource too). */
+const CAPABILITIES_KEY = 'th-capabilities';
+/** One route per capability, each to the no-work upstream, beside the plain /api route. */
+const CAPABILITIES = [
+  { name: 'route policy', prefix: '/papi', route: { require: { claims: { groups: ['/all-staff'] } } }, what: 'require: claims (groups), checked per request' },
+  { name: 'identity headers', prefix: '/iapi', route: { identityHeaders: { 'X-User-Sub': 'sub', 'X-User-Email': 'email', 'X-User-Groups': 'groups' } }, what: 'three claims to the upstream' },
+  { name: 'per-API token', prefix: '/rapi', route: { resource: CAPABILITY_RESOURCE }, what: 'resource: its own access token (RFC 8707), from the session' },
+] as const;
+
+function capabilityRoutes(upstream: string): Array<Record<string, unknown>> {
+  return CAPABILITIES.map(({ prefix, route }) => ({ prefix, upstream, ...route }));
+}
+
+/** Each capability's rate, CPU and p99 against the plain route of the same measurement. */
+function capabilityCosts(rows: Row[]): Record<string, unknown> {
+  const plain = rows.find((r) => r.target === CAPABILITY_PLAIN);
+  const out: Record<string, unknown> = {};
+  if (!plain) return out;
+  const lines: string[] = [];
+  for (const row of rows) {
+    if (row === plain) continue;
+    const what = row.tracing ? 'OTLP/HTTP to a local sink, another process of the same store' : CAPABILITIES.find((c) => c.name === row.target)?.what;
+    const addedCpu = row.cpuUsPerRequest !== undefined && plain.cpuUsPerRequest !== undefined ? row.cpuUsPerRequest - plain.cpuUsPerRequest : undefined;
+    out[row.target] = { what, rps: row.rps, ratio: round(row.rps / plain.rps, 3), cpuUsPerRequest: row.cpuUsPerRequest, addedCpuUsPerRequest: addedCpu, p99Ms: row.p99Ms, addedP99Ms: round(row.p99Ms - plain.p99Ms, 3), non2xx: row.non2xx };
+    lines.push(
+      `  ${row.target.padEnd(17)} ${fmt(row.rps / plain.rps, 2)} × the plain route, ${addedCpu === undefined ? '-' : `${addedCpu >= 0 ? '+' : ''}${addedCpu}`} µs CPU/req, ` +
+        `p99 ${fmt(row.p99Ms - plain.p99Ms, 2)} ms added${row.non2xx ? `, ${row.non2xx} non-2xx (NOT MEASURED RIGHT)` : ''} — ${what}`,
+    );
+  }
+  console.log(`\nCapabilities (plain route ${plain.rps} req/s, ${plain.cpuUsPerRequest ?? '-'} µs CPU/req):\n${lines.join('\n')}`);
+  out.plain = { rps: plain.rps, cpuUsPerRequest: plain.cpuUsPerRequest, p99Ms: plain.p99Ms };
+  return out;
 }
 
 interface Measurement {

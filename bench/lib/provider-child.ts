@@ -1,5 +1,5 @@
 /** The OpenID provider (test harness: a real oidc-provider) in a process of its own. */
-import { startProvider, type TestProvider } from '../../test/support/provider.js';
+import { startProvider, type TestProvider, type TestProviderOptions } from '../../test/support/provider.js';
 import { serve } from './rpc.js';
 
 let provider: TestProvider | undefined;
@@ -10,12 +10,13 @@ function started(): TestProvider {
 }
 
 serve({
-  async start(params: { redirectUris: string[]; accessTokenTtlSeconds: number; extraClaims?: Record<string, unknown> }) {
+  async start(params: { redirectUris: string[]; accessTokenTtlSeconds: number; extraClaims?: Record<string, unknown>; resourceServers?: TestProviderOptions['resourceServers'] }) {
     provider = await startProvider({
       redirectUris: params.redirectUris,
       rotateRefreshToken: true,
       accessTokenTtlSeconds: params.accessTokenTtlSeconds,
       ...(params.extraClaims ? { extraClaims: params.extraClaims } : {}),
+      ...(params.resourceServers ? { resourceServers: params.resourceServers } : {}),
     });
     return { issuer: provider.issuer, clients: provider.clients, endpoints: provider.endpoints };
   },
