@@ -118,7 +118,7 @@ export const OidcSchema = Section(
     dpop: Type.Boolean({
       default: false,
       description:
-        "DPoP (RFC 9449): every token-endpoint call (code exchange, refresh, token exchange, client credentials) carries a DPoP proof, so the provider binds the tokens to token-handler's key; routes with dpop: true send them with a proof per request. Each session gets its own ES256 key at login (sealed in the session record, about 70 bytes of cookie), unless dpopKeyFile is set.",
+        "DPoP (RFC 9449): every token-endpoint call (code exchange, refresh, token exchange, client credentials) carries a DPoP proof, so the provider binds the tokens to token-handler's key; routes with dpop: true send them with a proof per request. Each session gets its own ES256 key at login (sealed in the session record: about 85 bytes more cookie with the cookie store), unless dpopKeyFile is set.",
     }),
     dpopKeyFile: Type.Optional(
       Type.String({

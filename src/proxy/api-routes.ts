@@ -364,12 +364,16 @@ async function proxyRoute(
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
         if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
+        let nonceChallenge = false;
         if (dpop && state) {
           // RFC 9449 §9: the upstream's nonce, on any answer, goes into the next proofs to it.
           const nonce = res.headers['dpop-nonce'];
-          if (typeof nonce === 'string' && nonce !== '') dpopNonces.set(upstreamUrl.origin, nonce);
-          // A nonce challenge is answered with a new proof, not a new token: replayed once.
-          if (res.statusCode === 401 && !state.nonceReplayed && typeof nonce === 'string' && nonce !== '' && isDpopNonceChallenge(res.headers['www-authenticate'] as string | string[] | undefined)) {
+          const fresh = typeof nonce === 'string' && nonce !== '';
+          if (fresh) dpopNonces.set(upstreamUrl.origin, nonce);
+          // A nonce challenge is answered with a new proof, never a new token: replayed once
+          // (a second one is passed on as the 401 it is).
+          nonceChallenge = res.statusCode === 401 && isDpopNonceChallenge(res.headers['www-authenticate'] as string | string[] | undefined);
+          if (nonceChallenge && fresh && !state.nonceReplayed) {
             res.stream.resume();
             dropUpstreamHeaders(reply, res.headers);
             reply.log.debug({ route: route.prefix }, 'upstream asked for a DPoP nonce: replaying once with it');
@@ -381,7 +385,7 @@ async function proxyRoute(
             return;
           }
         }
-        const renewal = res.statusCode === 401 && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
+        const renewal = res.statusCode === 401 && !nonceChallenge && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
         if (renewal) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);
