@@ -15,8 +15,12 @@ import { startUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { Sealer } from '../src/state/sealer.js';
 import type { SessionRecord } from '../src/state/record.js';
+import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 
 const SESSION = '__Host-th_session';
+const hasRedis = redisServerInstalled();
+if (!hasRedis) warnRedisSkipped('test/dpop.test.ts (the redis store)');
+let redisServer: RedisServer | undefined;
 let provider: TestProvider;
 let nonceProvider: TestProvider;
 let api: DpopUpstream;
@@ -37,6 +41,7 @@ beforeAll(async () => {
   api = await startDpopUpstream({ jwksUri: provider.endpoints.jwks, issuer: provider.issuer, audience: RESOURCE_SERVER });
   reports = await startDpopUpstream({ jwksUri: provider.endpoints.jwks, issuer: provider.issuer, audience: 'reports' });
   nonceApi = await startDpopUpstream({ jwksUri: nonceProvider.endpoints.jwks, issuer: nonceProvider.issuer, audience: RESOURCE_SERVER });
+  if (hasRedis) redisServer = await startRedisServer();
   plain = await startUpstream({
     introspectionEndpoint: provider.endpoints.introspection,
     clientId: provider.clients.api.clientId,
@@ -50,6 +55,7 @@ afterAll(async () => {
   for (const upstream of [api, reports, nonceApi, plain]) await upstream?.close();
   await provider?.stop();
   await nonceProvider?.stop();
+  await redisServer?.stop();
 });
 
 function config(options: { session?: Record<string, unknown>; oidc?: Record<string, unknown>; op?: TestProvider; upstream?: DpopUpstream } = {}): Record<string, unknown> {
@@ -327,9 +333,9 @@ describe('DPoP toward the provider and the APIs', () => {
     expect(nonceApi.requests.at(-1)!.ok).toBe(true);
   });
 
-  for (const store of ['cookie', 'memory'] as const) {
+  for (const store of ['cookie', 'memory', ...(hasRedis ? (['redis'] as const) : [])] as const) {
     it(`no key material or proof reaches the browser or the logs (${store} store)`, async () => {
-      const instance = await bff({ session: { store } });
+      const instance = await bff({ session: store === 'redis' ? { store, redis: { url: redisServer!.url, keyPrefix: uniquePrefix() } } : { store } });
       const browser = await signedIn(instance);
       api.setRequireNonce(true);
       try {
