@@ -73,6 +73,8 @@ interface Target {
   store?: Store;
   sessions: number;
   tracing?: boolean;
+  /** oidc.dpop with a dpop: true route: a DPoP proof signed per request. */
+  dpop?: boolean;
   url: string;
   headers: Record<string, string>;
   rotate: { set: string; sessions: number; cookieName: string };
@@ -88,6 +90,7 @@ interface Row {
   store?: Store;
   sessions: number;
   tracing?: boolean;
+  dpop?: boolean;
   rps: number;
   p50Ms: number;
   p99Ms: number;
@@ -141,19 +144,27 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
 
     // --- token-handler per store (and one with tracing on), each logged in once for real ---
     const maxSessions = Math.max(...settings.sessionCounts);
-    const thChildren = new Map<string, { child: Child; url: string; loginCookie: string; store: Store; tracing: boolean }>();
-    const thSpecs: Array<{ key: string; store: Store; tracing: boolean }> = [
-      ...ctx.stores.map((store) => ({ key: `th-${store}`, store, tracing: false })),
-      { key: `th-${settings.tracedStore}+tracing`, store: settings.tracedStore, tracing: true },
+    const thChildren = new Map<string, { child: Child; url: string; loginCookie: string; store: Store; tracing: boolean; dpop: boolean }>();
+    const thSpecs: Array<{ key: string; store: Store; tracing: boolean; dpop: boolean }> = [
+      ...ctx.stores.map((store) => ({ key: `th-${store}`, store, tracing: false, dpop: false })),
+      { key: `th-${settings.tracedStore}+tracing`, store: settings.tracedStore, tracing: true, dpop: false },
+      // DPoP (issue 22): the same store with oidc.dpop and a dpop: true route to the no-work upstream.
+      { key: `th-${settings.tracedStore}+dpop`, store: settings.tracedStore, tracing: false, dpop: true },
     ];
     await Promise.all(
-      thSpecs.map(async ({ key, store, tracing }) => {
+      thSpecs.map(async ({ key, store, tracing, dpop }) => {
         const child = ctx.spawn('./th-child.ts', tracing ? { env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/v1/traces`, OTEL_SERVICE_NAME: 'token-handler-bench' } } : {});
+        const extra = dpop
+          ? {
+              routes: [{ ...routes[0], dpop: true }, routes[1]],
+              oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, dpop: true },
+            }
+          : { routes };
         const { url, cookie } = await child.call<{ url: string; cookie: string }>('startTokenHandler', {
-          provider, upstreamUrl: cheap.url, store, redisPrefix: `${ctx.redisPrefix}prod:${key}:`, userName: `jane.doe.${key}`, extra: { routes },
+          provider, upstreamUrl: cheap.url, store, redisPrefix: `${ctx.redisPrefix}prod:${key}:`, userName: `jane.doe.${key}`, extra,
         });
         stopList.push(() => child.call('stop').then(() => undefined));
-        thChildren.set(key, { child, url, loginCookie: cookie, store, tracing });
+        thChildren.set(key, { child, url, loginCookie: cookie, store, tracing, dpop });
       }),
     );
     const sealer = new Sealer([SECRET]);
@@ -164,9 +175,11 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     // --- synthetic sessions ---
     const seeded: Record<string, { sessions: number; seconds: number; avgCookieBytes: number }> = {};
     for (const [key, th] of thChildren) {
-      const count = th.tracing ? 1 : maxSessions;
+      const count = th.tracing || th.dpop ? 1 : maxSessions;
       const startedAt = Date.now();
-      const { cookies } = await th.child.call<{ cookies: string[] }>('seedSessions', { count, template });
+      // A DPoP instance's sessions have keys: shaped like its own login's record.
+      const own = th.dpop ? await sealer.unseal<SessionRecord>(th.loginCookie.slice(SESSION_COOKIE.length + 1), 28_800) : null;
+      const { cookies } = await th.child.call<{ cookies: string[] }>('seedSessions', { count, template: own ?? template });
       await load.call('setCookies', { set: key, cookies });
       await load.call('setCookies', { set: `${key}-login`, cookies: [th.loginCookie] });
       const avg = cookies.reduce((sum, c) => sum + c.length - SESSION_COOKIE.length - 1, 0) / cookies.length;
@@ -265,11 +278,11 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
         targets.push({ name: 'mod_auth_openidc', kind: 'mod_auth_openidc', sessions: 1, url: `${apache.url}${prefix}/items`, headers: spa, rotate: { set: 'mod_auth_openidc', sessions: 1, cookieName: MOD_AUTH_OPENIDC_COOKIE }, cpu: peerCpu(apache), rss: peerRss(apache) });
       }
       for (const [key, th] of thChildren) {
-        if (th.tracing && !withTracing) continue;
-        const counts = th.tracing ? [1] : sessionCounts;
+        if ((th.tracing || th.dpop) && !withTracing) continue;
+        const counts = th.tracing || th.dpop ? [1] : sessionCounts;
         for (const sessions of counts) {
           targets.push({
-            name: `${key}@${short(sessions)}`, kind: 'th', store: th.store, sessions, ...(th.tracing ? { tracing: true } : {}),
+            name: `${key}@${short(sessions)}`, kind: 'th', store: th.store, sessions, ...(th.tracing ? { tracing: true } : {}), ...(th.dpop ? { dpop: true } : {}),
             url: `${th.url}${prefix}/items`, headers: spa,
             rotate: { set: login ? `${key}-login` : key, sessions, cookieName: SESSION_COOKIE },
             cpu: childCpu(th.child), rss: childRss(th.child),
@@ -304,7 +317,7 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
 
     // Capabilities: each against the same run's plain route.
     const main = results['cheap-50']!;
-    const plain = main.find((r) => r.kind === 'th' && r.store === settings.tracedStore && r.sessions === 1 && !r.tracing);
+    const plain = main.find((r) => r.kind === 'th' && r.store === settings.tracedStore && r.sessions === 1 && !r.tracing && !r.dpop);
     const traced = main.find((r) => r.tracing);
     const capabilities: Record<string, unknown> = {};
     if (plain && traced) {
@@ -320,12 +333,26 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
           `on ${traced.rps} req/s (${fmt(traced.rps / plain.rps, 2)} ×), ${traced.cpuUsPerRequest ?? '-'} µs CPU/req; added p99 ${fmt(traced.p99Ms - plain.p99Ms, 2)} ms`,
       );
     }
-    // ---- Not yet measurable: these capabilities do not exist in token-handler yet (issue 28). ----
-    // When they land, add a token-handler child configured with the capability and compare it here
-    // with `plain` exactly as tracing is: DPoP-bound tokens, per-API tokens (token exchange /
-    // resource indicators per route), route policies, identity headers to the upstream.
-    for (const name of ['dpop', 'perApiTokens', 'routePolicies', 'identityHeaders']) capabilities[name] = 'not implemented yet';
-    console.log('not measured (not implemented yet): DPoP, per-API tokens, route policies, identity headers');
+    // DPoP (issue 22): a proof signed per request (ES256, the session's imported key) on the same store, same run.
+    const dpop = main.find((r) => r.dpop);
+    if (plain && dpop) {
+      capabilities.dpop = {
+        off: { rps: plain.rps, p99Ms: plain.p99Ms, cpuUsPerRequest: plain.cpuUsPerRequest },
+        on: { rps: dpop.rps, p99Ms: dpop.p99Ms, cpuUsPerRequest: dpop.cpuUsPerRequest },
+        ratio: round(dpop.rps / plain.rps, 3),
+        addedCpuUsPerRequest: dpop.cpuUsPerRequest !== undefined && plain.cpuUsPerRequest !== undefined ? dpop.cpuUsPerRequest - plain.cpuUsPerRequest : undefined,
+        addedP99Ms: round(dpop.p99Ms - plain.p99Ms, 3),
+        loadAverage: loadavg()[0],
+      };
+      console.log(
+        `\nDPoP (a proof per request, ${settings.tracedStore} store, 1 session): off ${plain.rps} req/s, ${plain.cpuUsPerRequest ?? '-'} µs CPU/req; ` +
+          `on ${dpop.rps} req/s (${fmt(dpop.rps / plain.rps, 2)} ×), ${dpop.cpuUsPerRequest ?? '-'} µs CPU/req; added p99 ${fmt(dpop.p99Ms - plain.p99Ms, 2)} ms (load ${loadavg()[0]!.toFixed(1)})`,
+      );
+    }
+    // ---- Not yet measurable here (issue 28): add a token-handler child configured with the
+    // capability and compare it with `plain` exactly as tracing and DPoP are.
+    for (const name of ['perApiTokens', 'routePolicies', 'identityHeaders']) capabilities[name] = 'not measured yet';
+    console.log('not measured here yet: per-API tokens, route policies, identity headers');
     out.capabilities = capabilities;
 
     out.verdicts = verdicts(main, ctx.stores, settings.sessionCounts);
@@ -407,7 +434,7 @@ async function measure(ctx: ProductionContext, m: Measurement): Promise<Row[]> {
     const ratio = (name: string) => (of(name) && name !== target.name ? round(s.rps / of(name)!.rps, 3) : undefined);
     const c = cpu[target.name];
     const row: Row = {
-      target: target.name, kind: target.kind, ...(target.store ? { store: target.store } : {}), sessions: target.sessions, ...(target.tracing ? { tracing: true } : {}),
+      target: target.name, kind: target.kind, ...(target.store ? { store: target.store } : {}), sessions: target.sessions, ...(target.tracing ? { tracing: true } : {}), ...(target.dpop ? { dpop: true } : {}),
       rps: round(s.rps, 0), p50Ms: round(s.p50, 3), p99Ms: round(s.p99, 3), requests: s.requests, non2xx: s.non2xx, errors: s.errors,
       sliceRps: s.slices.map((x) => round(x.rps, 0)),
     };
@@ -448,7 +475,7 @@ function verdicts(rows: Row[], stores: Store[], sessionCounts: number[]): string
   const apache = rows.find((r) => r.kind === 'mod_auth_openidc');
   const maxSessions = Math.max(...sessionCounts);
   for (const store of stores) {
-    const one = rows.find((r) => r.kind === 'th' && r.store === store && r.sessions === 1 && !r.tracing);
+    const one = rows.find((r) => r.kind === 'th' && r.store === store && r.sessions === 1 && !r.tracing && !r.dpop);
     if (!one) continue;
     line(one.vsBareProxy !== undefined ? one.vsBareProxy >= 1.0 : undefined, `th-${store} ≥ 1.0 × bare proxy (no-work upstream, 50 conns): ${fmt(one.vsBareProxy, 3)} (per-round median ${fmt(one.vsBareProxyRoundMedian, 2)})`);
     line(apache ? one.rps / apache.rps >= 1.5 : undefined, `th-${store} ≥ 1.5 × mod_auth_openidc: ${apache ? fmt(one.rps / apache.rps, 3) : 'mod_auth_openidc not run'}`);
