@@ -8,7 +8,8 @@
  * demand their own nonce.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { createHash, randomUUID } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { startProvider, RESOURCE_SERVER, type TestProvider, type TokenRequestRecord } from './support/provider.js';
 import { startDpopUpstream, type DpopUpstream } from './support/dpop-upstream.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
@@ -162,6 +163,31 @@ describe('DPoP toward the provider and the APIs', () => {
     const mixed = await send({ authorization: String(captured.headers.authorization), dpop: String(api.requests.at(-1)!.headers.dpop) });
     expect(mixed.status).toBe(401);
     expect(api.requests.at(-1)!.reason).toMatch(/jti replayed|ath does not match/);
+  });
+
+  it('the upstream refuses a proof for another method or URL, an old one, one carrying its private key, or none', async () => {
+    const instance = await bff();
+    const browser = await signedIn(instance);
+    expect((await browser.request('/api/probe')).statusCode).toBe(200);
+    const token = api.requests.at(-1)!.token!;
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const publicJwk = await exportJWK(publicKey);
+    const sign = (claims: Record<string, unknown>, jwk: JWK = publicJwk) =>
+      new SignJWT({ jti: randomUUID(), htm: 'GET', htu: `${api.url}/probe`, iat: Math.floor(Date.now() / 1000), ath: createHash('sha256').update(token).digest('base64url'), ...claims })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .sign(privateKey);
+    const send = async (proof?: string) => {
+      const response = await fetch(`${api.url}/probe`, { headers: { authorization: `DPoP ${token}`, ...(proof ? { dpop: proof } : {}) } });
+      return `${response.status} ${api.requests.at(-1)!.reason ?? 'ok'}`;
+    };
+    expect(await send()).toBe('401 0 DPoP headers');
+    expect(await send(await sign({ htm: 'POST' }))).toBe('401 htm POST for GET');
+    expect(await send(await sign({ htu: `${api.url}/other` }))).toMatch(/^401 htu /);
+    expect(await send(await sign({ iat: Math.floor(Date.now() / 1000) - 600 }))).toMatch(/^401 iat .* outside the window/);
+    expect(await send(await sign({ ath: 'x' }))).toBe('401 ath does not match the token');
+    expect(await send(await sign({}, { ...publicJwk, d: (await exportJWK(privateKey)).d! }))).toMatch(/^401 (the proof header carries a private key|proof not verified)/);
+    // A well-formed proof, but by another key than the token is bound to.
+    expect(await send(await sign({}))).toMatch(/^401 token cnf.jkt .* is not the proof key/);
   });
 
   it('each session has its own key', async () => {
