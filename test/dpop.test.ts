@@ -313,6 +313,27 @@ describe('DPoP toward the provider and the APIs', () => {
     expect(seen.jkt).toBe(sessionKey);
   });
 
+  it('signing in again as the same user binds the new tokens to a new key; per-API tokens of the old key are obtained again', async () => {
+    const instance = await bff();
+    const browser = await signedIn(instance, 'alice');
+    expect((await browser.request('/reports/r')).statusCode).toBe(200);
+    const before = reports.requests.at(-1)!;
+    const old = await recordOf(browser);
+    expect((await browser.login({ login: 'alice' })).statusCode).toBe(302);
+    const record = await recordOf(browser);
+    // The same session (a sign-in again of the same user), with a new key.
+    expect(record.id).toBe(old.id);
+    expect(record.dpopKey).not.toBe(old.dpopKey);
+    expect(record.exchangedTokens).toBeUndefined();
+    const response = await browser.request('/reports/r');
+    expect(response.statusCode, response.body).toBe(200);
+    const after = reports.requests.at(-1)!;
+    expect(after.ok, after.reason).toBe(true);
+    expect(after.jkt).not.toBe(before.jkt);
+    expect((await browser.request('/api/x')).statusCode).toBe(200);
+    expect(api.requests.at(-1)!.jkt).toBe(after.jkt);
+  });
+
   it('a dpop: false route gets the DPoP-bound token as Bearer, without a proof (and startup said so)', async () => {
     const instance = await bff();
     expect(instance.logs.some((line) => line.route === '/plain' && String(line.msg).includes('dpop: false'))).toBe(true);
