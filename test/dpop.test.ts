@@ -262,6 +262,8 @@ describe('DPoP toward the provider and the APIs', () => {
       expect(api.requests.slice(rotated).map((r) => r.reason ?? 'ok')).toEqual(['stale nonce', 'ok']);
       // Never a refresh for a nonce.
       expect(since(provider, from, 'refresh_token')).toEqual([]);
+      const metrics = await instance.app.inject({ method: 'GET', url: '/metrics' });
+      expect(metrics.body).toContain('token_handler_dpop_nonce_challenges_total{route="/api",action="replayed"} 2');
     } finally {
       api.setRequireNonce(false);
     }

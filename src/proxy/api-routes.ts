@@ -314,7 +314,9 @@ async function proxyRoute(
   /** After an upstream's DPoP nonce challenge: the request again, its new proof carrying the nonce (no refresh). */
   const replayWithNonce = (request: FastifyRequest, reply: FastifyReply, state: ProxyState): void => {
     state.nonceReplayed = true;
-    if (!isReplayable(request)) {
+    const replayable = isReplayable(request);
+    options.metrics?.dpopNonceChallenge(route.prefix, replayable ? 'replayed' : 'passed_on');
+    if (!replayable) {
       throw new BrowserError(
         'token_rejected',
         'The API asked for a new DPoP proof with its nonce, but this request body was too large to replay: send the request again.',
@@ -373,6 +375,7 @@ async function proxyRoute(
           // A nonce challenge is answered with a new proof, never a new token: replayed once
           // (a second one is passed on as the 401 it is).
           nonceChallenge = res.statusCode === 401 && isDpopNonceChallenge(res.headers['www-authenticate'] as string | string[] | undefined);
+          if (nonceChallenge && (!fresh || state.nonceReplayed)) options.metrics?.dpopNonceChallenge(route.prefix, 'passed_on');
           if (nonceChallenge && fresh && !state.nonceReplayed) {
             res.stream.resume();
             dropUpstreamHeaders(reply, res.headers);
