@@ -161,7 +161,14 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
         const child = ctx.spawn('./th-child.ts', role === 'tracing' ? { env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${otlp.url}/v1/traces`, OTEL_SERVICE_NAME: 'token-handler-bench' } } : {});
         const { url, cookie } = await child.call<{ url: string; cookie: string }>('startTokenHandler', {
           provider, upstreamUrl: cheap.url, store, redisPrefix: `${ctx.redisPrefix}prod:${key}:`, userName: `jane.doe.${key}`,
-          extra: { routes: role === 'capabilities' ? [...routes, ...capabilityRoutes(cheap.url)] : routes },
+          extra:
+            role === 'capabilities'
+              ? {
+                  routes: [...routes, ...capabilityRoutes(cheap.url)],
+                  // DPoP-bound tokens: the dpop route sends a proof per request, the others the same token as Bearer.
+                  oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret, dpop: true },
+                }
+              : { routes },
         });
         stopList.push(() => child.call('stop').then(() => undefined));
         thChildren.set(key, { child, url, loginCookie: cookie, store, role });
@@ -354,6 +361,7 @@ const CAPABILITIES = [
   { name: 'route policy', prefix: '/papi', route: { require: { claims: { groups: ['/all-staff'] } } }, what: 'require: claims (groups), checked per request' },
   { name: 'identity headers', prefix: '/iapi', route: { identityHeaders: { 'X-User-Sub': 'sub', 'X-User-Email': 'email', 'X-User-Groups': 'groups' } }, what: 'three claims to the upstream' },
   { name: 'per-API token', prefix: '/rapi', route: { resource: CAPABILITY_RESOURCE }, what: 'resource: its own access token (RFC 8707), from the session' },
+  { name: 'DPoP', prefix: '/dapi', route: { dpop: true }, what: 'Authorization: DPoP and a proof signed per request (ES256, the session key)' },
 ] as const;
 
 function capabilityRoutes(upstream: string): Array<Record<string, unknown>> {

@@ -55,6 +55,11 @@ export const REDACTED_PATHS = [
   'tokens.accessToken',
   'tokens.refreshToken',
   'tokens.idToken',
+  // DPoP (oidc.dpop): proofs and the session's private key.
+  'req.headers.dpop',
+  'headers.dpop',
+  'dpopKey',
+  'record.dpopKey',
 ];
 
 /**

@@ -6,6 +6,7 @@ import type { Config } from './config/types.js';
 import { BrowserError } from './errors.js';
 import { browserErrorOf, sendError } from './failures.js';
 import { OidcProvider, refreshHardTimeoutMs } from './oidc/provider.js';
+import { DpopKeys, readDpopKeyFile } from './oidc/dpop.js';
 import { SessionCookies } from './session/cookies.js';
 import { SessionManager } from './session/manager.js';
 import { persistenceFor } from './session/persistence-for.js';
@@ -112,7 +113,28 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   // RFC 8707: login asks for every configured resource; metrics name a resource by its route(s).
   const resources = [...new Set(config.routes.flatMap((route) => (route.token === 'user' && route.resource !== undefined ? [route.resource] : [])))];
   const routesOfResource = new Map(resources.map((resource) => [resource, config.routes.filter((route) => route.resource === resource).map((route) => route.prefix).join(',')]));
-  const provider = new OidcProvider({ config: config.oidc, redirectUri: `${config.publicUrl}/auth/callback`, logger: app.log, now, resources });
+  // DPoP: per-session keys (or the configured key) and the process key of client tokens.
+  const dpopKeys = config.oidc.dpop ? new DpopKeys(config.oidc.dpopKeyFile === undefined ? undefined : readDpopKeyFile(config.oidc.dpopKeyFile)) : undefined;
+  const dpopKeyOf = dpopKeys ? (record: { dpopKey?: string }) => dpopKeys.forSession(record) : undefined;
+  if (dpopKeys) {
+    app.log.info({ keys: dpopKeys.perSession ? 'per session (ES256)' : 'configured', alg: dpopKeys.processKey.alg }, 'DPoP on: token-endpoint calls carry DPoP proofs');
+    for (const route of apiRouteConfigs) {
+      if (!route.dpop && route.token !== 'none') {
+        app.log.warn(
+          { route: route.prefix, check: [`routes[].dpop`] },
+          'oidc.dpop is on but this route has dpop: false: its DPoP-bound tokens go as Bearer without a proof, which an API verifying DPoP refuses (set dpop: true for such APIs)',
+        );
+      }
+    }
+  }
+  const provider = new OidcProvider({
+    config: config.oidc,
+    redirectUri: `${config.publicUrl}/auth/callback`,
+    logger: app.log,
+    now,
+    resources,
+    ...(dpopKeys ? { dpopAlgorithm: dpopKeys.processKey.alg } : {}),
+  });
   // Sessions unsealed once per cookie value and remembered until the seal itself expires, by
   // Date.now (iron checks a seal against real time, not the test clock). A cookie-store entry
   // holds a whole record (~7 KiB with its seal); a server-side store's, a session id (~0.5 KiB).
@@ -146,6 +168,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     metrics,
     routeOfResource: (resource) => routesOfResource.get(resource) ?? resource,
     ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
+    ...(dpopKeyOf ? { dpopKeyOf } : {}),
   });
   const revoker = new TokenRevoker(provider, now);
   const sessionTokens = new SessionTokens({ sessions, refresher, revoker, refreshSkewMs, now, retryAfterSeconds: RETRY_AFTER_SECONDS });
@@ -159,6 +182,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     retryAfterSeconds: RETRY_AFTER_SECONDS,
     metrics,
     ...(state.refreshCoordinator ? { coordinator: state.refreshCoordinator } : {}),
+    ...(dpopKeyOf ? { dpopKeyOf } : {}),
   });
   const pendingLogins = new PendingLogins({
     cookies,
@@ -278,6 +302,7 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     now,
     metrics,
     allowedAcrValues: new Set([...config.oidc.allowedAcrValues, ...config.routes.flatMap((route) => route.require?.acr ?? [])]),
+    dpopKeys,
   });
   await app.register(sessionsRoutes, { sessions, store: state.sessionStore, revoker, timeouts, now, csrfCheck, originCheck });
   await app.register(eventsRoute, { sessions, channels, originCheck, maxStreamsPerSession: config.session.maxEventStreams });
@@ -294,7 +319,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
     cookies,
     sessions,
     sessionTokens,
-    clientTokens: new ClientTokens(provider, refreshSkewMs, now),
+    clientTokens: new ClientTokens(provider, refreshSkewMs, now, dpopKeys?.processKey),
+    dpopKeys,
     exchangeTokens,
     csrfCheck,
     csrfHeader: config.csrf.header,

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,6 +78,7 @@ describe('defaults', () => {
         allowedAcrValues: [],
         allowInsecureIssuer: false,
         logoutIdTokenHint: false,
+        dpop: false,
       },
       session: {
         store: 'cookie',
@@ -134,6 +136,7 @@ describe('defaults', () => {
         closeOnTokenExpiry: false,
         websocketMaxMessageBytes: 1048576,
         websocketPingSeconds: 30,
+        dpop: false,
       },
     ]);
   });
@@ -420,6 +423,46 @@ describe('public URL and provider', () => {
     ]);
   });
 
+  it('a dpop: true route needs oidc.dpop, a token and no WebSocket', () => {
+    const api = { upstream: 'http://127.0.0.1:9500', dpop: true };
+    expect(problemsOf(() => parseConfig(withSection('routes', [{ prefix: '/api', ...api }])))).toEqual([
+      'routes[0].dpop: is true but oidc.dpop is false; DPoP toward an upstream needs DPoP-bound tokens: set oidc.dpop: true',
+    ]);
+    const config = withSection('oidc', { dpop: true });
+    config.routes = [
+      { prefix: '/open', ...api, token: 'none' },
+      { prefix: '/live', ...api, websocket: true },
+    ];
+    expect(problemsOf(() => parseConfig(config))).toEqual([
+      'routes[0].dpop: is true but token is none; a DPoP proof goes with a token: set token (user, client or exchange), or dpop: false',
+      'routes[1].websocket: is true on a dpop: true route; WebSocket upgrades are not sent with DPoP proofs: serve the socket from a route of its own (dpop: false) or drop websocket',
+    ]);
+    config.routes = [{ prefix: '/api', ...api }];
+    expect(parseConfig(config).routes[0]?.dpop).toBe(true);
+  });
+
+  it('oidc.dpopKeyFile must hold a P-256, P-384 or Ed25519 private key, and needs oidc.dpop', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const jwkFile = writeTemp('dpop-key.json', JSON.stringify(ec.export({ format: 'jwk' })));
+    const pemFile = writeTemp('dpop-key.pem', generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
+    const rsaFile = writeTemp('dpop-rsa.pem', generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
+    const publicFile = writeTemp('dpop-public.json', JSON.stringify(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' })));
+    expect(parseConfig(withSection('oidc', { dpop: true, dpopKeyFile: jwkFile })).oidc.dpopKeyFile).toBe(jwkFile);
+    expect(parseConfig(withSection('oidc', { dpop: true, dpopKeyFile: pemFile })).oidc.dpopKeyFile).toBe(pemFile);
+    expect(problemsOf(() => parseConfig(withSection('oidc', { dpop: true, dpopKeyFile: rsaFile })))).toEqual([
+      `oidc.dpopKeyFile: is "${rsaFile}", which is an RSA key; expected a P-256 (ES256), P-384 (ES384) or Ed25519 (EdDSA) private key`,
+    ]);
+    expect(problemsOf(() => parseConfig(withSection('oidc', { dpop: true, dpopKeyFile: publicFile })))).toEqual([
+      `oidc.dpopKeyFile: is "${publicFile}", which holds no private key; expected a private JWK (JSON with "d") or a PEM private key (P-256, P-384 or Ed25519)`,
+    ]);
+    expect(problemsOf(() => parseConfig(withSection('oidc', { dpop: true, dpopKeyFile: join(tmp, 'missing.pem') })))).toEqual([
+      `oidc.dpopKeyFile: is "${join(tmp, 'missing.pem')}", which is not a file; expected a private key file (a JWK as JSON, or PEM)`,
+    ]);
+    expect(problemsOf(() => parseConfig(withSection('oidc', { dpopKeyFile: jwkFile })))).toEqual([
+      'oidc.dpopKeyFile: is set but oidc.dpop is false; set oidc.dpop: true to bind tokens with this key, or remove dpopKeyFile',
+    ]);
+  });
+
   it('numeric limits are enforced', () => {
     const problems = problemsOf(() => parseConfig(withSection('oidc', { timeoutMs: 50, refreshSkewSeconds: 1.5 })));
     expect(problems).toEqual([
@@ -686,7 +729,7 @@ describe('configuration files', () => {
   it('the example documents every key with its environment variable', () => {
     const example = readFileSync(EXAMPLE, 'utf8');
     for (const name of configEnvNames()) expect(example, name).toContain(name);
-    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'closeOnTokenExpiry', 'websocketMaxMessageBytes', 'websocketPingSeconds', 'contentSecurityPolicy', 'resource', 'exchange', 'require', 'claims', 'acr', 'maxAgeSeconds', 'identityHeaders'];
+    const routeKeys = ['prefix', 'upstream', 'rewritePrefix', 'token', 'anonymous', 'retryOn401', 'stripCookies', 'clientScopes', 'tlsRejectUnauthorized', 'tlsCaFile', 'connectTimeoutMs', 'responseTimeoutMs', 'connections', 'keepAliveTimeoutMs', 'bufferResponseBytes', 'static', 'websocket', 'closeOnTokenExpiry', 'websocketMaxMessageBytes', 'websocketPingSeconds', 'contentSecurityPolicy', 'resource', 'exchange', 'require', 'claims', 'acr', 'maxAgeSeconds', 'identityHeaders', 'dpop'];
     for (const key of routeKeys) expect(example, key).toMatch(new RegExp(`^\\s*(#\\s*)?(- )?${key}:`, 'm'));
   });
 

@@ -6,6 +6,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { SessionRecord } from '../../src/state/record.js';
+import { newSessionKeyScalar } from '../../src/oidc/dpop.js';
 
 export type TokenProfile = 'opaque' | 'jwt';
 
@@ -78,6 +79,8 @@ export function syntheticRecord(template: SessionRecord, index: number, profile:
   if (template.refreshToken !== undefined) record.refreshToken = randomText(template.refreshToken.length);
   if (template.idToken !== undefined) record.idToken = jwtLike(template.idToken.length);
   if (template.scope !== undefined) record.scope = template.scope;
+  // DPoP (oidc.dpop): every session its own key, as logins make them.
+  if (template.dpopKey !== undefined) record.dpopKey = newSessionKeyScalar();
   return JSON.parse(JSON.stringify(record)) as SessionRecord;
 }
 

@@ -9,6 +9,7 @@
 import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
+import { readDpopKeyFile } from '../oidc/dpop.js';
 import { safeReturnTo } from '../routes/return-to.js';
 import { splitList } from './env.js';
 import { isRecord, schemaAt, setAt, valuesAt, type KeyPath } from './paths.js';
@@ -115,6 +116,20 @@ function caFileProblem(file: unknown): string | undefined {
   return undefined;
 }
 
+/** oidc.dpopKeyFile: a readable file with one private key DPoP proofs can be signed with. */
+function dpopKeyFileProblem(file: unknown): string | undefined {
+  if (!isText(file)) return undefined;
+  if (!existsSync(file) || !statSync(file).isFile()) return `is ${quote(file)}, which is not a file; expected a private key file (a JWK as JSON, or PEM)`;
+  try {
+    readDpopKeyFile(file);
+    return undefined;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EACCES' || code === 'EISDIR') return `is ${quote(file)}, which is not a readable file; expected a private key file (a JWK as JSON, or PEM)`;
+    return `is ${quote(file)}, which ${err instanceof Error ? err.message : 'holds no usable key'}`;
+  }
+}
+
 /** routes[].static: a directory holding the SPA's index.html. */
 function staticDirectoryProblem(dir: unknown): string | undefined {
   if (!isText(dir)) return undefined;
@@ -191,6 +206,7 @@ const keyChecks: KeyCheck[] = [
         : `has no ${missing.map((m) => `"${m}"`).join(' or ')}; expected a private JWK (RSA, EC or OKP) with "kty" and "d"`;
     },
   },
+  { keys: 'oidc.dpopKeyFile', problem: dpopKeyFileProblem },
   { keys: 'oidc.scopes[]', problem: scopeProblem },
   {
     keys: 'oidc.scopes',
@@ -244,7 +260,7 @@ const keyChecks: KeyCheck[] = [
 /** Headers token-handler (or HTTP itself) owns: an identity header cannot be one of them. */
 const OWN_HEADERS = new Set([
   'authorization', 'cookie', 'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'x-request-id',
-  'traceparent', 'tracestate', 'forwarded', 'x-real-ip', 'proxy-authorization', 'te', 'upgrade', 'expect',
+  'traceparent', 'tracestate', 'forwarded', 'x-real-ip', 'proxy-authorization', 'te', 'upgrade', 'expect', 'dpop',
 ]);
 
 function identityHeaderProblem(name: string): string | undefined {

@@ -248,6 +248,29 @@ const crossRules: CrossRule[] = [
     }
   },
 
+  function dpop(draft, problems) {
+    const oidcDpop = draft.oidc?.dpop === true;
+    if (draft.oidc?.dpopKeyFile !== undefined && !oidcDpop && !problems.hasFailed(['oidc', 'dpop'])) {
+      problems.addCrossKey(['oidc', 'dpopKeyFile'], 'is set but oidc.dpop is false; set oidc.dpop: true to bind tokens with this key, or remove dpopKeyFile');
+    }
+    (draft.routes ?? []).forEach((route, index) => {
+      if (route.dpop !== true) return;
+      const at = (key: string): KeyPath => ['routes', index, key];
+      if (!oidcDpop && !problems.hasFailed(['oidc', 'dpop'])) {
+        problems.addCrossKey(at('dpop'), 'is true but oidc.dpop is false; DPoP toward an upstream needs DPoP-bound tokens: set oidc.dpop: true');
+      }
+      if ((route.token ?? 'user') === 'none') {
+        problems.addCrossKey(at('dpop'), 'is true but token is none; a DPoP proof goes with a token: set token (user, client or exchange), or dpop: false');
+      }
+      if (route.websocket === true) {
+        problems.addCrossKey(
+          at('websocket'),
+          'is true on a dpop: true route; WebSocket upgrades are not sent with DPoP proofs: serve the socket from a route of its own (dpop: false) or drop websocket',
+        );
+      }
+    });
+  },
+
   function clientTokenRoutes(draft, problems) {
     if (draft.oidc?.clientAuth !== 'none') return;
     (draft.routes ?? []).forEach((route, index) => {

@@ -115,6 +115,19 @@ export const OidcSchema = Section(
       default: false,
       description: 'Allow a plain-http issuer on a host other than localhost. Development and tests only (set automatically for an http issuer on localhost).',
     }),
+    dpop: Type.Boolean({
+      default: false,
+      description:
+        "DPoP (RFC 9449): every token-endpoint call (code exchange, refresh, token exchange, client credentials) carries a DPoP proof, so the provider binds the tokens to token-handler's key; routes with dpop: true send them with a proof per request. Each session gets its own ES256 key at login (sealed in the session record: about 85 bytes more cookie with the cookie store), unless dpopKeyFile is set.",
+    }),
+    dpopKeyFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'oidc.dpop only: a file holding one private key (a JWK as JSON, or PEM; P-256 = ES256, P-384 = ES384 or Ed25519 = EdDSA) that binds every token, for providers or operators that require a known key. Default: a new key per session, and one per process for client-credentials tokens.',
+        'x-expected': 'the path of a private key file (JWK or PEM)',
+      }),
+    ),
     logoutIdTokenHint: Type.Boolean({
       default: false,
       description:
@@ -332,6 +345,11 @@ export const RouteSchema = Type.Object(
         },
       ),
     ),
+    dpop: Type.Boolean({
+      default: false,
+      description:
+        "DPoP (RFC 9449) toward this upstream: Authorization: DPoP <token> and a fresh proof per request (htm, htu, iat, jti, ath), signed with the key the token is bound to. Needs oidc.dpop: true; not with token: none or websocket: true. An upstream's use_dpop_nonce challenge is answered by replaying the request once with its nonce.",
+    }),
     tlsRejectUnauthorized: Type.Boolean({ default: true, description: "Verify the upstream's TLS certificate; false is logged loudly at startup." }),
     tlsCaFile: Type.Optional(
       Type.String({ minLength: 1, description: 'PEM file of extra CA certificates trusted for this upstream; must exist.', 'x-expected': 'the path of a PEM file' }),

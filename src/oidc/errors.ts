@@ -141,6 +141,10 @@ function byStatus(
     return new ProviderError('transient', message, { ...base, ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}) });
   }
   if (status >= 200 && status < 300) return new ProviderError('invalid_response', message, base);
+  // DPoP (RFC 9449): a nonce refused again after openid-client's one retry with it is the
+  // provider's nonce rotating under load, not the grant; a proof refused is our key or clock.
+  if (error === 'use_dpop_nonce') return new ProviderError('transient', message, base);
+  if (error === 'invalid_dpop_proof') return new ProviderError('config_fault', message, { ...base, configKeys: ['oidc.dpop', 'oidc.dpopKeyFile'], hint: "the provider refused token-handler's DPoP proof: check the key's algorithm against the provider's dpop_signing_alg_values_supported, and this host's clock" });
   if ((error !== undefined && CLIENT_ERRORS.has(error)) || status === 401) {
     return new ProviderError('config_fault', message, { ...base, ...clientRefused(options) });
   }

@@ -8,6 +8,7 @@ import type { OidcConfig } from '../config/types.js';
 import { classifyProviderError, discoveryFailure, ProviderError, type ClassifyOptions } from './errors.js';
 import { tokenSetFrom, type TokenSet } from './token-set.js';
 import { LogoutTokenError, validateLogoutToken, type LogoutTokenClaims } from './logout-token.js';
+import type { DpopAlgorithm, DpopKey } from './dpop.js';
 
 export interface LoginTransaction {
   state: string;
@@ -35,6 +36,8 @@ export interface OidcProviderOptions {
   now: () => number;
   /** RFC 8707 resources asked for at login (every `routes[].resource`), so refreshes may ask for each. */
   resources?: readonly string[];
+  /** oidc.dpop: the algorithm token-endpoint proofs are signed with (checked against the provider's metadata). */
+  dpopAlgorithm?: DpopAlgorithm;
 }
 
 /** RFC 8693 token exchange. */
@@ -82,6 +85,12 @@ export class OidcProvider {
   private wakeRetry: (() => void) | undefined;
   /** The provider's host, for spans. */
   private readonly issuerHost: string;
+  /** The latest DPoP nonce each provider origin gave (RFC 9449 §8), used by every key's proofs. */
+  private readonly dpopNonces = new Map<string, string>();
+  /** openid-client's DPoP handle per key: made once per key, holding its public JWK. */
+  private readonly dpopHandles = new WeakMap<DpopKey, client.DPoPHandle>();
+  /** Said once: the provider answered a DPoP proof with a bearer token. */
+  private warnedUnbound = false;
 
   constructor(private readonly options: OidcProviderOptions) {
     this.issuerHost = URL.canParse(options.config.issuer) ? new URL(options.config.issuer).hostname : '';
@@ -116,6 +125,7 @@ export class OidcProvider {
         if (config.pushedAuthorizationRequests === 'never' && metadata.require_pushed_authorization_requests) {
           logger.error({ check: ['oidc.pushedAuthorizationRequests'] }, 'the provider requires pushed authorization requests but oidc.pushedAuthorizationRequests is never: logins will fail; set it to auto');
         }
+        this.checkDpopSupport(metadata);
         return;
       } catch (err) {
         const delay = DISCOVERY_BACKOFF_MS[Math.min(attempt, DISCOVERY_BACKOFF_MS.length - 1)] ?? 30000;
@@ -146,7 +156,64 @@ export class OidcProvider {
     );
     // Calls are cut off at the hard timeout; callers wait at most timeoutMs (see deadline()).
     configuration.timeout = refreshHardTimeoutMs(config.timeoutMs) / 1000;
+    if (config.dpop) {
+      // Every answer's DPoP-Nonce is remembered per provider origin, challenges included:
+      // openid-client then retries a use_dpop_nonce refusal once, with the nonce.
+      configuration[client.customFetch] = async (url, options) => {
+        const response = await fetch(url, options as RequestInit);
+        const nonce = response.headers.get('dpop-nonce');
+        if (nonce) this.dpopNonces.set(new URL(url).origin, nonce);
+        return response;
+      };
+    }
     return configuration;
+  }
+
+  /** oidc.dpop: whether the provider says it takes DPoP proofs signed with our algorithm (logged, not enforced). */
+  private checkDpopSupport(metadata: client.ServerMetadata): void {
+    const alg = this.options.dpopAlgorithm;
+    if (!this.options.config.dpop || alg === undefined) return;
+    const supported = metadata.dpop_signing_alg_values_supported;
+    if (!Array.isArray(supported)) {
+      this.options.logger.warn({ check: ['oidc.dpop'] }, 'oidc.dpop is on but the provider advertises no dpop_signing_alg_values_supported: it may not support DPoP, and then issues bearer tokens or refuses the proofs');
+    } else if (!supported.includes(alg) && !(alg === 'EdDSA' && supported.includes('Ed25519'))) {
+      this.options.logger.error({ check: ['oidc.dpop', 'oidc.dpopKeyFile'], alg, supported }, 'the provider does not accept DPoP proofs signed with our algorithm: token requests will fail; use a key the provider supports');
+    }
+  }
+
+  /**
+   * The DPoP option of a token-endpoint call signed with `key`: openid-client's handle,
+   * made once per key, whose proofs carry the latest nonce this provider gave (whichever
+   * key's call received it). openid-client answers a use_dpop_nonce refusal itself: once,
+   * with the nonce of that refusal.
+   */
+  private async dpopOption(configuration: client.Configuration, key: DpopKey | undefined): Promise<client.DPoPOptions | undefined> {
+    if (!key) return undefined;
+    let handle = this.dpopHandles.get(key);
+    if (!handle) {
+      handle = client.getDPoPHandle(configuration, await key.cryptoKeyPair(), {
+        [client.modifyAssertion]: (_header: Record<string, unknown>, payload: Record<string, unknown>) => {
+          const htu = typeof payload.htu === 'string' && URL.canParse(payload.htu) ? new URL(payload.htu).origin : undefined;
+          const nonce = htu === undefined ? undefined : this.dpopNonces.get(htu);
+          if (nonce !== undefined) payload.nonce = nonce;
+        },
+      });
+      this.dpopHandles.set(key, handle);
+    }
+    return { DPoP: handle };
+  }
+
+  /** A token set from a call that carried a DPoP proof (or not); a bearer token answered to a proof is said once. */
+  private tokensFrom(response: Parameters<typeof tokenSetFrom>[0], key: DpopKey | undefined): TokenSet {
+    const tokens = tokenSetFrom(response, { ...this.tokenSetDefaults(), dpop: key !== undefined });
+    if (key && tokens.tokenType !== 'DPoP' && !this.warnedUnbound) {
+      this.warnedUnbound = true;
+      this.options.logger.warn(
+        { check: ['oidc.dpop'], tokenType: tokens.tokenType },
+        'the provider answered a DPoP proof with a token that is not DPoP-bound: the client may not be registered for DPoP-bound tokens (dpop_bound_access_tokens), or the provider does not support DPoP; such tokens are still sent as DPoP on dpop: true routes',
+      );
+    }
+    return tokens;
   }
 
   /** A provider call in a span named `oidc <operation>` while tracing is on. */
@@ -217,20 +284,21 @@ export class OidcProvider {
   }
 
   /** Validates the authorization response (state, iss, errors) and exchanges the code. */
-  async finishLogin(callbackUrl: URL, transaction: LoginTransaction): Promise<TokenSet> {
+  async finishLogin(callbackUrl: URL, transaction: LoginTransaction, dpopKey?: DpopKey): Promise<TokenSet> {
     const configuration = this.requireConfiguration('callback');
     const exchange = async () => {
+      const dpop = await this.dpopOption(configuration, dpopKey);
       const response = await client.authorizationCodeGrant(configuration, callbackUrl, {
         expectedState: transaction.state,
         expectedNonce: transaction.nonce,
         pkceCodeVerifier: transaction.codeVerifier,
         idTokenExpected: true,
         ...(transaction.maxAge !== undefined ? { maxAge: transaction.maxAge } : {}),
-      });
+      }, undefined, dpop);
       if (!(await this.verifyIdTokenSignature(response.id_token))) {
         throw new ProviderError('transient', 'code exchange: the provider keys could not be fetched to verify the ID token');
       }
-      return tokenSetFrom(response, this.tokenSetDefaults());
+      return this.tokensFrom(response, dpopKey);
     };
     return this.traced('code exchange', async () => {
       try {
@@ -247,16 +315,21 @@ export class OidcProvider {
    * result (see TokenRefresher). A refreshed ID token whose keys cannot be fetched right
    * now is dropped, not the refresh: its new refresh token is already the only live one.
    */
-  async refresh(refreshToken: string, scope?: string, resource?: string): Promise<TokenSet> {
+  async refresh(refreshToken: string, scope?: string, resource?: string, dpopKey?: DpopKey): Promise<TokenSet> {
     const configuration = this.requireConfiguration('refresh');
     return this.traced(resource ? 'refresh for resource' : 'refresh', async () => {
       try {
         const parameters: Record<string, string> = {};
         if (scope) parameters.scope = scope;
         if (resource) parameters.resource = resource;
-        const response = await client.refreshTokenGrant(configuration, refreshToken, Object.keys(parameters).length > 0 ? parameters : undefined);
+        const response = await client.refreshTokenGrant(
+          configuration,
+          refreshToken,
+          Object.keys(parameters).length > 0 ? parameters : undefined,
+          await this.dpopOption(configuration, dpopKey),
+        );
         const verified = await this.verifyIdTokenSignature(response.id_token);
-        const tokens = tokenSetFrom(response, this.tokenSetDefaults());
+        const tokens = this.tokensFrom(response, dpopKey);
         if (!verified) {
           this.options.logger.warn('refreshed ID token kept out: provider keys unreachable; the previous claims stay');
           delete tokens.idToken;
@@ -280,7 +353,7 @@ export class OidcProvider {
    * scope. A 400 `invalid_grant` means the subject token is refused (expired or revoked):
    * the caller refreshes the user's token once and tries again.
    */
-  async exchange(subjectToken: string, request: ExchangeRequest): Promise<TokenSet> {
+  async exchange(subjectToken: string, request: ExchangeRequest, dpopKey?: DpopKey): Promise<TokenSet> {
     const configuration = this.requireConfiguration('token exchange');
     return this.traced('token exchange', async () => {
       try {
@@ -292,8 +365,9 @@ export class OidcProvider {
         });
         if (request.scope) parameters.set('scope', request.scope);
         if (request.resource) parameters.set('resource', request.resource);
-        const response = await this.deadline(client.genericGrantRequest(configuration, TOKEN_EXCHANGE_GRANT, parameters), 'token exchange');
-        const tokens = tokenSetFrom(response, this.tokenSetDefaults());
+        const dpop = await this.dpopOption(configuration, dpopKey);
+        const response = await this.deadline(client.genericGrantRequest(configuration, TOKEN_EXCHANGE_GRANT, parameters, dpop), 'token exchange');
+        const tokens = this.tokensFrom(response, dpopKey);
         // An exchanged token is only an access token: nothing of the session rides along.
         delete tokens.refreshToken;
         delete tokens.idToken;
@@ -311,15 +385,16 @@ export class OidcProvider {
     });
   }
 
-  async clientCredentials(scopes: readonly string[]): Promise<TokenSet> {
+  async clientCredentials(scopes: readonly string[], dpopKey?: DpopKey): Promise<TokenSet> {
     const configuration = this.requireConfiguration('client credentials');
     return this.traced('client credentials', async () => {
       try {
+        const dpop = await this.dpopOption(configuration, dpopKey);
         const response = await this.deadline(
-          client.clientCredentialsGrant(configuration, scopes.length > 0 ? { scope: scopes.join(' ') } : undefined),
+          client.clientCredentialsGrant(configuration, scopes.length > 0 ? { scope: scopes.join(' ') } : undefined, dpop),
           'client credentials',
         );
-        return tokenSetFrom(response, this.tokenSetDefaults());
+        return this.tokensFrom(response, dpopKey);
       } catch (err) {
         throw await this.classify(err, 'client credentials');
       }

@@ -31,15 +31,15 @@ export const MAX_ACCESS_TOKEN_SECONDS = 86_400;
  */
 export function tokenSetFrom(
   response: TokenEndpointResult,
-  defaults: { now: number; defaultAccessTokenSeconds: number },
+  defaults: { now: number; defaultAccessTokenSeconds: number; /** The call carried a DPoP proof (oidc.dpop). */ dpop?: boolean },
 ): TokenSet {
   if (typeof response.access_token !== 'string' || response.access_token === '') {
     throw new ProviderError('invalid_response', 'token response carries no access_token');
   }
   const tokenType = normaliseTokenType(response.token_type);
-  if (tokenType === 'DPoP') {
+  if (tokenType === 'DPoP' && !defaults.dpop) {
     // openid-client accepts it, but such a token is useless without a proof we never make.
-    throw new ProviderError('invalid_response', 'token response carries a DPoP-bound token (token_type DPoP), but token-handler sent no DPoP proof: turn DPoP binding off for this client at the provider');
+    throw new ProviderError('invalid_response', 'token response carries a DPoP-bound token (token_type DPoP), but token-handler sent no DPoP proof: turn DPoP binding off for this client at the provider, or set oidc.dpop: true', { configKeys: ['oidc.dpop'] });
   }
   const set: TokenSet = {
     accessToken: response.access_token,

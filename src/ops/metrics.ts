@@ -60,6 +60,12 @@ export class Metrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
+  private readonly dpopNonceChallenges = new Counter({
+    name: 'token_handler_dpop_nonce_challenges_total',
+    help: "Upstream 401 use_dpop_nonce challenges on dpop: true routes, by route prefix and what was done: replayed (once, with the nonce) or passed_on (a second challenge, or a body too large to replay).",
+    labelNames: ['route', 'action'] as const,
+    registers: [this.registry],
+  });
   private readonly requestAborts = new Counter({
     name: 'token_handler_request_aborts_total',
     help: 'Requests whose browser went away before it had sent the whole request body.',
@@ -164,6 +170,11 @@ export class Metrics {
   apiTokenGrant(route: string, kind: 'resource' | 'exchange', outcome: RefreshOutcome, seconds: number): void {
     this.apiTokenGrants.inc({ route, kind, outcome });
     this.apiTokenDuration.observe({ route }, seconds);
+  }
+
+  /** An upstream's DPoP nonce challenge (`route`: the route's prefix). */
+  dpopNonceChallenge(route: string, action: 'replayed' | 'passed_on'): void {
+    this.dpopNonceChallenges.inc({ route, action });
   }
 
   refreshJoined(): void {

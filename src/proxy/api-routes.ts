@@ -22,6 +22,7 @@ import { isUpgrade, webSocketRoute } from './websockets.js';
 import type { SessionChannels } from '../session/channels.js';
 import type { LoadedSession } from '../session/manager.js';
 import type { Metrics } from '../ops/metrics.js';
+import type { DpopKeys } from '../oidc/dpop.js';
 
 export interface ApiRoutesOptions {
   routes: ApiRouteConfig[];
@@ -53,6 +54,8 @@ export interface ApiRoutesOptions {
   /** WebSockets one session may hold open on this replica. */
   maxSocketsPerSession?: number | undefined;
   metrics?: Metrics | undefined;
+  /** oidc.dpop: which key each token is bound to (dpop: true routes sign their proofs with it). */
+  dpopKeys?: DpopKeys | undefined;
 }
 
 /** What one proxied request carries between its steps: per request, never shared. */
@@ -60,6 +63,8 @@ interface ProxyState {
   credential?: Credential;
   /** Set once the request has been replayed after a 401, so it never loops. */
   retried: boolean;
+  /** Set once the request has been replayed after an upstream's DPoP nonce challenge. */
+  nonceReplayed: boolean;
   dest: string;
   fromOptions: Record<string, unknown>;
   /** The span of the upstream call in flight (tracing on only). */
@@ -77,21 +82,46 @@ export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions)
   app.decorateRequest('proxyState', null);
   // Identity header names are dropped from what browsers send on every route, not only where they are set.
   const identityNames = identityHeaderNames(options.routes);
+  // The latest DPoP nonce of each upstream origin (RFC 9449 §9), shared by the routes to it.
+  const dpopNonces = new Map<string, string>();
   for (const route of options.routes) {
-    await app.register(async (scope) => proxyRoute(scope, route, options, identityNames));
+    await app.register(async (scope) => proxyRoute(scope, route, options, identityNames, dpopNonces));
   }
 }
 
-async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options: ApiRoutesOptions, identityNames: ReadonlySet<string> | undefined): Promise<void> {
+/** An upstream's 401 asking for a DPoP nonce (RFC 9449 §9): `WWW-Authenticate: DPoP error="use_dpop_nonce"`. */
+export function isDpopNonceChallenge(wwwAuthenticate: string | string[] | undefined): boolean {
+  const values = Array.isArray(wwwAuthenticate) ? wwwAuthenticate : wwwAuthenticate === undefined ? [] : [wwwAuthenticate];
+  return values.some((value) => /(^|,)\s*dpop\b/i.test(value) && /\berror\s*=\s*"?use_dpop_nonce"?/i.test(value));
+}
+
+/**
+ * RFC 9449 §4.2 `htu`: the URL the upstream is called at, without query and fragment,
+ * parsed as reply-from parses it (a destination starting with // stays a path).
+ */
+function htuOf(origin: string, dest: string): string {
+  const url = new URL(dest.startsWith('//') ? `.${dest}` : dest, origin);
+  return `${url.origin}${url.pathname}`;
+}
+
+async function proxyRoute(
+  scope: FastifyInstance,
+  route: ApiRouteConfig,
+  options: ApiRoutesOptions,
+  identityNames: ReadonlySet<string> | undefined,
+  dpopNonces: Map<string, string>,
+): Promise<void> {
   const { cookies, csrfCheck, cors } = options;
   const source = tokenSourceFor(route, options);
+  const dpop = route.dpop;
   // Both undefined for a route without require / when no route has identity headers: nothing per request then.
   const routePolicy = RoutePolicy.forRoute(route, options.publicUrl, options.now);
   const identitySet = Object.entries(route.identityHeaders ?? {}).map(([name, claim]) => [name.toLowerCase(), claim] as const);
   const identity: IdentityHeaders | undefined = identityNames ? { dropped: identityNames, set: identitySet } : undefined;
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };
   const retryOn401 = route.retryOn401 && route.token !== 'none';
-  const bodyPolicy = { limitBytes: options.bodyLimitBytes, replayLimitBytes: retryOn401 ? options.replayBodyLimitBytes : -1 };
+  // A DPoP route replays after an upstream's nonce challenge, whatever retryOn401 says.
+  const bodyPolicy = { limitBytes: options.bodyLimitBytes, replayLimitBytes: retryOn401 || dpop ? options.replayBodyLimitBytes : -1 };
   const forwarded = { proto: options.publicProto, host: options.publicHost };
   // An upstream base path (http://h/base) is part of what the prefix is rewritten to:
   // reply-from resolves every destination against the upstream's origin.
@@ -100,7 +130,7 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
   const upstreamTracing = UpstreamTracing.forRoute(upstreamUrl, route.prefix);
   const tlsCa = route.tlsCaFile ? readFileSync(route.tlsCaFile) : undefined;
   /** What goes upstream from a browser's request headers: our cookies, CSRF header and its Authorization out; the route's token in. */
-  const headersFor = (request: Pick<FastifyRequest, 'ip' | 'id' | 'proxyState' | 'session'>, headers: FastifyRequest['headers']) => {
+  const headersFor = (request: Pick<FastifyRequest, 'ip' | 'id' | 'method' | 'proxyState' | 'session'>, headers: FastifyRequest['headers']) => {
     const upstreamHeaders = upstreamRequestHeaders(
       headers,
       policy,
@@ -110,6 +140,10 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
       identitySet.length === 0 ? undefined : request.session?.claims,
     );
     upstreamHeaders['x-request-id'] = String(request.id);
+    const credential = request.proxyState?.credential;
+    if (credential?.proof && request.proxyState) {
+      upstreamHeaders.dpop = credential.proof(request.method, htuOf(upstreamUrl.origin, request.proxyState.dest), dpopNonces.get(upstreamUrl.origin));
+    }
     return upstreamHeaders;
   };
   const channels = options.channels;
@@ -213,6 +247,7 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
     }
     const state: ProxyState = {
       retried: false,
+      nonceReplayed: false,
       // The route's root with a query (`/api?x=1`) comes as '' and reply-from would then
       // send the browser's own path; the root is '/'.
       dest: dest === '' ? '/' : dest,
@@ -276,6 +311,20 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
     reply.from(state.dest, state.fromOptions);
   };
 
+  /** After an upstream's DPoP nonce challenge: the request again, its new proof carrying the nonce (no refresh). */
+  const replayWithNonce = (request: FastifyRequest, reply: FastifyReply, state: ProxyState): void => {
+    state.nonceReplayed = true;
+    const replayable = isReplayable(request);
+    options.metrics?.dpopNonceChallenge(route.prefix, replayable ? 'replayed' : 'passed_on');
+    if (!replayable) {
+      throw new BrowserError(
+        'token_rejected',
+        'The API asked for a new DPoP proof with its nonce, but this request body was too large to replay: send the request again.',
+      );
+    }
+    reply.from(state.dest, state.fromOptions);
+  };
+
   await scope.register(httpProxy, {
     upstream: upstreamUrl.origin,
     prefix: route.prefix,
@@ -317,7 +366,29 @@ async function proxyRoute(scope: FastifyInstance, route: ApiRouteConfig, options
         const res = rawRes as unknown as UpstreamResponse;
         const state = request.proxyState;
         if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
-        const renewal = res.statusCode === 401 && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
+        let nonceChallenge = false;
+        if (dpop && state) {
+          // RFC 9449 §9: the upstream's nonce, on any answer, goes into the next proofs to it.
+          const nonce = res.headers['dpop-nonce'];
+          const fresh = typeof nonce === 'string' && nonce !== '';
+          if (fresh) dpopNonces.set(upstreamUrl.origin, nonce);
+          // A nonce challenge is answered with a new proof, never a new token: replayed once
+          // (a second one is passed on as the 401 it is).
+          nonceChallenge = res.statusCode === 401 && isDpopNonceChallenge(res.headers['www-authenticate'] as string | string[] | undefined);
+          if (nonceChallenge && (!fresh || state.nonceReplayed)) options.metrics?.dpopNonceChallenge(route.prefix, 'passed_on');
+          if (nonceChallenge && fresh && !state.nonceReplayed) {
+            res.stream.resume();
+            dropUpstreamHeaders(reply, res.headers);
+            reply.log.debug({ route: route.prefix }, 'upstream asked for a DPoP nonce: replaying once with it');
+            try {
+              replayWithNonce(request, reply, state);
+            } catch (err) {
+              reply.send(err);
+            }
+            return;
+          }
+        }
+        const renewal = res.statusCode === 401 && !nonceChallenge && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
         if (renewal) {
           res.stream.resume();
           dropUpstreamHeaders(reply, res.headers);

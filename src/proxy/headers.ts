@@ -33,6 +33,8 @@ const BROWSER_MAY_NOT_SEND = new Set([
   'x-http-method',
   'x-method-override',
   'expect',
+  // A DPoP proof is token-handler's to make (dpop: true routes), never a browser's.
+  'dpop',
 ]);
 
 const COMMON_CONNECTION_VALUES = new Set(['keep-alive', 'Keep-Alive', 'close', 'Close']);
@@ -88,7 +90,7 @@ export function upstreamRequestHeaders(
 }
 
 /**
- * Headers passed back to the browser: without hop-by-hop headers, without the upstream's
+ * Headers passed back to the browser: without hop-by-hop headers, without DPoP-Nonce, without the upstream's
  * CORS headers (which origins may read a response is token-handler's to say:
  * csrf.allowedOrigins), and without any `Set-Cookie` that would overwrite one of
  * token-handler's cookies (the session and pending-login cookies belong to us; an
@@ -99,7 +101,8 @@ export function browserResponseHeaders(headers: IncomingHttpHeaders, cookies: Se
   const listed = connectionListed(headers);
   const browser: IncomingHttpHeaders = {};
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || name === 'set-cookie' || listed?.has(name) || name.startsWith('access-control-')) continue;
+    // DPoP-Nonce is for token-handler's next proof, not for the browser (which makes none).
+    if (HOP_BY_HOP.has(name) || name === 'set-cookie' || name === 'dpop-nonce' || listed?.has(name) || name.startsWith('access-control-')) continue;
     browser[name] = headers[name];
   }
   const setCookie = headers['set-cookie'];

@@ -9,10 +9,17 @@ import type { ClientTokens } from '../tokens/client-tokens.js';
 import type { ExchangeTokens, ExchangedToken } from '../tokens/exchange-tokens.js';
 import type { RefreshWant } from '../tokens/refresher.js';
 import type { SessionTokens } from '../tokens/session-tokens.js';
+import { accessTokenHash, type DpopKey, type DpopKeys } from '../oidc/dpop.js';
+import { loginRequired } from '../errors.js';
 
 /** What a proxied call carries to its upstream: the Authorization value, and what it was made from. */
 export interface Credential {
   readonly authorization: string;
+  /**
+   * `dpop: true` routes: a fresh DPoP proof for one upstream request (RFC 9449 §7), made
+   * per request (replays included) with the URL actually called and the upstream's nonce.
+   */
+  proof?(htm: string, htu: string, nonce: string | undefined): string;
 }
 
 /**
@@ -41,10 +48,19 @@ export interface TokenSourceDeps {
   clientTokens: ClientTokens;
   exchangeTokens: ExchangeTokens;
   retryAfterSeconds: number;
+  /** oidc.dpop: which key each token is bound to. */
+  dpopKeys?: DpopKeys | undefined;
 }
 
-/** The token source of a route. */
+/** The token source of a route: on `dpop: true` routes, sent with a DPoP proof per request. */
 export function tokenSourceFor(route: RouteConfig, deps: TokenSourceDeps): TokenSource {
+  const source = baseSourceFor(route, deps);
+  if (!route.dpop) return source;
+  if (!deps.dpopKeys) throw new Error(`route ${route.prefix}: dpop: true needs oidc.dpop: true`);
+  return new DpopTokenSource(source, deps.dpopKeys);
+}
+
+function baseSourceFor(route: RouteConfig, deps: TokenSourceDeps): TokenSource {
   switch (route.token) {
     case 'user':
       return route.resource === undefined ? new UserTokenSource(deps.sessionTokens) : new ResourceTokenSource(route.resource, deps.sessionTokens);
@@ -206,6 +222,81 @@ class ClientTokenSource implements TokenSource<ClientCredential> {
   }
 }
 
+/** What a DPoP credential is made from: the token, and whose key it is bound to. */
+interface Bound extends Credential {
+  readonly session?: LoadedSession;
+  readonly token?: ApiToken;
+  readonly accessToken?: string;
+}
+
+/** A credential sent as `Authorization: DPoP <token>` with a proof signed by the key the token is bound to. */
+class DpopCredential implements Credential {
+  readonly authorization: string;
+  /** The session, for streams that end with it (api-routes.ts). */
+  readonly session: LoadedSession | undefined;
+  /** base64url(SHA-256(token)): once per token, not per request. */
+  private readonly ath: string;
+
+  constructor(
+    readonly inner: Credential,
+    accessToken: string,
+    private readonly key: DpopKey,
+  ) {
+    this.authorization = `DPoP ${accessToken}`;
+    this.session = (inner as Bound).session;
+    this.ath = accessTokenHash(accessToken);
+  }
+
+  proof(htm: string, htu: string, nonce: string | undefined): string {
+    return this.key.proof(htm, htu, this.ath, nonce);
+  }
+}
+
+/**
+ * `dpop: true` routes: the route's own source (user, resource, exchange, client) with
+ * every credential sent as DPoP. The key is the one the token was obtained with: the
+ * session's own (or the configured key) for session tokens, the process (or configured)
+ * key for the client-credentials token. Renewals after a 401 are the inner source's.
+ */
+class DpopTokenSource implements TokenSource<DpopCredential> {
+  readonly needsSession: boolean;
+  /** One DPoP credential per inner credential: the inner ones are cached per token, so is this. */
+  private readonly credentials = new WeakMap<Credential, DpopCredential>();
+
+  constructor(
+    private readonly inner: TokenSource,
+    private readonly keys: DpopKeys,
+  ) {
+    this.needsSession = inner.needsSession;
+  }
+
+  authorize(request: FastifyRequest, reply: FastifyReply): Awaitable<DpopCredential | undefined> {
+    return andThen(this.inner.authorize(request, reply), (credential) => (credential ? this.wrap(credential) : undefined));
+  }
+
+  renew(request: FastifyRequest, reply: FastifyReply, rejected: DpopCredential): Promise<DpopCredential> | null {
+    const renewal = this.inner.renew(request, reply, rejected.inner);
+    return renewal && renewal.then((credential) => this.wrap(credential));
+  }
+
+  private wrap(credential: Credential): DpopCredential {
+    let wrapped = this.credentials.get(credential);
+    if (wrapped) return wrapped;
+    const bound = credential as Bound;
+    const accessToken = bound.token?.accessToken ?? bound.accessToken ?? bound.session?.record.accessToken;
+    if (accessToken === undefined) throw new Error('a DPoP route credential without an access token');
+    // Session tokens are bound to the session's key; the client token to the process key.
+    const key = bound.session ? this.keys.forSession(bound.session.record) : this.keys.processKey;
+    if (!key) {
+      // A session from before oidc.dpop was turned on: its tokens are bound to no key.
+      throw loginRequired('This API needs a sign-in made with DPoP: sign in again.');
+    }
+    wrapped = new DpopCredential(credential, accessToken, key);
+    this.credentials.set(credential, wrapped);
+    return wrapped;
+  }
+}
+
 /** `token: none`: a plain proxy, behind a session unless the route is anonymous. */
 class NoTokenSource implements TokenSource {
   constructor(
@@ -229,11 +320,15 @@ class NoTokenSource implements TokenSource {
  */
 const authorizations = new WeakMap<object, string>();
 
-/** The Authorization header value for a token (the provider's token_type, usually Bearer). */
+/**
+ * The Authorization header value for a token (the provider's token_type, usually Bearer).
+ * A DPoP-bound token on a route without `dpop: true` goes as Bearer: `DPoP` without a
+ * proof is refused everywhere, while an API that does not verify DPoP takes it as Bearer.
+ */
 function authorizationOf(token: { tokenType: string; accessToken: string }): string {
   let value = authorizations.get(token);
   if (value === undefined) {
-    value = `${token.tokenType} ${token.accessToken}`;
+    value = `${token.tokenType === 'DPoP' ? 'Bearer' : token.tokenType} ${token.accessToken}`;
     authorizations.set(token, value);
   }
   return value;

@@ -17,6 +17,7 @@ import { BoundedTtlCache } from '../state/bounded-cache.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RateLimitConfig } from '../config/types.js';
 import { sessionHash, type SessionRecord } from '../state/record.js';
+import type { DpopKeys } from '../oidc/dpop.js';
 
 export interface AuthRoutesOptions {
   metrics: Metrics;
@@ -48,6 +49,8 @@ export interface AuthRoutesOptions {
   now: () => number;
   /** acr values `/auth/login?acr_values=` may ask for: oidc.allowedAcrValues and every route's require.acr. */
   allowedAcrValues: ReadonlySet<string>;
+  /** oidc.dpop: the keys the code exchange binds the session's tokens to. */
+  dpopKeys?: DpopKeys | undefined;
 }
 
 /**
@@ -137,9 +140,13 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       request.log.info({ error: refusal }, 'silent login refused by the provider');
       return reply.redirect(withError(pending.returnTo, refusal), 302);
     }
+    // DPoP: the session's own key is made now, before the code exchange, so that the very
+    // first tokens are bound to it (or the configured key binds them).
+    const dpopKey = options.dpopKeys?.newSessionKey();
+    const bindingKey = options.dpopKeys ? (dpopKey === undefined ? options.dpopKeys.processKey : options.dpopKeys.forSession({ dpopKey })) : undefined;
     let tokens;
     try {
-      tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending);
+      tokens = await provider.finishLogin(new URL(request.url, options.publicUrl), pending, bindingKey);
     } catch (err) {
       if (err instanceof ProviderError) throw answerProviderFailure(err, 'sign-in', request.log, options.retryAfterSeconds);
       throw err;
@@ -152,9 +159,15 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     // The same user signing in again (a step-up): the session keeps its identity and gets
     // the new login's claims (acr, auth_time) and tokens.
     if (previous && previous.record.claims.sub === tokens.claims.sub) {
-      const { refreshToken: _r, idToken: _i, scope: _s, ...kept } = previous.record;
+      const { refreshToken: _r, idToken: _i, scope: _s, dpopKey: previousKey, resourceTokens, exchangedTokens, ...kept } = previous.record;
+      // Per-API tokens stay only while bound to the same key (a new session key binds the
+      // new tokens; the old key's tokens are obtained again when next needed).
+      const sameKey = previousKey === dpopKey;
       const updated: SessionRecord = {
         ...kept,
+        ...(sameKey && resourceTokens ? { resourceTokens } : {}),
+        ...(sameKey && exchangedTokens ? { exchangedTokens } : {}),
+        ...(dpopKey !== undefined ? { dpopKey } : {}),
         accessToken: tokens.accessToken,
         tokenType: tokens.tokenType,
         accessTokenExpiresAt: tokens.accessTokenExpiresAt,
@@ -183,6 +196,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
       ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
       ...(tokens.idToken ? { idToken: tokens.idToken } : {}),
       ...(tokens.scope ? { scope: tokens.scope } : {}),
+      ...(dpopKey !== undefined ? { dpopKey } : {}),
       ...(options.keepUserAgent ? userAgentOf(request) : {}),
     };
     // A login as another user replaces whatever session this browser had.

@@ -27,6 +27,12 @@ export interface SessionRecord extends Omit<TokenSet, 'claims'> {
    * resource); each remembers which user access token it was exchanged from.
    */
   exchangedTokens?: Record<string, ApiToken>;
+  /**
+   * oidc.dpop without a configured key: the private scalar (`d`, base64url) of the session's
+   * own ES256 DPoP key, made at login; every token of the session is bound to it
+   * (src/oidc/dpop.ts). Sealed with the rest of the record; never shown, never logged.
+   */
+  dpopKey?: string;
   /** The browser's User-Agent at login (server-side stores only: it would only grow a cookie). */
   userAgent?: string;
 }

@@ -1,6 +1,7 @@
 import type { OidcProvider } from '../oidc/provider.js';
 import type { TokenSet } from '../oidc/token-set.js';
 import { SingleFlight } from './single-flight.js';
+import type { DpopKey } from '../oidc/dpop.js';
 
 /**
  * A token younger than this that the upstream rejects is not replaced: the upstream would
@@ -21,6 +22,8 @@ export class ClientTokens {
     private readonly provider: Pick<OidcProvider, 'clientCredentials'>,
     private readonly refreshSkewMs: number,
     private readonly now: () => number,
+    /** oidc.dpop: the key client-credentials tokens are bound to (the process or configured key). */
+    readonly dpopKey?: DpopKey,
   ) {}
 
   async get(scopes: readonly string[]): Promise<TokenSet> {
@@ -28,7 +31,7 @@ export class ClientTokens {
     const cached = this.cache.get(key);
     if (cached && cached.tokens.accessTokenExpiresAt - this.refreshSkewMs > this.now()) return cached.tokens;
     const { value } = await this.flights.run(key, async () => {
-      const tokens = await this.provider.clientCredentials(scopes);
+      const tokens = await this.provider.clientCredentials(scopes, this.dpopKey);
       this.cache.set(key, { tokens, obtainedAt: this.now() });
       return tokens;
     });

@@ -11,6 +11,7 @@ import { BoundedTtlCache } from '../state/bounded-cache.js';
 import type { RefreshCoordinator } from '../state/ports.js';
 import { isApiTokenDue, sessionHash, type ApiToken, type SessionRecord } from '../state/record.js';
 import type { SessionTokens } from './session-tokens.js';
+import type { DpopKey } from '../oidc/dpop.js';
 import { SingleFlight } from './single-flight.js';
 
 export interface ExchangeTokensOptions {
@@ -24,6 +25,8 @@ export interface ExchangeTokensOptions {
   now: () => number;
   retryAfterSeconds: number;
   metrics?: Metrics;
+  /** oidc.dpop: the key a session's tokens are bound to; the exchanged token is bound to it too. */
+  dpopKeyOf?: (record: SessionRecord) => DpopKey | undefined;
 }
 
 /** The key of an exchanged token in the session record: one per audience (and scope, resource). */
@@ -144,7 +147,7 @@ export class ExchangeTokens {
   private async call(request: FastifyRequest, record: SessionRecord, spec: ExchangeRequest, route: string): Promise<TokenSet> {
     const started = performance.now();
     try {
-      const tokens = await this.options.provider.exchange(record.accessToken, spec);
+      const tokens = await this.options.provider.exchange(record.accessToken, spec, this.options.dpopKeyOf?.(record));
       this.options.metrics?.apiTokenGrant(route, 'exchange', 'success', (performance.now() - started) / 1000);
       request.log.info({ route, audience: spec.audience, session: sessionHash(record), outcome: 'success', durationMs: Math.round(performance.now() - started) }, 'token exchange');
       return tokens;

@@ -8,6 +8,7 @@ import { BoundedTtlCache } from '../state/bounded-cache.js';
 import { SingleFlight } from './single-flight.js';
 import { type ApiToken, type SessionRecord, isApiTokenDue, sessionHash, tokenVersion } from '../state/record.js';
 import type { RefreshCoordinator } from '../state/ports.js';
+import type { DpopKey } from '../oidc/dpop.js';
 
 export interface RefresherOptions {
   provider: Pick<OidcProvider, 'refresh'>;
@@ -27,6 +28,8 @@ export interface RefresherOptions {
   metrics?: Metrics;
   /** The route prefix(es) of a resource, for metrics by route. */
   routeOfResource?: (resource: string) => string;
+  /** oidc.dpop: the key a session's tokens are bound to; every refresh proves it (the binding stays). */
+  dpopKeyOf?: (record: SessionRecord) => DpopKey | undefined;
 }
 
 export type RefreshReason = 'proactive' | 'upstream_401' | 'forced' | 'exchange_refused';
@@ -152,11 +155,12 @@ export class TokenRefresher {
       ...(record.scope !== undefined ? { scope: record.scope } : {}),
     };
     const steps: Array<string | undefined> = [...(plan.main ? [undefined] : []), ...plan.resources];
+    const dpopKey = this.options.dpopKeyOf?.(record);
     let rt = refreshToken;
     for (const [index, resource] of steps.entries()) {
       let tokens: TokenSet;
       try {
-        tokens = await this.callProvider(rt, reason, session, resource);
+        tokens = await this.callProvider(rt, reason, session, resource, dpopKey);
       } catch (err) {
         const failure = err instanceof ProviderError ? err : new ProviderError('transient', err instanceof Error ? err.message : String(err), { cause: err });
         if (index === 0 || failure.kind === 'invalid_grant' || resource === undefined) {
@@ -192,12 +196,12 @@ export class TokenRefresher {
   }
 
   /** One token-endpoint call, logged at info (session hash, outcome, duration; never a token). */
-  private async callProvider(refreshToken: string, reason: RefreshReason, session: string, resource?: string): Promise<TokenSet> {
+  private async callProvider(refreshToken: string, reason: RefreshReason, session: string, resource?: string, dpopKey?: DpopKey): Promise<TokenSet> {
     const started = performance.now();
     const durationMs = () => Math.round(performance.now() - started);
     const target = resource === undefined ? {} : { resource };
     try {
-      const tokens = await this.options.provider.refresh(refreshToken, undefined, resource);
+      const tokens = await this.options.provider.refresh(refreshToken, undefined, resource, dpopKey);
       this.options.metrics?.refreshAttempt('success', (performance.now() - started) / 1000);
       if (resource !== undefined) this.options.metrics?.apiTokenGrant(this.routeOf(resource), 'resource', 'success', (performance.now() - started) / 1000);
       this.options.logger.info({ session, reason, ...target, outcome: 'success', rotated: !!tokens.refreshToken, durationMs: durationMs() }, 'refresh');

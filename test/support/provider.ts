@@ -19,7 +19,7 @@
 import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
-import { importJWK, SignJWT, type JWK } from 'jose';
+import { calculateJwkThumbprint, decodeJwt as decodeJwtPayload, decodeProtectedHeader, EmbeddedJWK, importJWK, jwtVerify, SignJWT, type JWK } from 'jose';
 
 import type ProviderClass from 'oidc-provider';
 import type { Adapter, AdapterPayload, Configuration, KoaContextWithOIDC } from 'oidc-provider';
@@ -101,6 +101,13 @@ export interface TestProviderOptions {
    * step-up flows do. A login that asks for none gets no acr. Default: none offered.
    */
   acrValues?: string[];
+  /**
+   * DPoP (RFC 9449; oidc-provider's features.dPoP, always on): `boundClients` registers the BFF
+   * clients with dpop_bound_access_tokens (a token request without a proof is refused);
+   * `requireNonce` makes every DPoP proof carry the provider's nonce (features.dPoP.nonceSecret +
+   * requireNonce), so the first proof of each key is answered use_dpop_nonce.
+   */
+  dpop?: { boundClients?: boolean; requireNonce?: boolean };
 }
 
 export interface TokenRequestRecord {
@@ -121,6 +128,10 @@ export interface TokenRequestRecord {
   presentedRefreshToken?: string;
   /** The `resource` (RFC 8707) or `audience` (RFC 8693) asked for, when one was. */
   target?: string;
+  /** RFC 7638 thumbprint of the key in the request's DPoP proof, when it carried one. */
+  dpopJkt?: string;
+  /** Whether the DPoP proof carried a nonce. */
+  dpopNonce?: boolean;
 }
 
 const kTokenRecord = Symbol('token request record');
@@ -193,6 +204,17 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
  * token must be an access token this client holds and still active at the provider; the answer
  * is a JWT for the requested audience, signed with the provider's key (the JWKS upstreams use).
  */
+/** A JWT access token issued by this provider, as the fields the exchange grant reads (undefined when not valid). */
+async function jwtSubject(token: string, signingJwk: Record<string, unknown>): Promise<{ accountId: string; clientId: string; isExpired: boolean } | undefined> {
+  try {
+    const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = signingJwk;
+    const { payload } = await jwtVerify(token, await importJWK(publicJwk as JWK, 'RS256'));
+    return { accountId: String(payload.sub), clientId: String(payload.client_id), isExpired: false };
+  } catch {
+    return undefined;
+  }
+}
+
 function registerTokenExchange(
   provider: InstanceType<ProviderModule['default']>,
   errors: ProviderModule['errors'],
@@ -209,7 +231,8 @@ function registerTokenExchange(
       if (params.subject_token_type !== 'urn:ietf:params:oauth:token-type:access_token') {
         throw new errors.InvalidRequest('subject_token_type must be urn:ietf:params:oauth:token-type:access_token');
       }
-      const subject = params.subject_token ? await ctx.oidc.provider.AccessToken.find(params.subject_token) : undefined;
+      // A JWT access token (accessTokenFormat: 'jwt') is not stored: verified with the provider's key instead.
+      const subject = params.subject_token?.split('.').length === 3 ? await jwtSubject(params.subject_token, signingJwk) : params.subject_token ? await ctx.oidc.provider.AccessToken.find(params.subject_token) : undefined;
       const active = !!subject && !subject.isExpired && subject.clientId === ctx.oidc.client!.clientId;
       if (!active || !subject || options.refuseAccounts?.includes(subject.accountId)) {
         throw new errors.InvalidGrant('subject token invalid, expired or of another client');
@@ -218,9 +241,20 @@ function registerTokenExchange(
       if (!target) {
         throw new errors.InvalidTarget('audience not served');
       }
+      // A DPoP proof binds the exchanged token to its key, as the provider's own grants do.
+      const proof = ctx.get('DPoP');
+      let jkt: string | undefined;
+      if (proof) {
+        try {
+          const { protectedHeader } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt' });
+          jkt = await calculateJwkThumbprint(protectedHeader.jwk!);
+        } catch {
+          throw new errors.InvalidDpopProof('invalid DPoP proof');
+        }
+      }
       const key = await importJWK(signingJwk as JWK, 'RS256');
       const now = Math.floor(Date.now() / 1000);
-      const token = await new SignJWT({ scope: target.scope, client_id: ctx.oidc.client!.clientId, act: { sub: ctx.oidc.client!.clientId } })
+      const token = await new SignJWT({ scope: target.scope, client_id: ctx.oidc.client!.clientId, act: { sub: ctx.oidc.client!.clientId }, ...(jkt ? { cnf: { jkt } } : {}) })
         .setProtectedHeader({ alg: 'RS256', kid: String(signingJwk.kid), typ: 'at+jwt' })
         .setIssuer(ctx.oidc.issuer)
         .setSubject(subject.accountId)
@@ -232,7 +266,7 @@ function registerTokenExchange(
       ctx.body = {
         access_token: token,
         issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-        token_type: 'Bearer',
+        token_type: jkt ? 'DPoP' : 'Bearer',
         expires_in: ttlSeconds,
         scope: target.scope,
       };
@@ -764,6 +798,9 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
     conformIdTokenClaims: false,
     features: {
       devInteractions: { enabled: true },
+      ...(opts.dpop
+        ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => opts.dpop?.requireNonce === true } }
+        : {}),
       pushedAuthorizationRequests: {
         enabled: (opts.pushedAuthorizationRequests ?? 'off') !== 'off',
         requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
@@ -942,6 +979,12 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
         try {
           const params = (ctx.oidc?.params ?? {}) as Record<string, unknown>;
           if (typeof params.refresh_token === 'string') record.presentedRefreshToken = createHash('sha256').update(params.refresh_token).digest('base64url');
+          const proof = ctx.get('DPoP');
+          if (proof) {
+            const jwk = decodeProtectedHeader(proof).jwk;
+            if (jwk) record.dpopJkt = await calculateJwkThumbprint(jwk);
+            record.dpopNonce = typeof decodeJwtPayload(proof).nonce === 'string';
+          }
           const target = params.resource ?? params.audience;
           if (typeof target === 'string') record.target = target;
         } catch {
@@ -990,6 +1033,7 @@ export async function startProvider(opts: TestProviderOptions): Promise<TestProv
       ...(uris.backchannelLogoutUri
         ? { backchannel_logout_uri: uris.backchannelLogoutUri, backchannel_logout_session_required: true }
         : {}),
+      ...(opts.dpop?.boundClients ? { dpop_bound_access_tokens: true } : {}),
     };
     // Confidential BFF clients may also fetch client-credentials tokens (routes with token: client).
     const confidential = {
