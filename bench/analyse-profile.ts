@@ -1,6 +1,6 @@
 /**
  * Aggregates a .cpuprofile (V8 CPU profile JSON, as written by --cpu-prof or the
- * inspector) by self time: top functions, and shares per area (iron-session sealing,
+ * inspector) by self time: top functions, and shares per area (sealing,
  * cookie parsing, Fastify, reply-from/undici, pino, ioredis, our src/, Node internals, GC).
  *
  *   npx tsx bench/analyse-profile.ts bench/results/<file>.cpuprofile [--top 15] [--json]
@@ -60,7 +60,7 @@ const AREAS: Array<[string, (frame: CallFrame) => boolean]> = [
   ['fastify (routing, hooks, reply, plugins)', (f) => /node_modules\/(fastify|find-my-way|avvio|light-my-request|fast-json-stringify|@fastify\/[^/]+|abstract-logging|rfdc|process-warning|ret|safe-regex2|fast-decode-uri-component|json-schema-ref-resolver|secure-json-parse|content-type|proxy-addr|forwarded|ipaddr\.js|fastq|reusify|semver)\//.test(f.url)],
   ['ioredis', (f) => /node_modules\/(ioredis|redis-parser|redis-errors|denque|cluster-key-slot|standard-as-callback|lodash\.[a-z]+)\//.test(f.url)],
   ['openid-client / jose / oauth4webapi', (f) => /node_modules\/(openid-client|jose|oauth4webapi)\//.test(f.url)],
-  ['token-handler src/', (f) => /\/src\//.test(f.url) && !/node_modules/.test(f.url)],
+  ['token-handler src/ (dist/ when run compiled)', (f) => /\/(src|dist)\//.test(f.url) && !/node_modules/.test(f.url)],
   ['node http / net / streams', (f) => /node:(_http_|http|net|stream|internal\/(http|streams|stream_base|net|js_stream|webstreams|url|dns|tls|socket))/.test(f.url)],
   ['node internals (timers, events, promises, buffer, …)', (f) => f.url.startsWith('node:') || f.url === ''],
   ['other node_modules', (f) => /node_modules\//.test(f.url)],
@@ -149,16 +149,16 @@ export function analyse(profile: CpuProfile, topN = 15): Analysis {
 
   // Inclusive time of entry points: a node's subtree total, counted once per sample path.
   const inclusiveRules: Array<[string, (f: CallFrame) => boolean]> = [
-    ['iron-session seal/unseal (iron-webcrypto, WebCrypto)', (f) => /iron-session|iron-webcrypto/.test(f.url)],
-    ['session for the request (src/tokens/session-tokens.ts current: cookie, unseal cache, catch-up, touch)', (f) => /\/src\/tokens\/session-tokens/.test(f.url)],
-    ["request log line + metrics (src/ops/request-log.ts, called from Fastify's requestCompleted)", (f) => /\/src\/ops\/request-log/.test(f.url)],
-    ['header rewriting (src/proxy/headers.ts)', (f) => /\/src\/proxy\/headers/.test(f.url)],
+    ['sealing: seal/unseal (src/state/iron.ts)', (f) => /\/(src|dist)\/state\/iron\./.test(f.url)],
+    ['session for the request (src/tokens/session-tokens.ts current: cookie, unseal cache, catch-up, touch)', (f) => /\/(src|dist)\/tokens\/session-tokens/.test(f.url)],
+    ["request log line + metrics (src/ops/request-log.ts, called from Fastify's requestCompleted)", (f) => /\/(src|dist)\/ops\/request-log/.test(f.url)],
+    ['header rewriting (src/proxy/headers.ts)', (f) => /\/(src|dist)\/proxy\/headers/.test(f.url)],
     ['pino (any log call)', (f) => /node_modules\/pino\//.test(f.url)],
     ['prom-client', (f) => /node_modules\/prom-client\//.test(f.url)],
     ['@fastify/reply-from', (f) => /@fastify\/reply-from\//.test(f.url)],
     ['undici', (f) => /node_modules\/undici\//.test(f.url)],
     ['ioredis', (f) => /node_modules\/ioredis\//.test(f.url)],
-    ['token-handler src/ (and everything it calls)', (f) => /\/src\//.test(f.url) && !/node_modules/.test(f.url)],
+    ['token-handler src/ or dist/ (and everything it calls)', (f) => /\/(src|dist)\//.test(f.url) && !/node_modules/.test(f.url)],
   ];
   const inclusive = inclusiveRules.map(([name, test]) => {
     let ms = 0;
