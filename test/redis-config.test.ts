@@ -36,7 +36,7 @@ describe('session.redis: url, sentinel or cluster, ACL and TLS', () => {
       username: 'th',
       password: 'pw',
       keyPrefix: 'th:',
-      localCacheEntries: 10_000,
+      localCacheEntries: 20_000,
     });
     const cluster = parseConfig(withRedis(undefined), { TH_SESSION_REDIS_CLUSTER_NODES: 'r1:6379,r2:6379' });
     expect(cluster.session.redis?.cluster).toEqual({ nodes: ['r1:6379', 'r2:6379'] });
