@@ -183,7 +183,8 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   }
   await app.register(healthRoutes, {
     checks,
-    apps: apps.map((one) => ({ name: one.name, checks: [{ name: 'provider', check: () => one.provider.ready }] })),
+    // One app among several is ready while its provider answers (probed again while it does not); alone, once its metadata is loaded.
+    apps: apps.map((one) => ({ name: one.name, checks: [{ name: 'provider', check: several ? () => one.provider.reachable() : () => one.provider.ready }] })),
     several,
   });
   if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics: processMetrics });
