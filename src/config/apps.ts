@@ -199,7 +199,8 @@ export function checkApps(draft: Record<string, unknown>, problems: ProblemList)
     }
     // The browser sends every Path=/ cookie of a host to every app on it.
     const session = isRecord(app.session) ? app.session : {};
-    const cookieName = typeof session.cookieName === 'string' ? session.cookieName : undefined;
+    const inherited = isRecord(draft.session) ? draft.session.cookieName : undefined;
+    const cookieName = typeof session.cookieName === 'string' ? session.cookieName : typeof inherited === 'string' ? inherited : undefined;
     if (cookieName === undefined) return;
     const cookieKey = `${host} ${cookieName}`;
     const sameCookie = cookies.get(cookieKey);
