@@ -184,7 +184,11 @@ export const tokenHandler: FastifyPluginAsync<TokenHandlerOptions> = async (app,
   await app.register(healthRoutes, {
     checks,
     // One app among several is ready while its provider answers (probed again while it does not); alone, once its metadata is loaded.
-    apps: apps.map((one) => ({ name: one.name, checks: [{ name: 'provider', check: several ? () => one.provider.reachable() : () => one.provider.ready }] })),
+    apps: apps.map((one) => ({
+      name: one.name,
+      checks: [{ name: 'provider', check: several ? () => one.provider.reachable() : () => one.provider.ready }],
+      started: () => one.provider.ready,
+    })),
     several,
   });
   if (config.metrics.enabled && config.metrics.onMainListener) await app.register(metricsRoute, { metrics: processMetrics });

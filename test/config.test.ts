@@ -713,6 +713,21 @@ describe('configuration files', () => {
     expect(config.routes[1]).toMatchObject({ prefix: '/', upstream: 'http://127.0.0.1:5173', token: 'none', anonymous: true, websocket: true });
   });
 
+  it("the README's two-app configuration is valid, with each app's secret from its variable", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const recipe = /## Several apps[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(recipe, 'the two-app configuration in the README').toBeDefined();
+    const config = parseConfig(parse(recipe!) as Record<string, unknown>, {
+      TH_SESSION_SECRETS: SECRET,
+      TH_APPS_SHOP_OIDC_CLIENT_SECRET: 'shop-secret',
+      TH_APPS_ADMIN_OIDC_CLIENT_SECRET: 'admin-secret',
+    });
+    expect(appsOf(config).map((app) => [app.name, app.host, app.config.oidc.clientSecret, app.config.session.cookieName])).toEqual([
+      ['shop', 'shop.example.com', 'shop-secret', 'th_shop'],
+      ['admin', 'admin.example.com', 'admin-secret', 'th_admin'],
+    ]);
+  });
+
   it('YAML and JSON files load alike', async () => {
     const raw = withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }]);
     const fromYaml = await loadConfig({ file: writeTemp('alike.yaml', stringify(raw)), env: {} });

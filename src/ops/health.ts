@@ -14,6 +14,8 @@ export interface ReadinessCheck {
 export interface AppReadiness {
   name: string;
   checks: ReadinessCheck[];
+  /** Whether the app can serve at all (its provider's metadata loaded): what the process's own status counts. */
+  started: () => boolean;
 }
 
 export interface HealthOptions {
@@ -44,9 +46,10 @@ const allOk = (results: ReadonlyArray<readonly [string, Status]>) => results.eve
 /**
  * `/healthz`: the process answers. `/readyz`: every dependency check passes, with a body
  * naming each. With several apps, `/readyz` is 200 while the process's checks pass and at
- * least one app is ready (its provider's metadata loaded): one provider down must not take
- * the other apps out of the load balancer; the body says which app is not ready, and
- * `/readyz?app=<name>` answers for that app alone (503 while it is not ready).
+ * least one app has started (its provider's metadata loaded): a provider down must not take
+ * the other apps, or the sessions that still work, out of the load balancer. The body says
+ * which app is not ready (its provider not answering now), and `/readyz?app=<name>`
+ * answers for that app alone (503 while it is not ready).
  */
 export async function healthRoutes(app: FastifyInstance, options: HealthOptions): Promise<void> {
   app.addHook('onSend', async (request, reply) => {
@@ -71,7 +74,7 @@ export async function healthRoutes(app: FastifyInstance, options: HealthOptions)
       return { status: ready ? 'ready' : 'not_ready', checks: Object.fromEntries(results), ...detailsPart };
     }
     const readyApps = perApp.map(allOk);
-    const ready = allOk(own) && (only === undefined ? readyApps.some(Boolean) : readyApps[0]!);
+    const ready = allOk(own) && (only === undefined ? apps.some((one) => one.started()) : readyApps[0]!);
     reply.code(ready ? 200 : 503);
     return {
       status: ready ? 'ready' : 'not_ready',
