@@ -10,6 +10,10 @@ import { startIntrospectingUpstream, type Upstream } from './support/upstream.js
 import { completeProviderLogin } from './support/browser.js';
 import { SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { signLogoutToken } from './support/logout-token.js';
+import { writeSpaBuild } from './support/spa.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 
 const SHOP = 'shop.example.test';
@@ -330,6 +334,30 @@ describe('two apps on one host by path prefix', () => {
     expect((await partners.request('/partners/nothing')).json()).toMatchObject({ error: 'not_found' });
     const lines = bff.logs.filter((line) => line.msg === 'request' && line.url === '/partners/api/x');
     expect(lines.at(-1)).toMatchObject({ app: 'partners', group: 'api:/api' });
+  });
+});
+
+describe('each app with its own SPA', () => {
+  it('serves each host its own build, with the page-load fallback of that app, and JSON 404s for its API paths', async () => {
+    const shopSpa = writeSpaBuild();
+    const adminSpa = mkdtempSync(join(tmpdir(), 'th-admin-spa-'));
+    writeFileSync(join(adminSpa, 'index.html'), '<!DOCTYPE html><title>admin console</title>');
+    const raw = twoApps('cookie');
+    const [shop, admin] = raw.apps as Array<{ routes: unknown[] }>;
+    shop!.routes.push({ prefix: '/', static: shopSpa });
+    admin!.routes.push({ prefix: '/', static: adminSpa });
+    const bff = await start(raw);
+    const page = (host: string, url: string) => bff.app.inject({ url, headers: { host, accept: 'text/html', 'sec-fetch-mode': 'navigate' } });
+    const adminPage = await page(ADMIN, '/orders/42');
+    expect(adminPage.statusCode).toBe(200);
+    expect(adminPage.body).toContain('admin console');
+    const shopPage = await page(SHOP, '/');
+    expect(shopPage.statusCode).toBe(200);
+    expect(shopPage.body).not.toContain('admin console');
+    const missingApi = await bff.app.inject({ url: '/api/missing', headers: { host: ADMIN, 'x-csrf': '1' } });
+    expect(missingApi.statusCode).toBe(401);
+    expect(missingApi.json()).toMatchObject({ error: 'login_required' });
+    expect((await page('nobody.example.test', '/')).statusCode).toBe(404);
   });
 });
 
