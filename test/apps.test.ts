@@ -11,6 +11,8 @@ import { completeProviderLogin } from './support/browser.js';
 import { SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
 import { signLogoutToken } from './support/logout-token.js';
 import { writeSpaBuild } from './support/spa.js';
+import { WebSocket } from 'ws';
+import { startWsUpstream } from './support/ws-upstream.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -358,6 +360,53 @@ describe('each app with its own SPA', () => {
     expect(missingApi.statusCode).toBe(401);
     expect(missingApi.json()).toMatchObject({ error: 'login_required' });
     expect((await page('nobody.example.test', '/')).statusCode).toBe(404);
+  });
+});
+
+describe('WebSockets and events per app', () => {
+  /** Opens a socket on `host` through the listening server; resolves with its first message and its close. */
+  function socket(port: number, host: string, cookie: string, path: string) {
+    return new Promise<{ first: string; closed: Promise<{ code: number }>; ws: WebSocket }>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers: { host, origin: `https://${host}`, cookie } });
+      const closed = new Promise<{ code: number }>((done) => ws.on('close', (code) => done({ code })));
+      ws.once('message', (data) => resolve({ first: data.toString(), closed, ws }));
+      ws.on('unexpected-response', (_req, res) => reject(new Error(`upgrade answered ${res.statusCode}`)));
+      ws.on('error', reject);
+    });
+  }
+
+  it('each app upgrades with its own session and token, and a back-channel logout closes only its sockets', async () => {
+    const shopWs = await startWsUpstream(shopProvider);
+    const adminWs = await startWsUpstream(adminProvider);
+    try {
+      const raw = twoApps('cookie');
+      const [shopApp, adminApp] = raw.apps as Array<{ routes: unknown[] }>;
+      shopApp!.routes.push({ prefix: '/live', upstream: shopWs.url, websocket: true });
+      adminApp!.routes.push({ prefix: '/live', upstream: adminWs.url, websocket: true });
+      const bff = await start(raw);
+      const address = await bff.app.listen({ host: '127.0.0.1', port: 0 });
+      const port = Number(new URL(address).port);
+      const shop = new HostBrowser(bff.app, SHOP);
+      const admin = new HostBrowser(bff.app, ADMIN);
+      await shop.signIn('lena');
+      await admin.signIn('lena');
+      const onShop = await socket(port, SHOP, shop.cookieHeader(), '/live/hello');
+      const onAdmin = await socket(port, ADMIN, admin.cookieHeader(), '/live/hello');
+      expect(JSON.parse(onShop.first)).toEqual({ hello: 'lena' });
+      expect(JSON.parse(onAdmin.first)).toEqual({ hello: 'lena' });
+      // The shop's cookie does not open the admin app's socket.
+      await expect(socket(port, ADMIN, shop.cookieHeader(), '/live/hello')).rejects.toThrow('upgrade answered 401');
+      // The shop's provider signs lena out of the shop: its socket closes, the admin's stays.
+      expect((await postLogoutToken(bff.app, SHOP, await signLogoutToken(shopProvider, { sub: 'lena', sid: undefined }))).statusCode).toBe(200);
+      expect((await onShop.closed).code).toBe(4401);
+      onAdmin.ws.send('still here');
+      await new Promise<void>((resolve) => onAdmin.ws.once('message', (data) => (expect(data.toString()).toBe('still here'), resolve())));
+      onAdmin.ws.close();
+      await onAdmin.closed;
+    } finally {
+      await shopWs.close();
+      await adminWs.close();
+    }
   });
 });
 
