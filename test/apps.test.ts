@@ -439,3 +439,30 @@ describe.runIf(hasRedis)('two replicas with Redis', () => {
     expect(keys.every((key) => key.startsWith(`${keyPrefix}shop:`) || key.startsWith(`${keyPrefix}admin:`))).toBe(true);
   });
 });
+
+describe.runIf(hasRedis)('the admin endpoint', () => {
+  it('ends a user\'s sessions in the app it names, or in every app without one', async () => {
+    const token = 'an-admin-token-that-is-long-enough-0123456789';
+    const bff = await start({ ...twoApps('redis'), metrics: { onMainListener: false, port: 0 }, admin: { token } });
+    await bff.app.listen({ host: '127.0.0.1', port: 0 });
+    await expect.poll(() => bff.logs.some((line) => line.msg === 'metrics served on a separate port'), { timeout: 5000 }).toBe(true);
+    const port = bff.logs.find((line) => line.msg === 'metrics served on a separate port')!.port;
+    await ready(bff.app);
+    const revoke = (body: Record<string, unknown>) =>
+      fetch(`http://127.0.0.1:${String(port)}/admin/sessions/revoke`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const shop = new HostBrowser(bff.app, SHOP);
+    const admin = new HostBrowser(bff.app, ADMIN);
+    await shop.signIn('mona');
+    await admin.signIn('mona');
+    const unknown = await revoke({ sub: 'mona', app: 'nobody' });
+    expect(unknown.status).toBe(400);
+    const inShop = await revoke({ sub: 'mona', app: 'shop' });
+    expect(await inShop.json()).toEqual({ ended: 1 });
+    expect((await shop.user()).statusCode).toBe(401);
+    expect((await admin.user()).statusCode).toBe(200);
+    await shop.signIn('mona');
+    expect(await (await revoke({ sub: 'mona' })).json()).toEqual({ ended: 2 });
+    expect((await shop.user()).statusCode).toBe(401);
+    expect((await admin.user()).statusCode).toBe(401);
+  });
+});
