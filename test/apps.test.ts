@@ -245,6 +245,9 @@ describe.each(stores)('two apps on two hosts (store: %s)', (store) => {
       expect(response.statusCode).toBe(404);
       expect(response.json()).toMatchObject({ error: 'not_found' });
     }
+    // HEAD routes (made by Fastify from GET routes) carry the app's host too.
+    expect((await bff.app.inject({ method: 'HEAD', url: '/auth/client.js', headers: { host: 'nobody.example.test' } })).statusCode).toBe(404);
+    expect((await bff.app.inject({ method: 'HEAD', url: '/auth/client.js', headers: { host: ADMIN } })).statusCode).toBe(200);
     // A port on the Host changes nothing: the app is matched by its host name.
     expect((await bff.app.inject({ url: '/auth/login', headers: { host: `${SHOP.toUpperCase()}:8443` } })).statusCode).toBe(302);
     // Health and metrics are the process's, on every host.
