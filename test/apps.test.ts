@@ -15,6 +15,7 @@ import { WebSocket } from 'ws';
 import { startWsUpstream } from './support/ws-upstream.js';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { redisServerInstalled, startRedisServer, uniquePrefix, warnRedisSkipped, type RedisServer } from './support/redis.js';
 
@@ -413,6 +414,49 @@ describe('WebSockets and events per app', () => {
     } finally {
       await shopWs.close();
       await adminWs.close();
+    }
+  });
+});
+
+describe('GET /auth/events per app', () => {
+  /** Reads an event stream of `host` through the listening server; `events` fills as they arrive. */
+  function openEvents(port: number, host: string, cookie: string) {
+    const events: string[] = [];
+    let ended = false;
+    let status = 0;
+    const request = httpGet({ host: '127.0.0.1', port, path: '/auth/events', headers: { host, cookie, origin: `https://${host}`, accept: 'text/event-stream' } }, (response) => {
+      status = response.statusCode ?? 0;
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        for (const match of chunk.matchAll(/^event: (.*)$/gm)) events.push(match[1]!);
+      });
+      response.on('end', () => (ended = true));
+      response.on('close', () => (ended = true));
+    });
+    request.on('error', () => (ended = true));
+    return { events, status: () => status, ended: () => ended, close: () => request.destroy() };
+  }
+
+  it('a back-channel logout of one app ends its streams with session-ended, and not the other app\'s', async () => {
+    const bff = await start(twoApps('cookie'));
+    const port = Number(new URL(await bff.app.listen({ host: '127.0.0.1', port: 0 })).port);
+    const shop = new HostBrowser(bff.app, SHOP);
+    const admin = new HostBrowser(bff.app, ADMIN);
+    await shop.signIn('nina');
+    await admin.signIn('nina');
+    const shopEvents = openEvents(port, SHOP, shop.cookieHeader());
+    const adminEvents = openEvents(port, ADMIN, admin.cookieHeader());
+    try {
+      await expect.poll(() => [shopEvents.status(), adminEvents.status()], { timeout: 5000 }).toEqual([200, 200]);
+      expect((await postLogoutToken(bff.app, SHOP, await signLogoutToken(shopProvider, { sub: 'nina', sid: undefined }))).statusCode).toBe(200);
+      await expect.poll(() => shopEvents.events, { timeout: 5000 }).toContain('session-ended');
+      await expect.poll(() => shopEvents.ended(), { timeout: 5000 }).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(adminEvents.events).not.toContain('session-ended');
+      expect(adminEvents.ended()).toBe(false);
+    } finally {
+      shopEvents.close();
+      adminEvents.close();
     }
   });
 });
