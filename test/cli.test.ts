@@ -175,6 +175,22 @@ describe('token-handler config', () => {
     expect(run.stderr).not.toContain('hunter2');
   });
 
+  it('config check names each app of apps:, takes an app\'s secret from TH_APPS_<NAME>_*, and refuses duplicate apps', async () => {
+    const apps =
+      'session: { secrets: [a-session-secret-that-is-long-enough-0123456789] }\n' +
+      'apps:\n' +
+      '  - { name: shop, publicUrl: https://shop.example.com, oidc: { issuer: https://idp.example.com, clientId: shop }, session: { cookieName: th_shop }, routes: [{ prefix: /api, upstream: http://127.0.0.1:9500 }] }\n' +
+      '  - { name: admin, match: { host: shop.example.com, pathPrefix: /admin }, publicUrl: https://shop.example.com, oidc: { issuer: https://idp.example.com, clientId: admin, clientAuth: none }, session: { cookieName: th_admin, store: memory } }\n';
+    const file = configFile(apps);
+    const ok = await runCli(['config', 'check', '--config', file], { TH_APPS_SHOP_OIDC_CLIENT_SECRET: 'hunter2-secret' });
+    expect(ok.stderr).toBe('');
+    expect(ok.stdout).toBe(`config OK: ${file} (2 apps: shop on shop.example.com (1 route, store cookie), admin on shop.example.com/admin (0 routes, store memory))\n`);
+    const refused = await runCli(['config', 'check', '--config', configFile(apps.replace('name: admin', 'name: shop'))], { TH_APPS_SHOP_OIDC_CLIENT_SECRET: 'hunter2-secret' });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('config: apps[1].name: is "shop", the same as apps[0].name; each app needs its own name\n');
+    expect(refused.stderr).not.toContain('hunter2');
+  });
+
   it('config check with the configuration in the environment alone', async () => {
     const run = await runCli(['config', 'check'], {
       TH_PUBLIC_URL: 'https://app.example.com',

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Ajv } from 'ajv';
 import { parse, stringify } from 'yaml';
 import { ConfigError, configEnvNames, envName, loadConfig, parseConfig, type Config } from '../src/config/index.js';
+import { appsOf } from '../src/config/apps.js';
 
 const SECRET = 'a-session-secret-that-is-long-enough-0123456789';
 const EXAMPLE = fileURLToPath(new URL('../config/example.yaml', import.meta.url));
@@ -209,7 +210,7 @@ describe('problem reporting', () => {
     const problems = problemsOf(() => parseConfig({ ...withSection('listen', { prot: 8080 }), sesion: {} }));
     expect(problems).toEqual([
       'listen.prot: is not a known key (did you mean port?); known keys here: host, port, trustProxy',
-      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit, admin, errors',
+      'sesion: is not a known key (did you mean session?); known keys here: listen, publicUrl, oidc, session, routes, refresh, csrf, logging, metrics, limits, shutdown, rateLimit, admin, errors, apps',
     ]);
   });
 
@@ -755,6 +756,21 @@ describe('configuration files', () => {
     expect(config.routes[1]).toMatchObject({ prefix: '/', upstream: 'http://127.0.0.1:5173', token: 'none', anonymous: true, websocket: true });
   });
 
+  it("the README's two-app configuration is valid, with each app's secret from its variable", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const recipe = /## Several apps[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(recipe, 'the two-app configuration in the README').toBeDefined();
+    const config = parseConfig(parse(recipe!) as Record<string, unknown>, {
+      TH_SESSION_SECRETS: SECRET,
+      TH_APPS_SHOP_OIDC_CLIENT_SECRET: 'shop-secret',
+      TH_APPS_ADMIN_OIDC_CLIENT_SECRET: 'admin-secret',
+    });
+    expect(appsOf(config).map((app) => [app.name, app.host, app.config.oidc.clientSecret, app.config.session.cookieName])).toEqual([
+      ['shop', 'shop.example.com', 'shop-secret', 'th_shop'],
+      ['admin', 'admin.example.com', 'admin-secret', 'th_admin'],
+    ]);
+  });
+
   it('YAML and JSON files load alike', async () => {
     const raw = withSection('routes', [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }]);
     const fromYaml = await loadConfig({ file: writeTemp('alike.yaml', stringify(raw)), env: {} });
@@ -806,5 +822,103 @@ describe('configuration files', () => {
       env: { TH_PUBLIC_URL: 'https://app.example.com', TH_OIDC_ISSUER: 'https://idp.example.com', TH_OIDC_CLIENT_ID: 'bff', TH_OIDC_CLIENT_SECRET: 's', TH_SESSION_SECRETS: SECRET },
     });
     expect(config.publicUrl).toBe('https://app.example.com');
+  });
+});
+
+describe('several apps (apps:)', () => {
+  /** Two apps inheriting the top-level session; each with its own provider client. */
+  function twoApps(): Record<string, unknown> {
+    return {
+      session: { secrets: [SECRET] },
+      oidc: { scopes: ['openid', 'offline_access'] },
+      apps: [
+        { name: 'shop', match: { host: 'shop.example.com' }, publicUrl: 'https://shop.example.com', oidc: { issuer: 'https://idp.example.com', clientId: 'shop', clientSecret: 's1' }, session: { cookieName: 'th_shop' }, routes: [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }] },
+        { name: 'admin-console', publicUrl: 'https://admin.example.com', oidc: { issuer: 'https://login.example.org', clientId: 'admin', clientSecret: 's2' }, session: { idleTimeoutSeconds: 600 } },
+      ],
+    };
+  }
+
+  it('each app inherits the top-level sections key by key, with its own publicUrl, match and logout redirect', () => {
+    const config = parseConfig(twoApps());
+    const [shop, admin] = appsOf(config);
+    expect(shop).toMatchObject({ name: 'shop', host: 'shop.example.com', pathPrefix: '' });
+    expect(shop!.config.oidc).toMatchObject({ clientId: 'shop', scopes: ['openid', 'offline_access'], clientAuth: 'client_secret_basic', postLogoutRedirectUri: 'https://shop.example.com/' });
+    expect(shop!.config.session).toMatchObject({ cookieName: 'th_shop', secrets: [SECRET], idleTimeoutSeconds: 1800, store: 'cookie' });
+    // match.host defaults to publicUrl's host.
+    expect(admin).toMatchObject({ name: 'admin-console', host: 'admin.example.com' });
+    expect(admin!.config.session).toMatchObject({ cookieName: 'th_session', idleTimeoutSeconds: 600 });
+    expect(admin!.config.routes).toEqual([]);
+    expect(admin!.config.publicUrl).toBe('https://admin.example.com');
+  });
+
+  it('the single-app form is one app named default that matches every host', () => {
+    expect(appsOf(parseConfig(minimal()))).toEqual([expect.objectContaining({ name: 'default', host: undefined, pathPrefix: '' })]);
+  });
+
+  it('duplicate names, matches and cookie names on one host are refused, naming the first', () => {
+    const raw = twoApps();
+    const apps = raw.apps as Array<Record<string, unknown>>;
+    apps.push({ name: 'shop', publicUrl: 'https://shop.example.com', session: { cookieName: 'th_shop' } });
+    apps.push({ name: 'admin_console', match: { host: 'admin.example.com', pathPrefix: '/ops' }, publicUrl: 'https://admin.example.com' });
+    expect(problemsOf(() => parseConfig(raw))).toEqual([
+      'apps[2].name: is "shop", the same as apps[0].name; each app needs its own name',
+      'apps[2].match: is host "shop.example.com", the same as apps[0].match; each app needs its own host, or its own pathPrefix on a shared host',
+      'apps[2].session.cookieName: is "th_shop", the same as apps[0]\'s on host "shop.example.com"; apps on one host need distinct cookie names (e.g. th_shop)',
+      'apps[3].name: is "admin_console", whose variables (TH_APPS_ADMIN_CONSOLE_*) are those of apps[1].name; expected a name that differs in more than "-" and "_"',
+      'apps[3].session.cookieName: is "th_session", the same as apps[1]\'s on host "admin.example.com"; apps on one host need distinct cookie names (e.g. th_admin_console)',
+      'apps[2].oidc.issuer: is missing; expected it in the app, or once at the top level (oidc.issuer) for every app that leaves it out',
+      'apps[2].oidc.clientId: is missing; expected it in the app, or once at the top level (oidc.clientId) for every app that leaves it out',
+      'apps[2].oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_basic',
+      'apps[3].oidc.issuer: is missing; expected it in the app, or once at the top level (oidc.issuer) for every app that leaves it out',
+      'apps[3].oidc.clientId: is missing; expected it in the app, or once at the top level (oidc.clientId) for every app that leaves it out',
+      'apps[3].oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_basic',
+    ]);
+  });
+
+  it('publicUrl and routes at the top level are refused beside apps; session.redis is not an app key', () => {
+    const raw: Record<string, unknown> = { ...twoApps(), publicUrl: 'https://app.example.com', routes: [{ prefix: '/api', upstream: 'http://127.0.0.1:9500' }] };
+    (raw.apps as Array<Record<string, unknown>>)[1]!.session = { redis: { url: 'redis://127.0.0.1:6379' } };
+    expect(problemsOf(() => parseConfig(raw))).toEqual([
+      expect.stringMatching(/^apps\[1\]\.session\.redis: is not a known key; known keys here: store, secrets, cookieName/),
+      'publicUrl: is set together with apps; each app has its own (apps[].publicUrl): move it into the apps',
+      'routes: is set together with apps; each app has its own routes (apps[].routes): move them into the app they belong to',
+    ]);
+  });
+
+  it("an app's keys are checked like the top level's, and reported under the app", () => {
+    const raw = twoApps();
+    const [shop, admin] = raw.apps as Array<Record<string, unknown>>;
+    shop!.publicUrl = 'https://shop.example.com/path';
+    shop!.match = { host: 'shop.example.com', pathPrefix: '/' };
+    admin!.oidc = { issuer: 'https://login.example.org', clientId: 'admin' };
+    admin!.routes = [{ prefix: '/auth/x', upstream: 'http://127.0.0.1:9500' }];
+    expect(problemsOf(() => parseConfig(raw))).toEqual([
+      'apps[0].match.pathPrefix: is "/", the whole host; leave pathPrefix out for that, or give a prefix such as /partners',
+      'apps[0].publicUrl: has "/path" after the origin; expected a bare origin such as https://app.example.com (token-handler is served at the root)',
+      'apps[1].routes[0].prefix: is "/auth/x", which token-handler serves itself; expected a prefix outside /auth, /healthz, /readyz, /metrics',
+      'apps[1].oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_basic',
+    ]);
+  });
+
+  it("an app's secret comes from TH_APPS_<NAME>_<KEY>, named in its problems, and an unknown app's variable is refused", () => {
+    const raw = twoApps();
+    delete ((raw.apps as Array<Record<string, unknown>>)[1]!.oidc as Record<string, unknown>).clientSecret;
+    const config = parseConfig(raw, { TH_APPS_ADMIN_CONSOLE_OIDC_CLIENT_SECRET: 'from-env', TH_APPS_SHOP_SESSION_SECRETS: `${SECRET}x` });
+    const [shop, admin] = appsOf(config);
+    expect(admin!.config.oidc.clientSecret).toBe('from-env');
+    expect(shop!.config.session.secrets).toEqual([`${SECRET}x`]);
+    expect(problemsOf(() => parseConfig(raw, { TH_APPS_SHOP_SESSION_SECRETS: 'short', TH_APPS_SHOPP_OIDC_CLIENT_ID: 'x' }))).toEqual([
+      "TH_APPS_SHOPP_OIDC_CLIENT_ID: is not a known variable (did you mean TH_APPS_SHOP_OIDC_CLIENT_ID?) (per-app variables are TH_APPS_<NAME>_<KEY> for an app of apps: shop, admin-console); every key's variable is TH_ + its path in UPPER_SNAKE_CASE, e.g. TH_OIDC_CLIENT_SECRET",
+      'apps[0].session.secrets[0] (from TH_APPS_SHOP_SESSION_SECRETS): is 5 characters long; each secret must be at least 32 characters',
+      'apps[1].oidc.clientSecret: is missing; required when oidc.clientAuth is client_secret_basic',
+    ]);
+  });
+
+  it('the example configuration’s apps are a valid configuration', () => {
+    const example = readFileSync(EXAMPLE, 'utf8');
+    const block = example.slice(example.indexOf('\n# apps:') + 1).replace(/^# ?/gm, '');
+    const apps = (parse(block) as { apps: unknown }).apps;
+    const config = parseConfig({ ...withSection('routes', []), publicUrl: null, apps }, { TH_APPS_SHOP_OIDC_CLIENT_SECRET: 's', TH_APPS_ADMIN_OIDC_CLIENT_SECRET: 's' });
+    expect(appsOf(config).map((app) => app.name)).toEqual(['shop', 'admin']);
   });
 });

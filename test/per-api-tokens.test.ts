@@ -153,8 +153,8 @@ describe('per-API tokens', () => {
 
     // Metrics by route.
     const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-    expect(metrics).toMatch(/token_handler_api_token_grants_total\{route="\/orders",kind="resource",outcome="success"\} 1/);
-    expect(metrics).toMatch(/token_handler_api_token_grants_total\{route="\/reports",kind="exchange",outcome="success"\} 1/);
+    expect(metrics).toMatch(/token_handler_api_token_grants_total\{route="\/orders",kind="resource",outcome="success",app="default"\} 1/);
+    expect(metrics).toMatch(/token_handler_api_token_grants_total\{route="\/reports",kind="exchange",outcome="success",app="default"\} 1/);
   });
 
   it('cookie store: the cookie-size cost of each per-API token', async () => {

@@ -71,6 +71,6 @@ describe('token-handler as a Fastify plugin', () => {
     await host.inject({ method: 'GET', url: '/api/counted', headers: { 'x-csrf': '1' } });
     const metrics = await host.inject({ method: 'GET', url: '/metrics' });
     // The plugin's own requests are counted, through a hook on its routes.
-    expect(metrics.body).toMatch(/token_handler_http_requests_total\{group="api:\/api",status="401"\} [1-9]/);
+    expect(metrics.body).toMatch(/token_handler_http_requests_total\{group="api:\/api",status="401",app="default"\} [1-9]/);
   });
 });

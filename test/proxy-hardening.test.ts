@@ -344,7 +344,7 @@ describe('edges', () => {
     expect(aborted?.level).toBe(30);
     expect(instance.logs.filter((line) => (line.level as number) >= 50)).toEqual([]);
     const metrics = (await instance.app.inject('/metrics')).body;
-    expect(metrics).toMatch(/^token_handler_request_aborts_total 1$/m);
+    expect(metrics).toMatch(/^token_handler_request_aborts_total\{app="default"\} 1$/m);
   });
 });
 

@@ -218,7 +218,7 @@ describe('upstream fails mid-response', () => {
     expect(instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/reset?bytes=65536')).toMatchObject([{ cutOff: true, status: 200 }]);
     expect(instance.logs.some((l) => l.level === 40 && /upstream|terminated|closed/i.test(String(l.msg)))).toBe(true);
     const metrics = (await instance.app.inject('/metrics')).body;
-    expect(metrics).toMatch(/token_handler_http_requests_total\{group="api:\/api",status="cut_off"\} 1/);
+    expect(metrics).toMatch(/token_handler_http_requests_total\{group="api:\/api",status="cut_off",app="default"\} 1/);
   });
 
   it('logs a response the browser walked away from mid-stream once, marked cutOff, at info level (not an upstream fault)', async () => {

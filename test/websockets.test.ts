@@ -422,14 +422,14 @@ describe('limits, keep-alive, metrics and shutdown', () => {
     socket.ws.send('m');
     await socket.next();
     const open = (await served.app.inject({ url: '/metrics' })).body;
-    expect(open).toMatch(/token_handler_websockets_open\{route="\/api\/live"\} 1/);
-    expect(open).toMatch(/token_handler_websocket_messages_total\{route="\/api\/live",direction="in"\} 1/);
+    expect(open).toMatch(/token_handler_websockets_open\{route="\/api\/live",app="default"\} 1/);
+    expect(open).toMatch(/token_handler_websocket_messages_total\{route="\/api\/live",direction="in",app="default"\} 1/);
     expect((await browser.request('/auth/logout', { method: 'POST' })).statusCode).toBeLessThan(400);
     await socket.closed;
     await expect
       .poll(async () => (await served.app.inject({ url: '/metrics' })).body, { timeout: 2000 })
-      .toMatch(/token_handler_websocket_closes_total\{route="\/api\/live",reason="session_ended"\} 1/);
-    expect((await served.app.inject({ url: '/metrics' })).body).toMatch(/token_handler_websockets_open\{route="\/api\/live"\} 0/);
+      .toMatch(/token_handler_websocket_closes_total\{route="\/api\/live",reason="session_ended",app="default"\} 1/);
+    expect((await served.app.inject({ url: '/metrics' })).body).toMatch(/token_handler_websockets_open\{route="\/api\/live",app="default"\} 0/);
   });
 
   it('closes every socket with 1001 going_away when the server shuts down', async () => {

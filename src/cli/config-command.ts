@@ -6,6 +6,7 @@
 import { ConfigError, loadConfig } from '../config/load.js';
 import { CONFIG_FILE_ENV } from '../config/env.js';
 import { configJsonSchemaText } from '../config/json-schema.js';
+import { appsOf } from '../config/apps.js';
 
 /** Exit code for invalid configuration, and for a command line that cannot be run. */
 export const EXIT_CONFIG = 2;
@@ -37,8 +38,13 @@ export async function runConfigCommand(
     const config = await loadConfig({ file: configFile, env });
     const fromEnv = env[CONFIG_FILE_ENV];
     const source = configFile ?? (fromEnv ? `${fromEnv} (from ${CONFIG_FILE_ENV})` : 'the environment only');
-    const routes = `${config.routes.length} route${config.routes.length === 1 ? '' : 's'}`;
-    process.stdout.write(`config OK: ${source} (${routes}, store ${config.session.store})\n`);
+    const routes = (count: number) => `${count} route${count === 1 ? '' : 's'}`;
+    const summary = config.apps
+      ? `${config.apps.length} app${config.apps.length === 1 ? '' : 's'}: ${appsOf(config)
+          .map((app) => `${app.name} on ${app.host}${app.pathPrefix} (${routes(app.config.routes.length)}, store ${app.config.session.store})`)
+          .join(', ')}`
+      : `${routes(config.routes.length)}, store ${config.session.store}`;
+    process.stdout.write(`config OK: ${source} (${summary})\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

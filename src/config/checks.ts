@@ -15,6 +15,7 @@ import { splitList } from './env.js';
 import { isRecord, schemaAt, setAt, valuesAt, type KeyPath } from './paths.js';
 import { describe, expectation, isSecret, quote, type ProblemList } from './problems.js';
 import { ConfigSchema } from './schema.js';
+import { PER_APP_KEYS } from './apps.js';
 
 /** What the schema says about the key being checked. */
 interface KeyFacts {
@@ -257,6 +258,25 @@ const keyChecks: KeyCheck[] = [
   },
 ];
 
+/** apps[].match.pathPrefix: like a route prefix, never "/" (that is the whole host: leave it out). */
+function appPathPrefixProblem(prefix: unknown): string | undefined {
+  if (!isText(prefix)) return undefined;
+  if (prefix === FRONTEND_PREFIX) return 'is "/", the whole host; leave pathPrefix out for that, or give a prefix such as /partners';
+  return routePrefixProblem(prefix);
+}
+
+/**
+ * Every check of a key an app has too (publicUrl, oidc, session, csrf, errors, routes) also
+ * runs on `apps[].<key>`; then the app's own keys.
+ */
+const allKeyChecks: KeyCheck[] = [
+  ...keyChecks,
+  ...keyChecks.filter((check) => PER_APP_KEYS.includes(check.keys.split(/[.[]/, 1)[0]!) && !check.keys.startsWith('session.redis')).map((check) => ({ ...check, keys: `apps[].${check.keys}` })),
+  { keys: 'apps[].match.pathPrefix', problem: appPathPrefixProblem },
+  // Host headers are compared lower-case.
+  { keys: 'apps[].match.host', normalize: (value) => (typeof value === 'string' ? value.toLowerCase() : value) },
+];
+
 /** Headers token-handler (or HTTP itself) owns: an identity header cannot be one of them. */
 const OWN_HEADERS = new Set([
   'authorization', 'cookie', 'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'x-request-id',
@@ -277,7 +297,7 @@ function identityHeaderProblem(name: string): string | undefined {
  * place. Keys already reported (e.g. unreadable JSON in a variable) are left alone.
  */
 export function runKeyChecks(data: Record<string, unknown>, problems: ProblemList): void {
-  for (const check of keyChecks) {
+  for (const check of allKeyChecks) {
     for (const { path, value } of valuesAt(data, check.keys)) {
       if (problems.failedAtOrAbove(path) || problems.failedBelow(path)) continue;
       const problem = check.problem?.(value, keyFacts(path));

@@ -5,7 +5,8 @@
  * by ajv's coerceTypes, which would also accept "8080" written as a string in a file.
  */
 import type { TSchema } from '@sinclair/typebox';
-import { deleteAt, isSection, setAt } from './paths.js';
+import { deleteAt, isRecord, isSection, setAt, type KeyPath } from './paths.js';
+import { appEnvBindings } from './apps.js';
 import type { ProblemList } from './problems.js';
 import { expectation } from './problems.js';
 import { ConfigSchema } from './schema.js';
@@ -97,25 +98,42 @@ function parseJson(text: string): unknown {
  */
 export function applyEnvironment(input: Record<string, unknown>, env: Record<string, string | undefined>, problems: ProblemList): Record<string, unknown> {
   const merged = structuredClone(input);
-  for (const binding of bindings) {
+  const apply = (name: string, path: KeyPath, schema: TSchema) => {
     // Empty counts as unset: `FOO=` in compose files and shells usually means "not given".
-    const text = env[binding.name]?.trim();
-    if (text === undefined || text === '') continue;
-    problems.setOrigin(binding.path, binding.name);
-    const value = fromEnvText(binding.schema, text);
+    const text = env[name]?.trim();
+    if (text === undefined || text === '') return;
+    problems.setOrigin(path, name);
+    const value = fromEnvText(schema, text);
     if (value === NOT_JSON) {
-      problems.addEnvironment(binding.path, `is not valid JSON; expected ${expectation(binding.schema)}`);
+      problems.addEnvironment(path, `is not valid JSON; expected ${expectation(schema)}`);
       // The variable replaces the file's value even when it cannot be read.
-      deleteAt(merged, binding.path);
-      continue;
+      deleteAt(merged, path);
+      return;
     }
-    setAt(merged, binding.path, value);
+    setAt(merged, path, value);
+  };
+  for (const binding of bindings) apply(binding.name, binding.path, binding.schema);
+
+  // Per app (apps: in the file or TH_APPS): TH_APPS_<NAME>_<KEY>, e.g. TH_APPS_SHOP_OIDC_CLIENT_SECRET.
+  const appNames: string[] = [];
+  const known = [CONFIG_FILE_ENV, ...configEnvNames()];
+  if (Array.isArray(merged.apps)) {
+    merged.apps.forEach((app: unknown, index) => {
+      if (!isRecord(app) || typeof app.name !== 'string') return;
+      appNames.push(app.name);
+      for (const binding of appEnvBindings(app.name, envName)) {
+        known.push(binding.name);
+        apply(binding.name, ['apps', index, ...binding.path], binding.schema);
+      }
+    });
   }
 
-  const known = [CONFIG_FILE_ENV, ...configEnvNames()];
   for (const name of Object.keys(env).filter((n) => n.startsWith(ENV_PREFIX) && !known.includes(n))) {
+    const perApp = name.startsWith(`${ENV_PREFIX}APPS_`)
+      ? ` (per-app variables are TH_APPS_<NAME>_<KEY> for an app of apps: ${appNames.length > 0 ? appNames.join(', ') : 'none configured'})`
+      : '';
     problems.addEnvironmentLine(
-      `${name}: is not a known variable${didYouMean(name, known)}; every key's variable is TH_ + its path in UPPER_SNAKE_CASE, e.g. TH_OIDC_CLIENT_SECRET`,
+      `${name}: is not a known variable${didYouMean(name, known)}${perApp}; every key's variable is TH_ + its path in UPPER_SNAKE_CASE, e.g. TH_OIDC_CLIENT_SECRET`,
     );
   }
   return merged;

@@ -12,7 +12,9 @@ import { runKeyChecks } from './checks.js';
 import { applyEnvironment, CONFIG_FILE_ENV, envName } from './env.js';
 import { deleteAt, dropNullKeys, isRecord } from './paths.js';
 import { addSchemaErrors, ConfigError, describe, expectation, ProblemList, quote } from './problems.js';
-import { applyDerivedDefaults, checkAcrossKeys } from './rules.js';
+import { applyDerivedDefaults, checkAcrossKeys, type Draft } from './rules.js';
+import { appProblems, checkApps, effectiveAppConfig, missingAppKeys, storedApp, TOP_LEVEL_KEYS_APPS_MAY_GIVE } from './apps.js';
+import { formatPath } from './paths.js';
 import { ConfigSchema } from './schema.js';
 import type { Config } from './types.js';
 import { schemaErrors } from './validator.js';
@@ -34,16 +36,41 @@ export function parseConfig(raw: unknown, env: Record<string, string | undefined
   dropNullKeys(data, ConfigSchema);
   const derived = applyDerivedDefaults(data);
   runKeyChecks(data, problems);
-  addSchemaErrors(problems, schemaErrors(data), data, { skipMissing: derived, envName });
+  // With apps, the keys every app needs may come from each app instead of the top level.
+  const appsForm = Array.isArray(data.apps);
+  addSchemaErrors(problems, schemaErrors(data), data, { skipMissing: appsForm ? [...derived, ...TOP_LEVEL_KEYS_APPS_MAY_GIVE] : derived, envName });
 
   // Rules across keys see only what passed, as if the reported keys were not there.
   const draft = structuredClone(data);
   for (const path of problems.failedPaths()) deleteAt(draft, path);
-  checkAcrossKeys(draft, problems);
+  if (appsForm) checkAppsForm(draft, problems);
+  else checkAcrossKeys(draft, problems);
 
   if (problems.size > 0) throw new ConfigError(problems.lines(data));
   // Every key passed the schema that Config is the static type of.
   return draft as Config;
+}
+
+/**
+ * `apps:`: the rules across apps, the process-wide rules on the top level, and each app's
+ * effective configuration (the top level's sections with the app's keys on top) checked
+ * like a single-app configuration, its problems under `apps[i]`. Each app is then stored
+ * resolved, every inherited key filled.
+ */
+function checkAppsForm(draft: Record<string, unknown>, problems: ProblemList): void {
+  checkApps(draft, problems);
+  checkAcrossKeys(draft as Draft, problems, 'process');
+  const apps = draft.apps as unknown[];
+  apps.forEach((app, index) => {
+    if (!isRecord(app)) return;
+    const effective = effectiveAppConfig(draft, app);
+    for (const path of missingAppKeys(effective)) {
+      if (problems.hasFailed(['apps', index, ...path]) || problems.hasFailed(path)) continue;
+      problems.addCrossKey(['apps', index, ...path], `is missing; expected it in the app, or once at the top level (${formatPath(path)}) for every app that leaves it out`);
+    }
+    checkAcrossKeys(effective as Draft, appProblems(problems, index), 'app');
+    apps[index] = storedApp(effective);
+  });
 }
 
 const FILE_EXTENSIONS = ['.yaml', '.yml', '.json'];

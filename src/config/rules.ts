@@ -45,10 +45,12 @@ export function applyDerivedDefaults(data: Record<string, unknown>): KeyPath[] {
   return derived.map(({ path }) => path);
 }
 
-type CrossRule = (draft: Draft, problems: ProblemList) => void;
+/** Where a rule reports: the whole configuration's problems, or one app's (paths under apps[i]). */
+export type CrossKeyProblems = Pick<ProblemList, 'addCrossKey' | 'hasFailed'>;
+type CrossRule = (draft: Draft, problems: CrossKeyProblems) => void;
 
 /** Absent from the input, as opposed to present but already reported as invalid. */
-function absent(problems: ProblemList, path: KeyPath, value: unknown): boolean {
+function absent(problems: CrossKeyProblems, path: KeyPath, value: unknown): boolean {
   return value === undefined && !problems.hasFailed(path);
 }
 
@@ -284,7 +286,16 @@ const crossRules: CrossRule[] = [
   },
 ];
 
-/** Applies every rule across keys to `draft` (which a rule may complete, e.g. allowInsecureIssuer). */
-export function checkAcrossKeys(draft: Draft, problems: ProblemList): void {
-  for (const rule of crossRules) rule(draft, problems);
+/** Rules about what is one per process (Redis, the listener, metrics), not per app. */
+const PROCESS_RULES = new Set(['redisTopology', 'serverTimeouts', 'metricsPort']);
+
+/**
+ * Applies the rules across keys to `draft` (which a rule may complete, e.g.
+ * allowInsecureIssuer): every rule (the single-app form), the process-wide ones (the top
+ * level of `apps:`), or the per-app ones (one app's effective configuration).
+ */
+export function checkAcrossKeys(draft: Draft, problems: CrossKeyProblems, which: 'all' | 'process' | 'app' = 'all'): void {
+  for (const rule of crossRules) {
+    if (which === 'all' || (which === 'process') === PROCESS_RULES.has(rule.name)) rule(draft, problems);
+  }
 }

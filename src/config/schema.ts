@@ -10,7 +10,7 @@
  * secrets that a problem line must never echo. What ajv cannot say (URLs as the runtime
  * parses them, files that must exist, rules across keys) is code in checks.ts and rules.ts.
  */
-import { Type, type SchemaOptions, type TSchema, type TUnsafe } from '@sinclair/typebox';
+import { Type, type SchemaOptions, type Static, type TObject, type TSchema, type TUnsafe } from '@sinclair/typebox';
 
 /** Options every key may carry, besides the JSON Schema ones. */
 interface KeyOptions extends SchemaOptions {
@@ -523,6 +523,81 @@ export const ErrorsSchema = Section(
   'How failures are shown to a person whose page load failed.',
 );
 
+/**
+ * A section of an app (`apps[]`): the same keys as the top-level section, every one
+ * optional and without a default, because what an app leaves out it inherits from the
+ * top level (where the defaults are). `omit` names keys that are process-wide.
+ */
+function Inherited<T extends TObject, K extends keyof Static<T> & string = never>(section: T, description: string, omit: readonly K[] = []) {
+  const properties = Object.fromEntries(
+    Object.entries(section.properties)
+      .filter(([key]) => !(omit as readonly string[]).includes(key))
+      .map(([key, schema]) => {
+        const { default: _default, ...rest } = schema as TSchema & { default?: unknown };
+        return [key, rest];
+      }),
+  );
+  return Type.Optional(Type.Unsafe<Partial<Omit<Static<T>, K>>>({ type: 'object', properties, additionalProperties: false, description }));
+}
+
+/** An app's name: its label in logs and metrics, and part of its Redis keys and TH_APPS_<NAME>_* variables. */
+export const APP_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,31}$';
+
+export const AppSchema = Type.Object(
+  {
+    name: Type.String({
+      pattern: APP_NAME_PATTERN,
+      description:
+        'The app\'s name, unique: the app label of its metrics and log lines, part of its Redis keys, and of its variables (TH_APPS_<NAME>_<KEY>, the name upper-cased with "-" as "_").',
+      'x-expected': 'a name of lower-case letters, digits, "_" and "-", starting with a letter (at most 32), e.g. shop',
+    }),
+    match: Type.Object(
+      {
+        host: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9.-]+$',
+            description: "The Host the app answers (without a port; any port matches). Default: publicUrl's host.",
+            'x-expected': 'a host name such as shop.example.com',
+          }),
+        ),
+        pathPrefix: Type.Optional(
+          Type.String({
+            description:
+              'Serve the app below this path on its host (/auth/*, its routes and its SPA all move below it; the redirect URI is publicUrl + pathPrefix + /auth/callback). Default: the whole host.',
+            'x-expected': 'a path prefix such as /partners',
+          }),
+        ),
+      },
+      {
+        additionalProperties: false,
+        default: {},
+        description: 'Which requests are the app\'s: by Host, or by Host and path prefix (the longest prefix wins). Each app\'s match is unique.',
+      },
+    ),
+    publicUrl: Type.String({
+      description: 'Origin the browser sees for this app, scheme://host[:port] with no path; redirect URI = publicUrl + [match.pathPrefix] + /auth/callback.',
+      'x-expected': 'the origin the browser sees, e.g. https://shop.example.com',
+    }),
+    oidc: Inherited(OidcSchema, 'The app\'s provider and client; every key it leaves out is the top-level oidc one (except postLogoutRedirectUri, which defaults to the app\'s own publicUrl).'),
+    session: Inherited(
+      SessionSchema,
+      "The app's session settings; every key it leaves out is the top-level session one. session.redis is process-wide (one connection set; the app's keys get its name in their prefix). Apps on one host need distinct cookie names.",
+      ['redis'],
+    ),
+    csrf: Inherited(CsrfSchema, "The app's CSRF settings; every key it leaves out is the top-level csrf one."),
+    errors: Inherited(ErrorsSchema, "The app's error page; left out: the top-level errors one."),
+    routes: Type.Array(RouteSchema, {
+      default: [],
+      description: "The app's API routes and frontend route (prefix /), as the top-level routes of the single-app form. As a variable: TH_APPS_<NAME>_ROUTES (a JSON array).",
+      'x-expected': 'a list of routes (objects with prefix and upstream)',
+    }),
+  },
+  {
+    additionalProperties: false,
+    description: 'One app of a deployment serving several: its match, publicUrl, provider and client, session and CSRF settings, routes.',
+  },
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
@@ -547,6 +622,14 @@ export const ConfigSchema = Type.Object(
     rateLimit: RateLimitSchema,
     admin: AdminSchema,
     errors: ErrorsSchema,
+    apps: Type.Optional(
+      Type.Array(AppSchema, {
+        minItems: 1,
+        description:
+          'Several apps in one process, each matched by Host (and optionally a path prefix) with its own publicUrl, provider and client, session, CSRF settings and routes. With apps, the top-level oidc, session, csrf and errors are the defaults every app inherits; publicUrl and routes are per app only. A request that matches no app gets 404 not_found. Per-app variables: TH_APPS_<NAME>_<KEY>, e.g. TH_APPS_SHOP_OIDC_CLIENT_SECRET.',
+        'x-expected': 'a list of apps (objects with name, publicUrl, oidc, routes)',
+      }),
+    ),
   },
   {
     $schema: 'http://json-schema.org/draft-07/schema#',

@@ -15,6 +15,7 @@ import type {
   OidcSchema,
   RateLimitSchema,
   AdminSchema,
+  AppSchema,
   RedisSchema,
   RefreshSchema,
   RouteSchema,
@@ -37,6 +38,8 @@ export type ShutdownConfig = Static<typeof ShutdownSchema>;
 export type RateLimitConfig = Static<typeof RateLimitSchema>;
 export type AdminConfig = Static<typeof AdminSchema>;
 export type ErrorsConfig = Static<typeof ErrorsSchema>;
+/** One entry of `apps:` as written (sections partial: the rest is inherited). */
+export type AppInput = Static<typeof AppSchema>;
 /** A route that proxies API calls: every route but the frontend one, and it always has an upstream (rules.ts). */
 export type ApiRouteConfig = RouteConfig & { upstream: string };
 

@@ -22,6 +22,10 @@ export interface FrontendOptions {
   policy: RequestHeaderPolicy;
   publicProto: string;
   publicHost: string;
+  /** '' or the app's path prefix: the paths the route sees start with it. */
+  pathPrefix?: string;
+  /** Path prefixes of other apps on the same host below this one's: never this SPA's pages. */
+  otherAppPrefixes?: readonly string[];
 }
 
 export interface Frontend {
@@ -34,7 +38,14 @@ export interface Frontend {
 export function createFrontend(options: FrontendOptions): Frontend {
   const { route } = options;
   const isStatic = route.static !== undefined;
-  const notOurs = notTheFrontends(options.apiPrefixes);
+  const pathPrefix = options.pathPrefix ?? '';
+  const notOursBelowPrefix = notTheFrontends(options.apiPrefixes);
+  const others = options.otherAppPrefixes ?? [];
+  const notOurs =
+    pathPrefix === '' && others.length === 0
+      ? notOursBelowPrefix
+      : (path: string) =>
+          others.some((prefix) => path === prefix || path.startsWith(`${prefix}/`)) || notOursBelowPrefix(path.startsWith(pathPrefix) ? path.slice(pathPrefix.length) || '/' : path);
   // Dev servers inline scripts (hot reload, React refresh): a policy only when one is configured.
   const contentSecurityPolicy = route.contentSecurityPolicy ?? (isStatic ? DEFAULT_CONTENT_SECURITY_POLICY : '');
 

@@ -100,6 +100,26 @@ export class OidcProvider {
     return this.configuration !== undefined;
   }
 
+  /** Since when the provider's answers have been outages (transient failures), until one call succeeds. */
+  private failingSince: number | undefined;
+
+  /**
+   * Whether the provider answers: metadata loaded, and the last call (or a probe of its
+   * discovery document, made here when the last call failed) was no outage. Readiness of
+   * one app among several.
+   */
+  async reachable(): Promise<boolean> {
+    if (!this.ready) return false;
+    if (this.failingSince === undefined) return true;
+    try {
+      await this.discover();
+      this.failingSince = undefined;
+    } catch {
+      // Still down.
+    }
+    return this.failingSince === undefined;
+  }
+
   /** Starts discovery in the background, retrying until it succeeds or `stop()` is called. */
   start(): Promise<void> {
     this.discovering ??= this.discoverUntilReady();
@@ -218,7 +238,17 @@ export class OidcProvider {
 
   /** A provider call in a span named `oidc <operation>` while tracing is on. */
   private traced<T>(operation: string, call: (span: Span | undefined) => Promise<T>): Promise<T> {
-    return inSpan(`oidc ${operation}`, SpanKind.CLIENT, { [ATTR_SERVER_ADDRESS]: this.issuerHost, 'oidc.operation': operation }, call, describeProviderFailure);
+    return inSpan(`oidc ${operation}`, SpanKind.CLIENT, { [ATTR_SERVER_ADDRESS]: this.issuerHost, 'oidc.operation': operation }, call, describeProviderFailure).then(
+      (result) => {
+        this.failingSince = undefined;
+        return result;
+      },
+      (err: unknown) => {
+        // An outage (no answer, a 5xx), as opposed to an answer refusing the call.
+        if (err instanceof ProviderError ? err.kind === 'transient' : true) this.failingSince ??= Date.now();
+        throw err;
+      },
+    );
   }
 
   /** Answers a caller within `oidc.timeoutMs`; the call itself may go on until the hard timeout. */

@@ -11,6 +11,8 @@ export interface AccessLogEntry {
   /** Milliseconds from request to response; written with one decimal. */
   ms: number;
   group: string;
+  /** The app's name, with several apps (apps:); undefined in the single-app form. */
+  app?: string | undefined;
   /** A hash of the session id (never the id itself). */
   session: string | undefined;
   /** The user's `sub`, only when `logging.includeSubject` is on. */
@@ -66,7 +68,7 @@ export class AccessLog {
     this.writeLine(
       `${this.head}${jsonString(entry.reqId)},"method":${jsonString(entry.method)},"url":${jsonString(entry.url)},"status":${entry.status}${
         entry.cutOff ? ',"cutOff":true' : ''
-      },"ms":${tenths(entry.ms)}${group}${entry.session !== undefined ? `,"session":${jsonString(entry.session)}` : ''}${
+      },"ms":${tenths(entry.ms)}${group}${entry.app !== undefined ? `,"app":${jsonString(entry.app)}` : ''}${entry.session !== undefined ? `,"session":${jsonString(entry.session)}` : ''}${
         entry.sub !== undefined ? `,"sub":${jsonString(entry.sub)}` : ''
       },"msg":"request"}\n`,
     );

@@ -8,8 +8,13 @@ export type AdminMatch = { sub: string } | { sid: string };
 export interface AdminOptions {
   /** `admin.token`; without it every call is refused. */
   token: string | undefined;
-  /** Ends the matching sessions everywhere; `ended` is null where the store cannot count (cookie store). */
-  revoke(match: AdminMatch, log: FastifyBaseLogger): Promise<{ ended: number | null }>;
+  /**
+   * Ends the matching sessions everywhere, of the app named `app` or of every app;
+   * `ended` is null where a store cannot count (cookie store).
+   */
+  revoke(match: AdminMatch, log: FastifyBaseLogger, app: string | undefined): Promise<{ ended: number | null }>;
+  /** The apps' names: a call may name one (`"app"`). */
+  apps: readonly string[];
   logger: FastifyBaseLogger;
 }
 
@@ -36,11 +41,16 @@ export function adminHandler(options: AdminOptions): (request: IncomingMessage, 
       async (body) => {
         const match = matchOf(body);
         if (!match) {
-          answer(response, 400, { error: 'bad_request', error_description: 'Expected JSON { "sub": "..." } or { "sid": "..." }.' });
+          answer(response, 400, { error: 'bad_request', error_description: 'Expected JSON { "sub": "..." } or { "sid": "..." }, and optionally "app".' });
           return;
         }
-        options.logger.warn({ address: request.socket.remoteAddress, ...match }, 'admin: ending sessions');
-        const { ended } = await options.revoke(match, options.logger);
+        const app = (body as { app?: unknown }).app;
+        if (app !== undefined && (typeof app !== 'string' || !options.apps.includes(app))) {
+          answer(response, 400, { error: 'bad_request', error_description: `"app" names no app; expected one of ${options.apps.join(', ')}, or no "app" for every app.` });
+          return;
+        }
+        options.logger.warn({ address: request.socket.remoteAddress, ...match, ...(app === undefined ? {} : { app }) }, 'admin: ending sessions');
+        const { ended } = await options.revoke(match, options.logger, app);
         answer(response, 200, { ended });
       },
       () => answer(response, 400, { error: 'bad_request', error_description: `Expected a JSON body of at most ${MAX_BODY_BYTES} bytes.` }),
@@ -64,7 +74,8 @@ function digest(value: string): Buffer {
 
 function matchOf(body: unknown): AdminMatch | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
-  const { sub, sid } = body as Record<string, unknown>;
+  const { sub, sid, app: _app, ...rest } = body as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) return undefined;
   if (typeof sub === 'string' && sub !== '' && sid === undefined) return { sub };
   if (typeof sid === 'string' && sid !== '' && sub === undefined) return { sid };
   return undefined;

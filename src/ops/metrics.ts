@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ProviderFailureKind } from '../oidc/errors.js';
 import type { ConnectionEvents, RedisTopology } from '../state/redis/connection.js';
 
@@ -10,9 +10,18 @@ export type LogoutReason = 'user' | 'backchannel' | 'expired' | 'invalid_grant' 
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+export interface MetricsOptions {
+  /** The app's name: the `app` label of every series (added when scraped, never on the hot path). */
+  app?: string;
+  /** Live sessions, where the app's store can count them cheaply. */
+  activeSessions?: () => Promise<number | undefined>;
+}
+
 /**
- * token-handler's Prometheus metrics, in a registry of its own (several apps in one
- * process — tests, the demo — never collide). Names are prefixed `token_handler_`.
+ * One app's Prometheus metrics, in a registry of its own (several instances in one
+ * process — tests, the demo — never collide), every series labelled with the app's name.
+ * Names are prefixed `token_handler_`. What belongs to the process (Node's own metrics,
+ * the Redis connection) is `ProcessMetrics`'.
  */
 export class Metrics {
   readonly registry = new Registry();
@@ -110,9 +119,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(activeSessions?: () => Promise<number | undefined>, redis?: { topology: RedisTopology; events: Readonly<ConnectionEvents> }) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'token_handler_' });
-    if (redis) this.redisMetrics(redis.topology, redis.events);
+  constructor(options: MetricsOptions = {}) {
+    const { activeSessions } = options;
+    if (options.app !== undefined) this.registry.setDefaultLabels({ app: options.app });
     if (activeSessions) {
       new Gauge({
         name: 'token_handler_active_sessions',
@@ -124,32 +133,6 @@ export class Metrics {
         },
       });
     }
-  }
-
-  /** How Redis is reached, and its reconnects and failovers: counted by the connection, read when scraped. */
-  private redisMetrics(topology: RedisTopology, events: Readonly<ConnectionEvents>): void {
-    new Gauge({
-      name: 'token_handler_redis_info',
-      help: 'Always 1; the topology label says how Redis is reached (single, sentinel, cluster).',
-      labelNames: ['topology'] as const,
-      registers: [this.registry],
-    }).set({ topology }, 1);
-    const counted = (name: string, help: string, read: () => number) =>
-      new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          this.inc(read());
-        },
-      });
-    counted('token_handler_redis_reconnects_total', 'Reconnections to Redis begun after a dropped connection (a Cluster: node connections dropped).', () => events.reconnects);
-    counted(
-      'token_handler_redis_failovers_total',
-      'Master changes seen: behind Sentinel, a connection to another master; on a Cluster, a slot refresh finding another set of masters.',
-      () => events.failovers,
-    );
   }
 
   /** `status` is the code sent, or `cut_off` for a response destroyed mid-stream. */
@@ -215,8 +198,65 @@ export class Metrics {
   }
 }
 
+/**
+ * The process's metrics: Node's own (CPU, memory, event loop) and the Redis connection's,
+ * without an app label, and every app's, each series labelled with its app. What
+ * `/metrics` serves.
+ */
+export class ProcessMetrics {
+  readonly registry = new Registry();
+  private readonly apps: Metrics[] = [];
+
+  constructor(redis?: { topology: RedisTopology; events: Readonly<ConnectionEvents> }) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'token_handler_' });
+    if (redis) this.redisMetrics(redis.topology, redis.events);
+  }
+
+  /** An app's metrics, exposed with the process's from now on. */
+  add(metrics: Metrics): void {
+    this.apps.push(metrics);
+  }
+
+  /** How Redis is reached, and its reconnects and failovers: counted by the connection, read when scraped. */
+  private redisMetrics(topology: RedisTopology, events: Readonly<ConnectionEvents>): void {
+    new Gauge({
+      name: 'token_handler_redis_info',
+      help: 'Always 1; the topology label says how Redis is reached (single, sentinel, cluster).',
+      labelNames: ['topology'] as const,
+      registers: [this.registry],
+    }).set({ topology }, 1);
+    const counted = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counted('token_handler_redis_reconnects_total', 'Reconnections to Redis begun after a dropped connection (a Cluster: node connections dropped).', () => events.reconnects);
+    counted(
+      'token_handler_redis_failovers_total',
+      'Master changes seen: behind Sentinel, a connection to another master; on a Cluster, a slot refresh finding another set of masters.',
+      () => events.failovers,
+    );
+  }
+
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    const own = await this.registry.metrics();
+    // The apps' registries hold the same families with another app label: merged into one
+    // family each (a family may appear only once in an exposition).
+    const apps =
+      this.apps.length === 1
+        ? await this.apps[0]!.registry.metrics()
+        : await AggregatorRegistry.aggregate(await Promise.all(this.apps.map((app) => app.registry.getMetricsAsJSON()))).metrics();
+    return { contentType: this.registry.contentType, body: `${own}${own.endsWith('\n') || own === '' ? '' : '\n'}${apps}` };
+  }
+}
+
 /** `GET /metrics` on the main listener. */
-export async function metricsRoute(app: FastifyInstance, options: { metrics: Metrics }): Promise<void> {
+export async function metricsRoute(app: FastifyInstance, options: { metrics: ProcessMetrics }): Promise<void> {
   app.get('/metrics', async (_request, reply) => {
     const { contentType, body } = await options.metrics.exposition();
     return reply.type(contentType).header('cache-control', 'no-store').send(body);
@@ -224,7 +264,7 @@ export async function metricsRoute(app: FastifyInstance, options: { metrics: Met
 }
 
 /** `/metrics` on a separate port (`metrics.port`), so it need not be exposed publicly. */
-export function createMetricsServer(metrics: Metrics, admin?: (request: IncomingMessage, response: ServerResponse) => boolean): Server {
+export function createMetricsServer(metrics: ProcessMetrics, admin?: (request: IncomingMessage, response: ServerResponse) => boolean): Server {
   return createServer((request, response) => {
     if (admin?.(request, response)) return;
     if (request.method !== 'GET' || request.url?.split('?')[0] !== '/metrics') {

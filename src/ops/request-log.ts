@@ -22,13 +22,33 @@ export function requestId(request: IncomingMessage): string {
   return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : `${ID_PREFIX}${idsMade++}`;
 }
 
-export interface RequestObservationOptions {
+/** What the request lines and metrics of one app need. */
+export interface ObservedApp {
   metrics: Metrics;
+  /** The app's name on its request lines; undefined in the single-app form (lines stay as they were). */
+  name: string | undefined;
+  /** '' or the app's path prefix (apps[].match.pathPrefix), which its /auth paths sit below. */
+  pathPrefix: string;
+  /** Configured API route prefixes. */
+  routePrefixes: string[];
+  /** Their metric groups (`api:<prefix>`), made once. */
+  apiGroups: ReadonlyMap<string, string>;
+}
+
+/** An app as its request lines and metrics see it. */
+export function observedApp(app: Omit<ObservedApp, 'apiGroups'>): ObservedApp {
+  return { ...app, apiGroups: new Map(app.routePrefixes.map((prefix) => [prefix, `api:${prefix}`])) };
+}
+
+export interface RequestObservationOptions {
   /** Where the request lines go. */
   accessLog: AccessLog;
   includeSubject: boolean;
-  /** Configured API route prefixes, longest first. */
-  routePrefixes: string[];
+  /**
+   * The app a request belongs to: a constant in the single-app form; with several apps, the
+   * app of the request's route (read from its encapsulation context, no lookup by host).
+   */
+  appOf(request: FastifyRequest): ObservedApp;
 }
 
 /**
@@ -77,10 +97,11 @@ export class RequestLines extends LogController {
 }
 
 export function observeRequests(app: FastifyInstance, lines: RequestLines, options: RequestObservationOptions): void {
-  const { metrics, includeSubject, routePrefixes, accessLog } = options;
-  const apiGroups = new Map(routePrefixes.map((prefix) => [prefix, `api:${prefix}`]));
-  const groupOf = (request: FastifyRequest): { group: string; route?: string } => {
-    const path = request.url;
+  const { includeSubject, accessLog, appOf } = options;
+  const groupOf = (request: FastifyRequest, observed: ObservedApp): { group: string; route?: string } => {
+    const { routePrefixes, pathPrefix, apiGroups } = observed;
+    const url = request.url;
+    const path = pathPrefix !== '' && url.startsWith(pathPrefix) ? url.slice(pathPrefix.length) : url;
     if (path.startsWith('/auth/')) return { group: 'auth' };
     if (path === '/healthz' || path === '/readyz' || path === '/metrics') return { group: 'ops' };
     // The proxy names its route on the request; routeOptions (a getter that builds an object
@@ -90,7 +111,9 @@ export function observeRequests(app: FastifyInstance, lines: RequestLines, optio
   };
 
   const observe = (request: FastifyRequest, reply: FastifyReply, cutOff: boolean) => {
-    const { group, route } = groupOf(request);
+    const observed = appOf(request);
+    const { metrics } = observed;
+    const { group, route } = groupOf(request, observed);
     const elapsedMs = reply.elapsedTime;
     metrics.request(group, cutOff ? 'cut_off' : reply.statusCode);
     if (route) metrics.proxied(route, elapsedMs / 1000);
@@ -104,6 +127,7 @@ export function observeRequests(app: FastifyInstance, lines: RequestLines, optio
       cutOff,
       ms: elapsedMs,
       group,
+      app: observed.name,
       session: session ? sessionHash(session) : undefined,
       sub: session && includeSubject ? String(session.claims.sub) : undefined,
     });
@@ -124,8 +148,8 @@ declare module 'fastify' {
   }
 }
 
-/** The callback's query carries the authorization code: log the path only. */
+/** The callback's query carries the authorization code: log the path only (below an app's path prefix too). */
 export function loggableUrl(url: string): string {
   const query = url.indexOf('?');
-  return query !== -1 && url.startsWith('/auth/callback') ? `${url.slice(0, query)}?[redacted]` : url;
+  return query !== -1 && (url.startsWith('/auth/callback') || url.slice(0, query).endsWith('/auth/callback')) ? `${url.slice(0, query)}?[redacted]` : url;
 }

@@ -45,6 +45,8 @@ export interface AuthRoutesOptions {
   forcedRefreshIntervalMs: number;
   /** Origin the browser sees; the callback URL is rebuilt from it, never from the Host header. */
   publicUrl: string;
+  /** '' or the app's path prefix (apps[].match.pathPrefix): its start page is pathPrefix + '/'. */
+  pathPrefix?: string;
   retryAfterSeconds: number;
   now: () => number;
   /** acr values `/auth/login?acr_values=` may ask for: oidc.allowedAcrValues and every route's require.acr. */
@@ -105,7 +107,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
   const perMinute = (max: number) => (options.rateLimit.enabled ? { config: { rateLimit: { max, timeWindow: 60_000 } } } : {});
 
   app.get('/auth/login', perMinute(options.rateLimit.loginPerMinute), async (request, reply) => {
-    const returnTo = safeReturnTo(singleQueryValue(request, 'returnTo'));
+    const returnTo = safeReturnTo(singleQueryValue(request, 'returnTo'), `${options.pathPrefix ?? ''}/`);
     const params = loginParamsOf(request.query, options.allowedAcrValues);
     let login;
     try {
@@ -232,7 +234,7 @@ export async function authRoutes(app: FastifyInstance, options: AuthRoutesOption
     const formPost = isFormPost(request);
     const logoutUrl = await logout(request, reply);
     // The form post navigated here: send the browser on (303: the next request is a GET).
-    return formPost ? reply.redirect(logoutUrl ?? '/', 303) : { logoutUrl };
+    return formPost ? reply.redirect(logoutUrl ?? `${options.pathPrefix ?? ''}/`, 303) : { logoutUrl };
   });
 
   /**

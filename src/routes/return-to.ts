@@ -5,11 +5,12 @@ const BASE = 'http://return-to.invalid';
 /**
  * The path to send the browser to after login: only a same-origin relative path.
  * Anything else — protocol-relative `//host`, `/\host`, absolute URLs, `javascript:`,
- * control characters, or any of these hidden behind percent-encoding — falls back to `/`.
+ * control characters, or any of these hidden behind percent-encoding — falls back to `/`
+ * (an app below a path prefix: its own start page).
  */
-export function safeReturnTo(raw: unknown): string {
-  if (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_LENGTH) return FALLBACK;
-  if (!isHarmlessPath(raw)) return FALLBACK;
+export function safeReturnTo(raw: unknown, fallback: string = FALLBACK): string {
+  if (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_LENGTH) return fallback;
+  if (!isHarmlessPath(raw)) return fallback;
   // Browsers and servers may decode once more; the decoded forms must be harmless too.
   let decoded = raw;
   for (let i = 0; i < 3; i++) {
@@ -17,14 +18,14 @@ export function safeReturnTo(raw: unknown): string {
     try {
       next = decodeURIComponent(decoded);
     } catch {
-      return FALLBACK;
+      return fallback;
     }
     if (next === decoded) break;
-    if (!isHarmlessPath(next)) return FALLBACK;
+    if (!isHarmlessPath(next)) return fallback;
     decoded = next;
   }
   const url = new URL(raw, BASE);
-  if (url.origin !== BASE || url.pathname.startsWith('//')) return FALLBACK;
+  if (url.origin !== BASE || url.pathname.startsWith('//')) return fallback;
   return `${url.pathname}${url.search}${url.hash}`;
 }
 

@@ -8,7 +8,7 @@ import { RedisSessionSignals } from './redis/session-signals.js';
 import { MemoryDenylist } from './memory/denylist.js';
 import { MemorySeenOnce } from './memory/seen-once.js';
 import { MemorySessionStore } from './memory/session-store.js';
-import { connectRedis, type ConnectionEvents, type RedisTopology, type StoreClient } from './redis/connection.js';
+import { connectRedis, type ConnectionEvents, type RedisTopology, type StoreClient, type StoreConnection } from './redis/connection.js';
 import { KeyLayout } from './redis/keys.js';
 import { RedisDenylist } from './redis/denylist.js';
 import { RedisRefreshCoordinator } from './redis/refresh-coordinator.js';
@@ -51,8 +51,38 @@ export interface SharedState {
   close(): Promise<void>;
 }
 
+/**
+ * One Redis connection set for every app of the process (`session.redis` is process-wide):
+ * the connection(s) and the local cache that reads through them. Each app's state is made
+ * on it with a key prefix of its own (`createState({ shared, keyPrefix })`), so its keys,
+ * session-signal channel and rate-limit counters never meet another app's.
+ */
+export interface SharedRedis {
+  readonly connection: StoreConnection;
+  readonly localCache: RedisTrackedCache | undefined;
+  close(): Promise<void>;
+}
+
+/** Opens the process's Redis connection set (see SharedRedis). */
+export function connectSharedRedis(config: NonNullable<SessionConfig['redis']>, logger: FastifyBaseLogger): SharedRedis {
+  const connection = connectRedis(config, logger);
+  const localCache = trackedCache(logger, config, connection.client);
+  return {
+    connection,
+    localCache,
+    close: async () => {
+      localCache?.close();
+      for (const client of [connection.client, connection.replicatedWrites]) await client?.quit().catch(() => client.disconnect());
+    },
+  };
+}
+
 export interface StateOptions {
   session: SessionConfig;
+  /** The process's Redis connections, when several apps share them; the state then closes only its own parts. */
+  shared?: SharedRedis;
+  /** Prefix of this state's Redis keys; default session.redis.keyPrefix. */
+  keyPrefix?: string;
   sealer: Sealer;
   /** How long a refresh result stays readable by replicas still holding the spent refresh token. */
   refreshResultTtlMs: number;
@@ -87,12 +117,12 @@ function memoryState({ session, now }: StateOptions): SharedState {
 }
 
 function redisState(options: StateOptions, config: NonNullable<SessionConfig['redis']>): SharedState {
-  const { session, sealer, logger } = options;
-  const connection = connectRedis(config, logger);
+  const { session, sealer, logger, shared } = options;
+  const connection = shared?.connection ?? connectRedis(config, logger);
   const { client: redis } = connection;
-  const keys = new KeyLayout(config.keyPrefix, connection.topology === 'cluster');
+  const keys = new KeyLayout(options.keyPrefix ?? config.keyPrefix, connection.topology === 'cluster');
   const lifetimeSeconds = session.absoluteTimeoutSeconds;
-  const localCache = trackedCache(options, config, connection.client);
+  const localCache = shared ? (session.store === 'memory' ? undefined : shared.localCache) : session.store === 'memory' ? undefined : trackedCache(logger, config, connection.client);
   const cached = localCache ? { localCache } : {};
   const sessionStore =
     session.store === 'redis' ? new RedisSessionStore({ redis, keys, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached }) : undefined;
@@ -130,8 +160,10 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
     },
     close: async () => {
       signals.close();
-      localCache?.close();
       await memoryStore?.close();
+      // Shared connections are closed once, by their owner, after every app's state.
+      if (shared) return;
+      localCache?.close();
       for (const client of [redis, connection.replicatedWrites]) await client?.quit().catch(() => client.disconnect());
     },
   };
@@ -142,13 +174,13 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
  * connection). Not on a Cluster: tracking there is per node, and a key's node changes
  * with every failover and resharding, which a redirect to one subscriber cannot follow.
  */
-function trackedCache(options: StateOptions, config: NonNullable<SessionConfig['redis']>, redis: StoreClient): RedisTrackedCache | undefined {
-  if (config.localCacheEntries === 0 || options.session.store === 'memory') return undefined;
+function trackedCache(logger: FastifyBaseLogger, config: NonNullable<SessionConfig['redis']>, redis: StoreClient): RedisTrackedCache | undefined {
+  if (config.localCacheEntries === 0) return undefined;
   if (!(redis instanceof Redis)) {
-    options.logger.info(
+    logger.info(
       'session.redis.cluster: the local session cache is off (client tracking is per node, and keys move between nodes on failover); every request reads Redis',
     );
     return undefined;
   }
-  return new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger: options.logger });
+  return new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger });
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hkdfSync } from 'node:crypto';
 import { BoundedTtlCache } from './bounded-cache.js';
 import { ironSeal, ironUnseal, type IronPassword } from './iron.js';
 
@@ -100,4 +100,14 @@ function sealExpiresAt(sealed: string): number {
  */
 function macOf(sealed: string): string {
   return sealed.slice(sealed.lastIndexOf('*') + 1);
+}
+
+/**
+ * The sealing secrets of one app of several (`apps:`): each configured secret turned into
+ * a key of the app's own (HKDF-SHA-256 with the app's name), so an app never unseals
+ * another's cookie, pending login or refresh result, even when the apps share secrets.
+ * Rotation works as before: the order and the number of secrets are kept.
+ */
+export function appSealingSecrets(secrets: readonly string[], app: string): string[] {
+  return secrets.map((secret) => Buffer.from(hkdfSync('sha256', secret, 'token-handler apps', `app:${app}`, 32)).toString('base64url'));
 }
