@@ -263,7 +263,7 @@ describe('DPoP toward the provider and the APIs', () => {
       // Never a refresh for a nonce.
       expect(since(provider, from, 'refresh_token')).toEqual([]);
       const metrics = await instance.app.inject({ method: 'GET', url: '/metrics' });
-      expect(metrics.body).toContain('token_handler_dpop_nonce_challenges_total{route="/api",action="replayed"} 2');
+      expect(metrics.body).toContain('token_handler_dpop_nonce_challenges_total{route="/api",action="replayed",app="default"} 2');
     } finally {
       api.setRequireNonce(false);
     }
