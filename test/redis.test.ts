@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Redis } from 'ioredis';
 import { startProvider, type TestProvider } from './support/provider.js';
 import { startUpstream, type Upstream } from './support/upstream.js';
@@ -184,6 +184,31 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
       expect(await store.update({ ...record, claims: { sub: 'jane', sid: 'op-2' } }, 600)).toBe('written');
       expect(await store.findBySid('op-2')).toEqual(['slide-1']);
       expect(await store.findBySub('jane')).toEqual(['slide-1']);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('reads a session back without decrypting it again while its seal in Redis is the one this replica last read or wrote', async () => {
+    const prefix = uniquePrefix();
+    const redis = new Redis(redisServer.url);
+    const sealer = new Sealer([SECRET]);
+    const store = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer, absoluteTimeoutSeconds: 3600, verifiedEntries: 10 });
+    const other = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer: new Sealer([SECRET]), absoluteTimeoutSeconds: 3600 });
+    const unsealed = vi.spyOn(sealer, 'unseal');
+    try {
+      const record = { id: 'opened-1', accessToken: 'a', createdAt: Date.now(), lastSeenAt: Date.now(), claims: { sub: 'jane' } } as unknown as SessionRecord;
+      await store.create(record, 600);
+      expect(await store.get('opened-1')).toBe(record);
+      const slid = { ...record, lastSeenAt: Date.now() + 60_000 };
+      await store.update(slid, 600);
+      expect(await store.get('opened-1')).toBe(slid);
+      expect(unsealed).not.toHaveBeenCalled();
+      // Another replica's write is a new seal: decrypted, and its content is what is answered.
+      const refreshed = { ...slid, accessToken: 'b', v: 2 } as unknown as SessionRecord;
+      await other.update(refreshed, 600);
+      expect((await store.get('opened-1'))?.accessToken).toBe('b');
+      expect(unsealed).toHaveBeenCalledTimes(1);
     } finally {
       redis.disconnect();
     }

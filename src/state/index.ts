@@ -125,7 +125,9 @@ function redisState(options: StateOptions, config: NonNullable<SessionConfig['re
   const localCache = shared ? (session.store === 'memory' ? undefined : shared.localCache) : session.store === 'memory' ? undefined : trackedCache(logger, config, connection.client);
   const cached = localCache ? { localCache } : {};
   const sessionStore =
-    session.store === 'redis' ? new RedisSessionStore({ redis, keys, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached }) : undefined;
+    session.store === 'redis'
+      ? new RedisSessionStore({ redis, keys, sealer, absoluteTimeoutSeconds: lifetimeSeconds, ...cached, ...(localCache ? { verifiedEntries: config.localCacheEntries } : {}) })
+      : undefined;
   const denylist = session.store === 'cookie' ? new RedisDenylist(redis, keys, lifetimeSeconds * 1000, localCache) : undefined;
   // A memory session store beside Redis: records stay in this process, coordination is shared.
   const memoryStore = session.store === 'memory' ? new MemorySessionStore(options.now) : undefined;

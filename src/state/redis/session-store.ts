@@ -4,6 +4,7 @@ import type { SessionStore, UpdateOutcome } from '../ports.js';
 import type { RedisTrackedCache } from './tracked-cache.js';
 import type { Awaitable } from '../../awaitable.js';
 import { inSlots, storeCall } from './client.js';
+import { BoundedTtlCache } from '../bounded-cache.js';
 import type { StoreClient } from './connection.js';
 import type { KeyLayout } from './keys.js';
 import { type SessionRecord, tokenVersion } from '../record.js';
@@ -51,6 +52,8 @@ export interface RedisSessionStoreOptions {
    * tracked-cache.ts), so a busy session's requests do not each wait for Redis.
    */
   localCache?: RedisTrackedCache;
+  /** Sessions whose last seal this replica read or wrote is kept, to skip decrypting it again (see `opened`). */
+  verifiedEntries?: number;
 }
 
 /**
@@ -61,7 +64,20 @@ export interface RedisSessionStoreOptions {
  * pipeline (keys.ts): the record and its index entries may live on different Cluster nodes.
  */
 export class RedisSessionStore implements SessionStore {
-  constructor(private readonly options: RedisSessionStoreOptions) {}
+  /**
+   * Per session key, the tail of the last seal this replica read or wrote there (HMAC salt
+   * and HMAC) and its record. The local cache re-reads a key after every change — this
+   * replica's own idle-timeout slides included, once a minute per session — and after its
+   * entries' time-to-live; a seal read back unchanged then costs no decryption. Comparing the
+   * tail is enough for a value read from the same key: equal salt and HMAC mean the HMAC
+   * verified before covers the same content. Kept apart from the sealer's unseal cache, which
+   * compares whole seals because a cookie comes from the browser.
+   */
+  private readonly opened: BoundedTtlCache<{ tail: string; record: SessionRecord }> | undefined;
+
+  constructor(private readonly options: RedisSessionStoreOptions) {
+    if (options.verifiedEntries) this.opened = new BoundedTtlCache(options.verifiedEntries, options.absoluteTimeoutSeconds * 1000, Date.now);
+  }
 
   /** Synchronous when the record is in the local cache. */
   get(id: string): Awaitable<SessionRecord | null> {
@@ -73,8 +89,13 @@ export class RedisSessionStore implements SessionStore {
   private async fetch(key: string): Promise<SessionRecord | null> {
     const sealed = await storeCall('get', () => this.options.redis.hget(key, 'd'));
     if (sealed === null) return null;
+    const tail = sealTail(sealed);
+    const known = this.opened?.get(key);
+    if (known?.tail === tail) return known.record;
     // The local cache keeps the record; the unseal cache is left to the cookies.
-    return this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds, !this.options.localCache);
+    const record = this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds, !this.options.localCache);
+    if (record) this.opened?.set(key, { tail, record });
+    return record;
   }
 
   async create(record: SessionRecord, ttlSeconds: number): Promise<void> {
@@ -83,6 +104,7 @@ export class RedisSessionStore implements SessionStore {
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     const write = (pipeline: ChainableCommander) => pipeline.hset(key, 'v', tokenVersion(record), 'd', sealed, 'i', identityOf(record)).pexpire(key, ttlSeconds * 1000);
     await storeCall('create', () => this.written(key, () => inSlots(redis, [write, ...this.index(record)])));
+    this.opened?.set(key, { tail: sealTail(sealed), record });
   }
 
   async update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome> {
@@ -93,13 +115,16 @@ export class RedisSessionStore implements SessionStore {
       const answer = Number(await this.written(key, () => redis.eval(UPDATE_IF_LIVE, 1, key, tokenVersion(record), sealed, ttlSeconds * 1000, identityOf(record))));
       // A refreshed ID token may name another provider session (sid) or, in theory, user.
       if (answer === IDENTITY_CHANGED) await inSlots(redis, this.index(record));
-      return UPDATE_OUTCOMES[answer] ?? 'ended';
+      const outcome = UPDATE_OUTCOMES[answer] ?? 'ended';
+      if (outcome === 'written') this.opened?.set(key, { tail: sealTail(sealed), record });
+      return outcome;
     });
   }
 
   async delete(id: string): Promise<SessionRecord | null> {
     const { redis, sealer, absoluteTimeoutSeconds } = this.options;
     const key = this.options.keys.session(id);
+    this.opened?.delete(key);
     const sealed = await storeCall('delete', () => this.written(key, () => redis.eval(TAKE, 1, key) as Promise<string | null>));
     const record = sealed === null ? null : await sealer.unseal<SessionRecord>(sealed, absoluteTimeoutSeconds);
     if (record) {
@@ -136,6 +161,11 @@ export class RedisSessionStore implements SessionStore {
   async count(): Promise<undefined> {
     return undefined;
   }
+}
+
+/** An iron seal's HMAC salt and HMAC (and version suffix): what makes it this seal. */
+function sealTail(sealed: string): string {
+  return sealed.slice(sealed.lastIndexOf('*', sealed.lastIndexOf('*') - 1) + 1);
 }
 
 /** What the index sets hold this record under, as one comparable string. */
