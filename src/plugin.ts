@@ -491,6 +491,7 @@ function composeApp(app: FastifyInstance, resolved: ResolvedApp, context: Compos
       retryAfterSeconds: RETRY_AFTER_SECONDS,
       browserLeft: (request, reply) => context.requestLines.browserLeft(request, reply),
       publicUrl: config.publicUrl,
+      pathPrefix,
       now,
       channels,
       upgradeOriginCheck: createUpgradeOriginCheck(config.csrf, config.publicUrl),

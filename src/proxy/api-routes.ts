@@ -46,6 +46,8 @@ export interface ApiRoutesOptions {
   browserLeft: (request: FastifyRequest, reply: FastifyReply) => void;
   /** The origin login URLs of step_up_required answers belong to. */
   publicUrl: string;
+  /** The app's path prefix when apps share a host ('' otherwise): step_up_required's login URL is below it. */
+  pathPrefix?: string;
   now: () => number;
   /** The long-lived channels of sessions (WebSockets, streamed responses), ended with their session. */
   channels?: SessionChannels | undefined;
@@ -115,7 +117,7 @@ async function proxyRoute(
   const source = tokenSourceFor(route, options);
   const dpop = route.dpop;
   // Both undefined for a route without require / when no route has identity headers: nothing per request then.
-  const routePolicy = RoutePolicy.forRoute(route, options.publicUrl, options.now);
+  const routePolicy = RoutePolicy.forRoute(route, options.publicUrl, options.now, `${options.pathPrefix ?? ''}/auth/login`);
   const identitySet = Object.entries(route.identityHeaders ?? {}).map(([name, claim]) => [name.toLowerCase(), claim] as const);
   const identity: IdentityHeaders | undefined = identityNames ? { dropped: identityNames, set: identitySet } : undefined;
   const policy = { cookies, stripCookies: route.stripCookies, csrfHeader: options.csrfHeader };

@@ -19,6 +19,7 @@ export class RoutePolicy {
     require: NonNullable<RouteConfig['require']>,
     private readonly publicOrigin: string,
     private readonly now: () => number,
+    private readonly loginPath: string,
   ) {
     this.claims = Object.entries(require.claims ?? {});
     this.acr = require.acr ? new Set(require.acr) : undefined;
@@ -26,11 +27,14 @@ export class RoutePolicy {
     this.maxAgeSeconds = require.maxAgeSeconds;
   }
 
-  /** The route's policy, or undefined for a route without `require` (or an empty one). */
-  static forRoute(route: RouteConfig, publicUrl: string, now: () => number): RoutePolicy | undefined {
+  /**
+   * The route's policy, or undefined for a route without `require` (or an empty one).
+   * `loginPath`: the app's login (below its path prefix when apps share a host).
+   */
+  static forRoute(route: RouteConfig, publicUrl: string, now: () => number, loginPath = '/auth/login'): RoutePolicy | undefined {
     const require = route.require;
     if (!require || (Object.keys(require.claims ?? {}).length === 0 && !require.acr && require.maxAgeSeconds === undefined)) return undefined;
-    return new RoutePolicy(require, new URL(publicUrl).origin, now);
+    return new RoutePolicy(require, new URL(publicUrl).origin, now, loginPath);
   }
 
   /** Throws the browser's answer when the session does not satisfy the route. */
@@ -54,7 +58,7 @@ export class RoutePolicy {
       {
         ...(acrMissing ? { acr_values: this.acrValues! } : {}),
         ...(tooOld ? { max_age: this.maxAgeSeconds! } : {}),
-        login_url: `/auth/login?${query.toString()}`,
+        login_url: `${this.loginPath}?${query.toString()}`,
       },
     );
   }

@@ -82,4 +82,15 @@ describe('identity header values', () => {
     expect(identityValue({ a: 1 })).toBeUndefined();
     expect(identityValue(undefined)).toBeUndefined();
   });
+
+  it('sends a step-up to the login of its own app when apps share a host by path prefix', () => {
+    const p = RoutePolicy.forRoute({ require: { acr: ['gold'] } } as RouteConfig, 'https://app.example.test', () => NOW, '/admin/auth/login');
+    try {
+      p!.check(session({ acr: 'silver' }), {});
+      throw new Error('expected step_up_required');
+    } catch (err) {
+      expect((err as BrowserError & { details?: { login_url?: string } }).code).toBe('step_up_required');
+      expect(JSON.stringify(err)).toContain('/admin/auth/login?acr_values=gold');
+    }
+  });
 });
