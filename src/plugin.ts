@@ -419,7 +419,7 @@ function composeApp(app: FastifyInstance, resolved: ResolvedApp, context: Compos
       });
       // Each request's log lines name the app (the logger is still made only when a line is written).
       scope.setChildLoggerFactory((logger, bindings, loggerOptions) => logger.child({ ...bindings, app: name }, loggerOptions));
-      useErrorPages(scope, { pagePath: config.errors.pagePath });
+      useErrorPages(scope, { pagePath: config.errors.pagePath, basePath: pathPrefix });
     }
     // Cookies are parsed where they are read (SessionCookies.received), not by a hook on every request.
     await scope.register(fastifyCookie, { hook: false });

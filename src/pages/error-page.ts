@@ -11,6 +11,8 @@ import { escapeHtml } from './html.js';
 export interface ErrorPageSettings {
   /** The SPA's error page (errors.pagePath); unset: token-handler's own HTML page. */
   pagePath?: string | undefined;
+  /** The app's path prefix when apps share a host by prefix: its sign-in and start page are below it. */
+  basePath?: string | undefined;
 }
 
 const kErrorPages = Symbol('token-handler error pages');
@@ -34,6 +36,7 @@ const HEADINGS: Partial<Record<BrowserErrorCode, string>> = {
 };
 
 const SIGN_IN_PATHS = ['/auth/login', '/auth/callback'];
+const isSignInPath = (path: string, base: string) => SIGN_IN_PATHS.some((signIn) => path === `${base}${signIn}`);
 
 const STYLE =
   'body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:#f3f5fa;color:#1b2233;' +
@@ -53,23 +56,23 @@ const CONTENT_SECURITY_POLICY = [
 ].join('; ');
 
 /** Where "start again" leads: signing in, when that is what failed or is missing; otherwise the start page. */
-function startAgain(path: string, error: BrowserError): { href: string; text: string } {
-  if (SIGN_IN_PATHS.includes(path)) return { href: '/auth/login', text: 'Sign in again' };
-  if (error.code === 'login_required') return { href: '/auth/login', text: 'Sign in' };
-  return { href: '/', text: 'Go to the start page' };
+function startAgain(path: string, error: BrowserError, base: string): { href: string; text: string } {
+  if (isSignInPath(path, base)) return { href: `${base}/auth/login`, text: 'Sign in again' };
+  if (error.code === 'login_required') return { href: `${base}/auth/login`, text: 'Sign in' };
+  return { href: `${base}/`, text: 'Go to the start page' };
 }
 
 /** Answers a failed page load; the caller has set the status and the headers every error answer has. */
 export function sendErrorPage(reply: FastifyReply, error: BrowserError): FastifyReply {
-  const { pagePath } = settingsOf(reply);
+  const { pagePath, basePath = '' } = settingsOf(reply);
   if (pagePath !== undefined) {
     // 303: the browser follows with a GET, also after a form post.
     return reply.redirect(`${pagePath}${pagePath.includes('?') ? '&' : '?'}error=${encodeURIComponent(error.code)}`, 303);
   }
   const path = reply.request.url.split('?', 1)[0]!;
-  const heading = HEADINGS[error.code] ?? (SIGN_IN_PATHS.includes(path) ? 'Sign-in failed' : 'Something went wrong');
-  const link = startAgain(path, error);
-  const home = link.href === '/' ? '' : '<a href="/">Start page</a>';
+  const heading = HEADINGS[error.code] ?? (isSignInPath(path, basePath) ? 'Sign-in failed' : 'Something went wrong');
+  const link = startAgain(path, error, basePath);
+  const home = link.href === `${basePath}/` ? '' : `<a href="${escapeHtml(basePath)}/">Start page</a>`;
   const body =
     `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">` +
     `<title>${escapeHtml(heading)}</title><style>${STYLE}</style></head><body><main>` +
