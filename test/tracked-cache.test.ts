@@ -92,4 +92,36 @@ describe.runIf(hasRedis)('the Redis local cache', () => {
     await held.read;
     expect(await cached(key)).toBe(false);
   });
+
+  it('turns itself off while its invalidation connection does not answer, and back on once it does', async () => {
+    const key = `${prefix}heartbeat`;
+    await admin.set(key, 'v1');
+    const beating = new RedisTrackedCache({ redis, maxEntries: 100, ttlMs: 30_000, heartbeatMs: 150, logger: pino({ level: 'silent' }) });
+    let fetches = 0;
+    const read = () => beating.read(key, () => {
+      fetches++;
+      return redis.get(key);
+    });
+    const answeredFromMemory = async () => {
+      const before = fetches;
+      await read();
+      return fetches === before;
+    };
+    try {
+      for (const deadline = Date.now() + 5000; Date.now() < deadline && !(await answeredFromMemory()); ) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await answeredFromMemory()).toBe(true);
+      // Redis stops answering every client (as a partition would, without closing the connections).
+      await admin.call('CLIENT', 'PAUSE', '1200', 'ALL');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const before = fetches;
+      void read();
+      expect(fetches).toBe(before + 1);
+      // Redis answers again: the heartbeat turns caching back on.
+      let back = false;
+      for (const deadline = Date.now() + 5000; Date.now() < deadline && !back; await new Promise((resolve) => setTimeout(resolve, 100))) back = await answeredFromMemory();
+      expect(back).toBe(true);
+    } finally {
+      beating.close();
+    }
+  });
 });

@@ -202,7 +202,7 @@ export const RedisSchema = Type.Object(
     localCacheEntries: Int(0, 1_000_000, {
       default: 20_000,
       description:
-        'Entries each replica keeps in memory (session records with store: redis, denylist answers with store: cookie), dropped the moment Redis reports a change (client tracking); about 3 KiB per session record. Size it above the sessions one replica serves within half a minute (entries are re-read after 30 s). 0 turns the cache off. Off with cluster (logged at startup).',
+        'Entries each replica keeps in memory (session records with store: redis, denylist answers with store: cookie), dropped the moment Redis reports a change (client tracking); about 3 KiB per session record. Size it above the sessions one replica serves within five minutes (entries are re-read after 5 min). 0 turns the cache off. Off with cluster (logged at startup).',
     }),
   },
   {

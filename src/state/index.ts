@@ -16,8 +16,13 @@ import { RedisSeenOnce } from './redis/seen-once.js';
 import { RedisSessionStore } from './redis/session-store.js';
 import { RedisTrackedCache } from './redis/tracked-cache.js';
 
-/** Upper bound on a locally cached Redis entry's life, should an invalidation be lost. */
-const LOCAL_CACHE_TTL_MS = 30_000;
+/**
+ * A locally cached Redis entry is re-read after this whatever happens. What bounds a missed
+ * invalidation is the heartbeat below; this only keeps long-idle entries from living forever.
+ */
+const LOCAL_CACHE_TTL_MS = 300_000;
+/** The invalidation connection answers a PING this often, or the local cache turns off (see tracked-cache.ts). */
+const LOCAL_CACHE_HEARTBEAT_MS = 2_000;
 /** How long a new refresh lock may take to reach a replica (Sentinel, Cluster); well under a millisecond normally. */
 const LOCK_REPLICA_ACK_MS = 500;
 
@@ -184,5 +189,5 @@ function trackedCache(logger: FastifyBaseLogger, config: NonNullable<SessionConf
     );
     return undefined;
   }
-  return new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, logger });
+  return new RedisTrackedCache({ redis, maxEntries: config.localCacheEntries, ttlMs: LOCAL_CACHE_TTL_MS, heartbeatMs: LOCAL_CACHE_HEARTBEAT_MS, logger });
 }

@@ -10,8 +10,15 @@ export interface RedisTrackedCacheOptions {
   /** The connection whose reads are tracked (the one the store reads with). */
   redis: Redis;
   maxEntries: number;
-  /** A bound on staleness should an invalidation ever be lost: entries are re-read after this. */
+  /** Entries are re-read after this, whatever else happens. */
   ttlMs: number;
+  /**
+   * How often the invalidation connection must answer a PING. One that has not answered
+   * within this long turns the cache off until it answers again: a connection that went
+   * silent without closing (a partition, no reset) may be losing invalidations. This, not
+   * `ttlMs`, bounds how long a replica can serve a change it missed. 0: no heartbeat.
+   */
+  heartbeatMs?: number;
   logger: FastifyBaseLogger;
 }
 
@@ -54,6 +61,10 @@ export class RedisTrackedCache {
   private subscriberClientId: number | undefined;
   private unsupported = false;
   private closed = false;
+  /** The invalidation connection has not answered the heartbeat in time: caching stays off until it does. */
+  private silent = false;
+  private heartbeatInFlight = false;
+  private readonly heartbeat: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: RedisTrackedCacheOptions) {
     this.entries = new BoundedTtlCache<unknown>(options.maxEntries, options.ttlMs, Date.now);
@@ -70,10 +81,40 @@ export class RedisTrackedCache {
       connection.on('close', () => {
         this.connectionGeneration++;
         this.stopCaching();
+        // Tracking is set up afresh once both are back: a silence of the old connection no longer applies.
+        this.silent = false;
       });
       connection.on('ready', () => void this.startTracking());
     }
     if (options.redis.status === 'ready') void this.startTracking();
+    if (options.heartbeatMs) this.heartbeat = setInterval(() => void this.beat(options.heartbeatMs!), options.heartbeatMs).unref();
+  }
+
+  /**
+   * Asks the invalidation connection for a PING answer. No answer within `timeoutMs`: caching
+   * off (entries dropped, reads in flight not kept). The answer arriving later (the network
+   * healed, no invalidation can be missing from the dropped entries): tracking set up again.
+   */
+  private async beat(timeoutMs: number): Promise<void> {
+    if (this.heartbeatInFlight || this.closed || this.subscriber.status !== 'ready' || this.subscriberClientId === undefined) return;
+    this.heartbeatInFlight = true;
+    const late = setTimeout(() => {
+      if (this.silent || this.closed) return;
+      this.silent = true;
+      this.stopCaching();
+      this.options.logger.warn({ waitedMs: timeoutMs }, 'Redis invalidation connection did not answer in time: the local session cache is off until it does');
+    }, timeoutMs).unref();
+    const answered = await this.subscriber.ping().then(
+      () => true,
+      () => false,
+    );
+    clearTimeout(late);
+    this.heartbeatInFlight = false;
+    if (answered && this.silent && !this.closed) {
+      this.silent = false;
+      this.options.logger.info('Redis invalidation connection answers again: the local session cache is back on');
+      void this.startTracking();
+    }
   }
 
   /**
@@ -159,6 +200,7 @@ export class RedisTrackedCache {
 
   close(): void {
     this.closed = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
     this.stopCaching();
     this.subscriber.disconnect();
   }
@@ -182,7 +224,7 @@ export class RedisTrackedCache {
   /** Subscribes and turns tracking on, once both connections are ready; re-run on every reconnect. */
   private async startTracking(): Promise<void> {
     const { redis, logger } = this.options;
-    if (this.unsupported || this.closed || redis.status !== 'ready' || this.subscriber.status !== 'ready') return;
+    if (this.unsupported || this.closed || this.silent || redis.status !== 'ready' || this.subscriber.status !== 'ready') return;
     this.stopCaching();
     const generation = this.connectionGeneration;
     try {
