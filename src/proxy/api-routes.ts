@@ -300,31 +300,24 @@ async function proxyRoute(
   };
   const wholeBodyEvents = { browserLeft: options.browserLeft, failed: upstreamFailed };
 
-  /** After an upstream 401: the request again with the renewed credential (or token_rejected when its body is gone). */
+  /** The request again, to the same destination; token_rejected (`why`) when its body was too large to keep for a replay. */
+  const replay = (request: FastifyRequest, reply: FastifyReply, state: ProxyState, why: string): void => {
+    if (!isReplayable(request)) throw new BrowserError('token_rejected', `${why}, but this request body was too large to replay: send the request again.`);
+    reply.from(state.dest, state.fromOptions);
+  };
+
+  /** After an upstream 401: the request again with the renewed credential. */
   const replayWith = async (request: FastifyRequest, reply: FastifyReply, state: ProxyState, renewal: Promise<Credential>): Promise<void> => {
     state.retried = true;
     state.credential = await renewal;
-    if (!isReplayable(request)) {
-      throw new BrowserError(
-        'token_rejected',
-        'The API rejected the access token. A new one has been obtained, but this request body was too large to replay: send the request again.',
-      );
-    }
-    reply.from(state.dest, state.fromOptions);
+    replay(request, reply, state, 'The API rejected the access token. A new one has been obtained');
   };
 
   /** After an upstream's DPoP nonce challenge: the request again, its new proof carrying the nonce (no refresh). */
   const replayWithNonce = (request: FastifyRequest, reply: FastifyReply, state: ProxyState): void => {
     state.nonceReplayed = true;
-    const replayable = isReplayable(request);
-    options.metrics?.dpopNonceChallenge(route.prefix, replayable ? 'replayed' : 'passed_on');
-    if (!replayable) {
-      throw new BrowserError(
-        'token_rejected',
-        'The API asked for a new DPoP proof with its nonce, but this request body was too large to replay: send the request again.',
-      );
-    }
-    reply.from(state.dest, state.fromOptions);
+    options.metrics?.dpopNonceChallenge(route.prefix, isReplayable(request) ? 'replayed' : 'passed_on');
+    replay(request, reply, state, 'The API asked for a new DPoP proof with its nonce');
   };
 
   await scope.register(httpProxy, {
