@@ -70,7 +70,7 @@ try {
     await loginSide.close();
     if (store === 'cookie') {
       bareCookie = cookie;
-      bearer = (await new Sealer([SECRET]).unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1), 28_800))!.accessToken;
+      bearer = (await new Sealer([SECRET]).unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1)))!.accessToken;
     }
     const config = benchConfig({ provider, upstreamUrl: upstream.url, store, redisPrefix });
     rows.push({ target: `th-${store}`, ...(await measure(`th-${store}`, { kind: 'th', config: plainConfig(config) }, cookie)) });

@@ -176,7 +176,7 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
     );
     const sealer = new Sealer([SECRET]);
     const cookieLogin = thChildren.get('th-cookie')!.loginCookie;
-    const template = await sealer.unseal<SessionRecord>(cookieLogin.slice(SESSION_COOKIE.length + 1), 28_800);
+    const template = await sealer.unseal<SessionRecord>(cookieLogin.slice(SESSION_COOKIE.length + 1));
     if (!template) throw new Error('production: could not unseal the cookie-store login');
 
     // --- synthetic sessions ---

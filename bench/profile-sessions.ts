@@ -61,7 +61,7 @@ try {
     const { url, cookie } = await child.call<{ url: string; cookie: string }>('startTokenHandler', {
       provider, upstreamUrl: cheap.url, store, redisPrefix: `${redisPrefix}${store}:`, userName: `jane.doe.${store}`, ...(extra ? { extra } : {}),
     });
-    template ??= await sealer.unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1), 28_800);
+    template ??= await sealer.unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1));
     if (!template) throw new Error('could not unseal the cookie-store login');
     if (!stores.includes(store)) {
       await child.call('stop');

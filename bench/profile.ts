@@ -55,7 +55,7 @@ try {
     const { url, cookie } = await child.call<{ url: string; cookie: string }>('startTokenHandler', { provider, upstreamUrl: upstream.url, store, redisPrefix, ...(extra ? { extra } : {}) });
     if (store === 'cookie' && !extra) {
       cookieStoreCookie = cookie;
-      record = await sealer.unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1), 28_800);
+      record = await sealer.unseal<SessionRecord>(cookie.slice(SESSION_COOKIE.length + 1));
     }
     return { url: `${url}${API_PATH}`, headers: browserHeaders(cookie) };
   };
@@ -203,7 +203,7 @@ async function sealingCost(sealer: Sealer, record: SessionRecord) {
   const password = { [id]: SECRET };
   const theirs = await sealData(record as unknown as Record<string, unknown>, { password, ttl: 28_800 });
   const compatible =
-    isDeepStrictEqual(sealer.unseal(theirs, 28_800), record) && isDeepStrictEqual(await unsealData(sealed, { password, ttl: 28_800 }), record);
+    isDeepStrictEqual(sealer.unseal(theirs), record) && isDeepStrictEqual(await unsealData(sealed, { password, ttl: 28_800 }), record);
   progress(`token-handler's seals and iron-session's ${compatible ? 'open each other' : 'do NOT open each other (figures below are not comparable)'}`);
   const cache = new Map<string, SessionRecord>([[sealed, record]]);
   return {
@@ -213,7 +213,7 @@ async function sealingCost(sealer: Sealer, record: SessionRecord) {
       await measure('iron-session unseal (WebCrypto)', () => unsealData(theirs, { password, ttl: 28_800 }), 3000, 1),
       await measure('iron-session seal (WebCrypto)', () => sealData(record as unknown as Record<string, unknown>, { password, ttl: 28_800 }), 3000, 1),
       await measure('Map lookup keyed by a fresh copy of the cookie value', async () => cache.get(Buffer.from(sealed, 'latin1').toString('latin1')), 3000, 1),
-      await measure('unseal typical session cookie (src/state/iron.ts, node:crypto)', async () => sealer.unseal(sealed, 28_800), 3000, 1),
+      await measure('unseal typical session cookie (src/state/iron.ts, node:crypto)', async () => sealer.unseal(sealed), 3000, 1),
       await measure('seal typical session record (src/state/iron.ts, node:crypto)', () => sealer.seal(record, 28_800), 3000, 1),
       await measure('JSON.parse(JSON.stringify(record)) (for scale)', async () => JSON.parse(JSON.stringify(record)), 3000, 1),
     ],

@@ -198,7 +198,7 @@ try {
     }),
   );
   const cookieStoreCookie = cookies.get('cookie')!;
-  template = await sealer.unseal<SessionRecord>(cookieStoreCookie.slice(SESSION_COOKIE.length + 1), 28_800) ?? undefined;
+  template = await sealer.unseal<SessionRecord>(cookieStoreCookie.slice(SESSION_COOKIE.length + 1)) ?? undefined;
   if (!template) throw new Error('could not unseal the cookie-store session (secret mismatch?)');
   progress(`logged in one session per store (${stores.join(', ')}); access token ${template.accessToken.length} chars, expires in ${Math.round((template.accessTokenExpiresAt - Date.now()) / 1000)} s`);
 

@@ -92,7 +92,7 @@ const since = (op: TestProvider, from: number, grantType?: string): TokenRequest
 /** The session record in the browser's cookie (cookie store), unsealed as token-handler would. */
 async function recordOf(browser: TestBrowser): Promise<SessionRecord> {
   const sealed = [...browser.cookies].filter(([name]) => name.startsWith(SESSION)).sort(([a], [b]) => a.localeCompare(b)).map(([, value]) => value).join('');
-  const record = await new Sealer([SECRET]).unseal<SessionRecord>(sealed, 86_400);
+  const record = await new Sealer([SECRET]).unseal<SessionRecord>(sealed);
   if (!record) throw new Error('no session record in the cookie');
   return record;
 }

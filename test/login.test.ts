@@ -226,7 +226,7 @@ describe('callback validation', () => {
     const state = new URL(authorizationUrl).searchParams.get('state')!;
     const name = `${SESSION}_login.${state}`;
     const sealer = new Sealer([SECRET]);
-    const pending = await sealer.unseal<Record<string, unknown>>(browser.cookies.get(name)!, 600);
+    const pending = await sealer.unseal<Record<string, unknown>>(browser.cookies.get(name)!);
     browser.cookies.set(name, await sealer.seal({ ...pending, nonce: 'another-nonce-another-nonce-another' }, 600));
     const response = await browser.callback(await completeProviderLogin(authorizationUrl));
     expect(response.statusCode).toBe(400);

@@ -64,7 +64,7 @@ async function stopListening(instance: TestBff): Promise<void> {
 
 
 async function refreshTokenOf(browser: TestBrowser): Promise<string> {
-  const record = await new Sealer([SECRET]).unseal<SessionRecord>(browser.cookies.get(SESSION)!, 28800);
+  const record = await new Sealer([SECRET]).unseal<SessionRecord>(browser.cookies.get(SESSION)!);
   return record!.refreshToken!;
 }
 

@@ -138,7 +138,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     try {
       // The refresh token is sealed in Redis; the test knows the secret, a dead replica held its lock.
       const [key] = await redis.keys(`${prefix}session:*`);
-      const record = await new Sealer([SECRET]).unseal<SessionRecord>((await redis.hget(key!, 'd'))!, 28800);
+      const record = await new Sealer([SECRET]).unseal<SessionRecord>((await redis.hget(key!, 'd'))!);
       await redis.set(`${prefix}refresh:lock:${refreshTokenKey(record!.refreshToken!)}`, 'dead-replica', 'PX', 1500);
       time.now += 120_000;
       const before = refreshGrants().length;

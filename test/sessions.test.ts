@@ -142,10 +142,10 @@ async function refreshTokenOf(replica: Replica, browser: TestBrowser): Promise<s
   const { Redis } = await import('ioredis');
   const redis = new Redis(redisServer.url);
   try {
-    const pointer = await new Sealer([SECRET]).unseal<{ sid: string }>(browser.cookies.get(SESSION)!, 28_800);
+    const pointer = await new Sealer([SECRET]).unseal<{ sid: string }>(browser.cookies.get(SESSION)!);
     const keys = await redis.keys(`${replica.bff.config.session.redis!.keyPrefix}*${pointer!.sid}*`);
     const sealed = await redis.hget(keys[0]!, 'd');
-    return (await new Sealer([SECRET]).unseal<SessionRecord>(sealed!, 28_800))!.refreshToken!;
+    return (await new Sealer([SECRET]).unseal<SessionRecord>(sealed!))!.refreshToken!;
   } finally {
     redis.disconnect();
   }

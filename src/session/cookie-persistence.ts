@@ -20,7 +20,7 @@ export class CookiePersistence implements SessionPersistence {
   ) {}
 
   read(cookieValue: string): Awaitable<SessionRecord | null> {
-    return andThen(this.sealer.unseal<SessionRecord>(cookieValue, this.maxTtlSeconds), (record) => {
+    return andThen(this.sealer.unseal<SessionRecord>(cookieValue), (record) => {
       if (!record || !isSessionRecord(record)) return null;
       return andThen(this.denylist.isDenied(record), (denied) => (denied ? null : record));
     });

@@ -50,7 +50,7 @@ export class PendingLogins {
   }
 
   private async open(sealed: string): Promise<PendingLogin | null> {
-    const pending = await this.options.sealer.unseal<PendingLogin>(sealed, this.options.timeoutSeconds);
+    const pending = await this.options.sealer.unseal<PendingLogin>(sealed);
     if (!pending || typeof pending.state !== 'string' || typeof pending.createdAt !== 'number') return null;
     return this.options.now() - pending.createdAt <= this.options.timeoutSeconds * 1000 ? pending : null;
   }

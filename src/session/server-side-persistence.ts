@@ -18,7 +18,7 @@ export class ServerSidePersistence implements SessionPersistence {
   ) {}
 
   read(cookieValue: string): Awaitable<SessionRecord | null> {
-    return andThen(this.sealer.unseal<SessionPointer>(cookieValue, this.maxTtlSeconds), (pointer) => {
+    return andThen(this.sealer.unseal<SessionPointer>(cookieValue), (pointer) => {
       if (!pointer || typeof pointer.sid !== 'string') return null;
       // A record under another id would mean a corrupted store entry: not this browser's session.
       return andThen(this.store.get(pointer.sid), (record) => (record && record.id === pointer.sid ? record : null));

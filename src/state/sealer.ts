@@ -1,6 +1,6 @@
 import { createHash, hkdfSync } from 'node:crypto';
 import { BoundedTtlCache } from './bounded-cache.js';
-import { ironSeal, ironUnseal, type IronPassword } from './iron.js';
+import { ironExpiration, ironMac, ironSeal, ironUnseal, type IronPassword } from './iron.js';
 
 export interface SealerOptions {
   /**
@@ -62,10 +62,10 @@ export class Sealer {
    * seals that are cached elsewhere already (a Redis session record, kept by the store's
    * local cache), so that they do not push the cookies out.
    */
-  unseal<T extends object>(sealed: string, _ttlSeconds: number, remember = true): T | null {
-    const remembered = this.unsealed?.get(macOf(sealed));
+  unseal<T extends object>(sealed: string, remember = true): T | null {
+    const remembered = this.unsealed?.get(ironMac(sealed));
     if (remembered && remembered.sealed === sealed) return remembered.data as T;
-    // The expiration baked into the seal is what iron checks, not the ttl given here.
+    // The expiration baked into the seal when it was made is what decides.
     const data = ironUnseal(sealed, this.unsealPasswords, this.now());
     if (typeof data !== 'object' || data === null || Object.keys(data).length === 0) return null;
     // Only successes are remembered: garbage cannot fill the cache with entries of its own.
@@ -75,31 +75,14 @@ export class Sealer {
 
   private remember(sealed: string, data: object): void {
     if (!this.unsealed) return;
-    const lifeMs = Math.min(this.cacheTtlMs, sealExpiresAt(sealed) - this.now());
-    if (lifeMs > 0) this.unsealed.set(macOf(sealed), { sealed, data }, lifeMs);
+    const lifeMs = Math.min(this.cacheTtlMs, ironExpiration(sealed) - this.now());
+    if (lifeMs > 0) this.unsealed.set(ironMac(sealed), { sealed, data }, lifeMs);
   }
 }
 
 function passwordId(secret: string): string {
   // iron password ids are [A-Za-z0-9_]; a numeric id from the secret's hash keeps it stable.
   return String(createHash('sha256').update(secret).digest().readUInt32BE(0));
-}
-
-/**
- * When an iron seal stops opening: its expiration field (`Fe26.2*id*salt*iv*data*expiration*…`),
- * epoch milliseconds; a seal without one (no ttl) never expires.
- */
-function sealExpiresAt(sealed: string): number {
-  const field = sealed.split('*', 6)[5];
-  return field ? Number(field) : Number.MAX_SAFE_INTEGER;
-}
-
-/**
- * The last segment of an iron seal (its HMAC, and the version suffix): a short key that
- * hashes cheaply on every request, where hashing the whole 2 KB seal was measurable.
- */
-function macOf(sealed: string): string {
-  return sealed.slice(sealed.lastIndexOf('*') + 1);
 }
 
 /**

@@ -84,7 +84,7 @@ export class RedisRefreshCoordinator implements RefreshCoordinator {
 
   private async open(sealed: string | null): Promise<TokenSet | null> {
     if (sealed === null) return null;
-    const outcome = await this.options.sealer.unseal<StoredOutcome>(sealed, Math.ceil(this.options.resultTtlMs / 1000) + 1);
+    const outcome = await this.options.sealer.unseal<StoredOutcome>(sealed);
     if (!outcome) return null;
     if ('failed' in outcome) throw new ProviderError('invalid_grant', 'refresh token already rejected by the provider (seen by another replica)');
     return outcome.tokens;

@@ -5,6 +5,7 @@ import type { RedisTrackedCache } from './tracked-cache.js';
 import type { Awaitable } from '../../awaitable.js';
 import { inSlots, storeCall } from './client.js';
 import { BoundedTtlCache } from '../bounded-cache.js';
+import { ironTail } from '../iron.js';
 import type { StoreClient } from './connection.js';
 import type { KeyLayout } from './keys.js';
 import { type SessionRecord, tokenVersion } from '../record.js';
@@ -89,11 +90,11 @@ export class RedisSessionStore implements SessionStore {
   private async fetch(key: string): Promise<SessionRecord | null> {
     const sealed = await storeCall('get', () => this.options.redis.hget(key, 'd'));
     if (sealed === null) return null;
-    const tail = sealTail(sealed);
+    const tail = ironTail(sealed);
     const known = this.opened?.get(key);
     if (known?.tail === tail) return known.record;
     // The local cache keeps the record; the unseal cache is left to the cookies.
-    const record = this.options.sealer.unseal<SessionRecord>(sealed, this.options.absoluteTimeoutSeconds, !this.options.localCache);
+    const record = this.options.sealer.unseal<SessionRecord>(sealed, !this.options.localCache);
     if (record) this.opened?.set(key, { tail, record });
     return record;
   }
@@ -104,7 +105,7 @@ export class RedisSessionStore implements SessionStore {
     const sealed = await sealer.seal(record, absoluteTimeoutSeconds);
     const write = (pipeline: ChainableCommander) => pipeline.hset(key, 'v', tokenVersion(record), 'd', sealed, 'i', identityOf(record)).pexpire(key, ttlSeconds * 1000);
     await storeCall('create', () => this.written(key, () => inSlots(redis, [write, ...this.index(record)])));
-    this.opened?.set(key, { tail: sealTail(sealed), record });
+    this.opened?.set(key, { tail: ironTail(sealed), record });
   }
 
   async update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome> {
@@ -116,7 +117,7 @@ export class RedisSessionStore implements SessionStore {
       // A refreshed ID token may name another provider session (sid) or, in theory, user.
       if (answer === IDENTITY_CHANGED) await inSlots(redis, this.index(record));
       const outcome = UPDATE_OUTCOMES[answer] ?? 'ended';
-      if (outcome === 'written') this.opened?.set(key, { tail: sealTail(sealed), record });
+      if (outcome === 'written') this.opened?.set(key, { tail: ironTail(sealed), record });
       return outcome;
     });
   }
@@ -126,7 +127,7 @@ export class RedisSessionStore implements SessionStore {
     const key = this.options.keys.session(id);
     this.opened?.delete(key);
     const sealed = await storeCall('delete', () => this.written(key, () => redis.eval(TAKE, 1, key) as Promise<string | null>));
-    const record = sealed === null ? null : await sealer.unseal<SessionRecord>(sealed, absoluteTimeoutSeconds);
+    const record = sealed === null ? null : await sealer.unseal<SessionRecord>(sealed);
     if (record) {
       const removals = indexEntries(record).map(([kind, value]) => (pipeline: ChainableCommander) => pipeline.srem(this.options.keys.index(kind, value), id));
       await storeCall('delete', () => inSlots(redis, removals));
@@ -161,11 +162,6 @@ export class RedisSessionStore implements SessionStore {
   async count(): Promise<undefined> {
     return undefined;
   }
-}
-
-/** An iron seal's HMAC salt and HMAC (and version suffix): what makes it this seal. */
-function sealTail(sealed: string): string {
-  return sealed.slice(sealed.lastIndexOf('*', sealed.lastIndexOf('*') - 1) + 1);
 }
 
 /** What the index sets hold this record under, as one comparable string. */
