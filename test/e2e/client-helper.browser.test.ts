@@ -9,7 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionView } from '../../client/token-handler-client.js';
 import { startDemo, type DemoStack } from '../../src/demo/index.js';
-import { completeProviderSignIn, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, newContext, signIn, startOtherOrigin, warnWhenNoChromium, type PageGlobals } from './support.js';
+import { completeProviderSignIn, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, openWatchedPage, signIn, startOtherOrigin, warnWhenNoChromium, type PageGlobals } from './support.js';
 
 warnWhenNoChromium('test/e2e/client-helper.browser.test.ts');
 
@@ -54,10 +54,7 @@ describe.skipIf(!HAS_CHROMIUM)('the browser helper in a real browser', () => {
   });
 
   beforeEach(async () => {
-    context = await newContext(browser);
-    network = new NetworkLog(context);
-    page = await context.newPage();
-    await network.intercept(page, demo.publicUrl);
+    ({ context, network, page } = await openWatchedPage(browser, demo));
   });
 
   afterEach(async () => {

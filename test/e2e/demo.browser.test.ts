@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startDemo, type DemoStack } from '../../src/demo/index.js';
-import { callApiFromPage, expectHttpOnlySessionCookie, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, newContext, screenshotPath, SESSION_COOKIE, signIn, signOut, startOtherOrigin, warnWhenNoChromium } from './support.js';
+import { callApiFromPage, expectHttpOnlySessionCookie, expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, openWatchedPage, screenshotPath, SESSION_COOKIE, signIn, signOut, startOtherOrigin, warnWhenNoChromium } from './support.js';
 
 warnWhenNoChromium('test/e2e/demo.browser.test.ts');
 
@@ -43,10 +43,7 @@ describe.skipIf(!HAS_CHROMIUM)('the demo in a real browser', () => {
   });
 
   beforeEach(async () => {
-    context = await newContext(browser);
-    network = new NetworkLog(context);
-    page = await context.newPage();
-    await network.intercept(page, demo.publicUrl);
+    ({ context, network, page } = await openWatchedPage(browser, demo));
   });
 
   afterEach(async () => {

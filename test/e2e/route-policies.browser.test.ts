@@ -7,7 +7,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startDemo, type DemoStack } from '../../src/demo/index.js';
 import { DEMO_STRONG_ACR } from '../../src/demo/provider.js';
-import { expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, newContext, signIn, warnWhenNoChromium, type PageGlobals } from './support.js';
+import { expectNoTokenReached, expectPageCannotSeeSessionCookie, HAS_CHROMIUM, launchChromium, NetworkLog, openWatchedPage, signIn, warnWhenNoChromium, type PageGlobals } from './support.js';
 
 warnWhenNoChromium('test/e2e/route-policies.browser.test.ts');
 
@@ -52,10 +52,7 @@ describe.skipIf(!HAS_CHROMIUM)('route policies on the demo page, in a real brows
   });
 
   beforeEach(async () => {
-    context = await newContext(browser);
-    network = new NetworkLog(context);
-    page = await context.newPage();
-    await network.intercept(page, demo.publicUrl);
+    ({ context, network, page } = await openWatchedPage(browser, demo));
   });
 
   afterEach(async () => {

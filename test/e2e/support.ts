@@ -67,6 +67,15 @@ export async function newContext(browser: Browser): Promise<BrowserContext> {
   return context;
 }
 
+/** A fresh browser context and a page in it, every response of the demo's origin recorded (NetworkLog). */
+export async function openWatchedPage(browser: Browser, demo: DemoStack): Promise<{ context: BrowserContext; network: NetworkLog; page: Page }> {
+  const context = await newContext(browser);
+  const network = new NetworkLog(context);
+  const page = await context.newPage();
+  await network.intercept(page, demo.publicUrl);
+  return { context, network, page };
+}
+
 // ---------------------------------------------------------------------------------------
 // What the browser received
 // ---------------------------------------------------------------------------------------
