@@ -121,7 +121,9 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
   // --- peers ---
   const peers = ensurePeers(progress);
   out.peers = { nginx: peers.nginx, modAuthOpenidc: peers.apache, notes: peers.notes };
-  for (const note of peers.notes) if (/SKIPPED|failed/.test(note)) loud(`production: ${note}`);
+  out.loadGenerator = peers.wrk ? 'wrk (1 thread, bench/lib/wrk-sessions.lua)' : 'autocannon (wrk missing)';
+  for (const note of peers.notes) if (/SKIPPED|failed|missing/.test(note)) loud(`production: ${note}`);
+  const generator = peers.wrk ? ('wrk' as const) : ('autocannon' as const);
 
   try {
     // --- provider with realistic claims, upstreams, OTLP sink ---
@@ -324,6 +326,7 @@ export async function productionPhase(ctx: ProductionContext): Promise<Record<st
       { id: 'capabilities-50', title: `capabilities: each route against the plain one, ${settings.tracedStore} store, no-work upstream, ${settings.mainConnections} connections, 1 session (real login)`, connections: settings.mainConnections, rounds: settings.sideRounds, targets: capabilityTargets() },
     ];
 
+    for (const m of measurements) m.generator = generator;
     const results: Record<string, Row[]> = {};
     for (const m of measurements) {
       await warmUp(ctx, m);
@@ -390,6 +393,8 @@ function capabilityCosts(rows: Row[]): Record<string, unknown> {
 }
 
 interface Measurement {
+  /** Timed slices' load generator (warm-ups that visit every session once are autocannon's). */
+  generator?: 'wrk' | 'autocannon';
   id: string;
   title: string;
   connections: number;
@@ -412,7 +417,7 @@ async function warmUp(ctx: ProductionContext, m: Measurement): Promise<void> {
     const base = { target: `warm:${m.id}:${target.name}`, url: target.url, headers: target.headers, connections: m.connections, warmup: true, rotate: target.rotate };
     const runs = [
       ...(target.sessions > 1 ? [{ ...base, durationSeconds: 0, amount: target.sessions }] : []),
-      { ...base, durationSeconds: m.id === 'cheap-50' || target.kind === 'th' ? settings.warmupSeconds : 1 },
+      { ...base, durationSeconds: m.id === 'cheap-50' || target.kind === 'th' ? settings.warmupSeconds : 1, generator: m.generator },
     ];
     for (const run of runs) {
       const warm = await ctx.load.call<{ non2xx: number; errors: number }>('slice', run);
@@ -434,7 +439,7 @@ async function measure(ctx: ProductionContext, m: Measurement): Promise<Row[]> {
       await target.cpu?.start();
       const slice = await load.call<{ rps: number; requests: number; non2xx: number; errors: number }>('slice', {
         target: `prod:${m.id}:${target.name}`, url: target.url, headers: target.headers, connections: m.connections,
-        durationSeconds: settings.sliceSeconds, rotate: target.rotate,
+        durationSeconds: settings.sliceSeconds, rotate: target.rotate, generator: m.generator,
       });
       if (target.cpu) {
         const us = await target.cpu.stop();

@@ -402,7 +402,7 @@ try {
 
 const runtimeSeconds = round((Date.now() - started) / 1000, 1);
 const date = new Date();
-const report = { date: date.toISOString(), runtimeSeconds, machine: { ...machine, loadAverageAtEnd: loadavg().map((l) => round(l, 2)) }, source, settings, loadGenerator: 'autocannon in a child process (bench/lib/load-child.ts)', ...results };
+const report = { date: date.toISOString(), runtimeSeconds, machine: { ...machine, loadAverageAtEnd: loadavg().map((l) => round(l, 2)) }, source, settings, loadGenerator: 'autocannon in a child process (bench/lib/load-child.ts); the production phase: wrk when installed (results.production.loadGenerator)', ...results };
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(resultsDir, { recursive: true });
 const file = `${resultsDir}${date.toISOString().replace(/[:.]/g, '-')}.json`;

@@ -11,6 +11,7 @@
 import { Agent, request } from 'node:http';
 import autocannon from 'autocannon';
 import { serve } from './rpc.js';
+import { cookiesChanged, wrkSlice } from './wrk.js';
 
 interface SliceParams {
   target: string;
@@ -33,6 +34,8 @@ interface SliceParams {
    * entry, as each browser's own jar would. `headers` are sent besides (without a cookie).
    */
   rotate?: { set: string; sessions: number; cookieName: string };
+  /** wrk instead of autocannon (bench/lib/wrk.ts): timed rotating slices only. */
+  generator?: 'wrk' | 'autocannon';
 }
 
 /** Cookie sets of the production phase, by name: one Cookie header value per session. */
@@ -132,7 +135,10 @@ function rotatingRequests(params: SliceParams): autocannon.Request[] {
     if (!value.startsWith(prefix)) return;
     const end = value.indexOf(';');
     const pair = end === -1 ? value : value.slice(0, end);
-    if (pair.length > prefix.length) cookies[index] = pair;
+    if (pair.length > prefix.length && cookies[index] !== pair) {
+      cookies[index] = pair;
+      cookiesChanged(cookies);
+    }
   };
   return [
     {
@@ -153,7 +159,35 @@ function rotatingRequests(params: SliceParams): autocannon.Request[] {
   ];
 }
 
+/** One timed slice by wrk: its 1,000 latency quantiles stand for its requests in the pool. */
+async function runWrkSlice(params: SliceParams): Promise<Record<string, unknown>> {
+  const { set, sessions, cookieName } = params.rotate!;
+  const cookies = cookieSets.get(set);
+  if (!cookies || cookies.length < sessions) throw new Error(`cookie set ${set} has ${cookies?.length ?? 0} cookies, ${sessions} wanted`);
+  const result = await wrkSlice({ url: params.url, headers: params.headers, connections: params.connections, durationSeconds: params.durationSeconds, cookies, sessions, cookieName });
+  for (const [index, pair] of result.taken) cookies[index] = pair;
+  if (result.taken.size > 0) cookiesChanged(cookies);
+  const q = result.quantilesMs;
+  const slice = { rps: result.requests / result.seconds, p50: q[499]!, p99: q[989]! };
+  if (!params.warmup) {
+    const p = pool(params.target);
+    const weight = result.requests / q.length;
+    let carried = 0;
+    for (const value of q) {
+      carried += weight;
+      for (; carried >= 1; carried--) push(p, value);
+    }
+    p.requests += result.requests;
+    p.seconds += result.seconds;
+    p.non2xx += result.non2xx;
+    p.errors += result.errors;
+    p.slices.push(slice);
+  }
+  return { ...slice, requests: result.requests, seconds: result.seconds, non2xx: result.non2xx, errors: result.errors, cookiesTaken: result.taken.size };
+}
+
 function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
+  if (params.generator === 'wrk' && params.rotate && !params.amount && !params.overallRate) return runWrkSlice(params);
   return new Promise((resolve, reject) => {
     const local: number[] = [];
     let non2xxSeen = 0;

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get as httpGet } from 'node:http';
 import { CookieJar, completeProviderLogin, isRedirect } from '../../test/support/browser.js';
+import { WRK, wrkAvailable } from './wrk.js';
 
 export const NGINX = '/usr/sbin/nginx';
 export const APACHE = '/usr/sbin/apache2';
@@ -31,17 +32,19 @@ const OIDC_MODULE = `${APACHE_MODULES}/mod_auth_openidc.so`;
 export interface PeerAvailability {
   nginx: boolean;
   apache: boolean;
+  /** The production phase's load generator (bench/lib/wrk.ts); autocannon when missing. */
+  wrk: boolean;
   /** What was done or why a peer is missing, for the report. */
   notes: string[];
 }
 
-/** Whether nginx and Apache with mod_auth_openidc are here; installs them with apt-get when missing and root. */
+/** Whether nginx, Apache with mod_auth_openidc and wrk are here; installs them with apt-get when missing and root. */
 export function ensurePeers(say: (line: string) => void): PeerAvailability {
   const notes: string[] = [];
-  const have = () => ({ nginx: existsSync(NGINX), apache: existsSync(APACHE) && existsSync(OIDC_MODULE) && existsSync(`${APACHE_MODULES}/mod_proxy_http.so`) });
+  const have = () => ({ nginx: existsSync(NGINX), apache: existsSync(APACHE) && existsSync(OIDC_MODULE) && existsSync(`${APACHE_MODULES}/mod_proxy_http.so`), wrk: wrkAvailable() });
   let found = have();
-  if ((!found.nginx || !found.apache) && process.getuid?.() === 0 && process.env.BENCH_NO_INSTALL !== '1') {
-    const packages = [...(found.nginx ? [] : ['nginx-light']), ...(found.apache ? [] : ['apache2', 'libapache2-mod-auth-openidc'])];
+  if ((!found.nginx || !found.apache || !found.wrk) && process.getuid?.() === 0 && process.env.BENCH_NO_INSTALL !== '1') {
+    const packages = [...(found.nginx ? [] : ['nginx-light']), ...(found.apache ? [] : ['apache2', 'libapache2-mod-auth-openidc']), ...(found.wrk ? [] : ['wrk'])];
     const line = `running as root: apt-get install -y ${packages.join(' ')} (the bench's peers; BENCH_NO_INSTALL=1 skips this)`;
     say(line);
     notes.push(line);
@@ -54,6 +57,7 @@ export function ensurePeers(say: (line: string) => void): PeerAvailability {
     found = have();
   }
   if (!found.nginx) notes.push(`nginx missing (${NGINX}): the nginx peer is SKIPPED`);
+  if (!found.wrk) notes.push(`wrk missing (${WRK}): the production phase's load is autocannon, whose own CPU limits every Node target on 2 cores (figures NOT comparable with wrk runs)`);
   if (!found.apache) notes.push(`Apache with mod_auth_openidc missing (${APACHE}, ${OIDC_MODULE}): the mod_auth_openidc peer is SKIPPED`);
   return { ...found, notes };
 }

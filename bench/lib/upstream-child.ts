@@ -17,6 +17,7 @@ let otlpRequests = 0;
 let otlpBytes = 0;
 
 const CHEAP_BODY = Buffer.from(JSON.stringify({ items: [{ id: 1, name: 'first' }, { id: 2, name: 'second' }, { id: 3, name: 'third' }] }));
+const CHEAP_HEADERS = { 'content-type': 'application/json', 'content-length': CHEAP_BODY.length };
 
 async function listenLocal(server: Server): Promise<string> {
   // Longer than the proxies' own idle timeouts for their upstream pools: they close first.
@@ -36,7 +37,9 @@ serve({
   async startCheap() {
     const server = createServer((req, res) => {
       req.resume();
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': CHEAP_BODY.length });
+      // The bench's wrk script tells its sessions apart by this echo (bench/lib/wrk-sessions.lua).
+      const session = req.headers['x-bench-session'];
+      res.writeHead(200, session === undefined ? CHEAP_HEADERS : { ...CHEAP_HEADERS, 'x-bench-session': session });
       res.end(CHEAP_BODY);
     });
     return { url: await listenLocal(server) };
