@@ -189,6 +189,82 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
     }
   });
 
+  it('slides a session\'s idle timeout without sealing or rewriting its record: its last use and TTL move, the sealed record stays', async () => {
+    const prefix = uniquePrefix();
+    const redis = new Redis(redisServer.url);
+    const sealer = new Sealer([SECRET]);
+    const store = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer, absoluteTimeoutSeconds: 3600 });
+    const other = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer: new Sealer([SECRET]), absoluteTimeoutSeconds: 3600 });
+    const key = `${prefix}session:slide-2`;
+    try {
+      const t0 = Date.now();
+      const record = { id: 'slide-2', accessToken: 'a', createdAt: t0, lastSeenAt: t0, claims: { sub: 'jane' } } as unknown as SessionRecord;
+      await store.create(record, 60);
+      const sealedBefore = await redis.hget(key, 'd');
+      const sealed = vi.spyOn(sealer, 'seal');
+      expect(await store.slide('slide-2', t0 + 60_000, 900)).toBe('written');
+      expect(sealed).not.toHaveBeenCalled();
+      expect(await redis.hget(key, 'd')).toBe(sealedBefore);
+      expect(await redis.pttl(key)).toBeGreaterThan(890_000);
+      // Another replica reads the slide.
+      expect((await other.get('slide-2'))?.lastSeenAt).toBe(t0 + 60_000);
+      // A slide that arrives late (an older last use) moves nothing back.
+      expect(await store.slide('slide-2', t0 + 30_000, 600)).toBe('written');
+      expect((await other.get('slide-2'))?.lastSeenAt).toBe(t0 + 60_000);
+      expect(await redis.pttl(key)).toBeGreaterThan(800_000);
+      // A refresh written afterwards with an older last use keeps the slide's.
+      await other.update({ ...record, accessToken: 'b' }, 900);
+      expect(await other.get('slide-2')).toMatchObject({ accessToken: 'b', lastSeenAt: t0 + 60_000 });
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('refuses to slide a session that ended, and does not bring its key back', async () => {
+    const prefix = uniquePrefix();
+    const redis = new Redis(redisServer.url);
+    const store = new RedisSessionStore({ redis, keys: new KeyLayout(prefix, false), sealer: new Sealer([SECRET]), absoluteTimeoutSeconds: 3600 });
+    try {
+      const record = { id: 'slide-3', accessToken: 'a', createdAt: Date.now(), lastSeenAt: Date.now(), claims: { sub: 'jane' } } as unknown as SessionRecord;
+      await store.create(record, 600);
+      await store.delete('slide-3');
+      expect(await store.slide('slide-3', Date.now() + 60_000, 600)).toBe('ended');
+      expect(await redis.exists(`${prefix}session:slide-3`)).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('a session used through one replica stays alive on another past the idle timeout counted from its login', async () => {
+    // Tokens outlive the test, so no refresh rewrites the record: only the slide says the session was used.
+    const longTokens = await startProvider({ redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 7200 });
+    const itsUpstream = await upstreamFor(longTokens);
+    const prefix = uniquePrefix();
+    const replicaOf = async () => {
+      const bff = await startBff(replicaConfig(longTokens, itsUpstream, 'redis', { url: redisServer.url, keyPrefix: prefix }), { now: () => time.now });
+      started.push(bff);
+      return bff;
+    };
+    const a = await replicaOf();
+    const b = await replicaOf();
+    const browser = new TestBrowser(a.app);
+    await browser.login({ login: 'slide-across' });
+    const cookie = browser.cookieHeader();
+    const call = (bff: TestBff, path: string) => bff.app.inject({ method: 'GET', url: path, headers: { cookie, 'x-csrf': '1' } });
+    // Replica b holds the session in its local cache from here on.
+    expect((await call(b, '/api/first')).statusCode).toBe(200);
+    time.now += 20 * 60_000;
+    expect((await call(a, '/api/used-on-a')).statusCode).toBe(200);
+    // 40 minutes after the login, 20 after the last use: within the 30-minute idle timeout only thanks to the slide.
+    time.now += 20 * 60_000;
+    try {
+      expect((await call(b, '/api/on-b')).statusCode).toBe(200);
+    } finally {
+      await itsUpstream.close();
+      await longTokens.stop();
+    }
+  });
+
   it('reads a session back without decrypting it again while its seal in Redis is the one this replica last read or wrote', async () => {
     const prefix = uniquePrefix();
     const redis = new Redis(redisServer.url);
@@ -256,13 +332,13 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
       return startBff(replicaConfig(provider, upstream, store, { url, keyPrefix, ...(localCacheEntries === undefined ? {} : { localCacheEntries }) }));
     }
 
-    /** Session reads Redis has answered so far (the store reads a record with one HGET; the cookie store's denylist check is one MGET). */
-    async function sessionReads(server: Redis = admin, command: 'hget' | 'mget' = 'hget'): Promise<number> {
+    /** Session reads Redis has answered so far (the store reads a record with one HMGET: the sealed record and its last slide; the cookie store's denylist check is one MGET). */
+    async function sessionReads(server: Redis = admin, command: 'hmget' | 'mget' = 'hmget'): Promise<number> {
       return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await server.info('commandstats'))?.[1] ?? 0);
     }
 
     /** Requests until one is answered without reading Redis: the replica's cache holds the session. */
-    async function warm(browser: TestBrowser, command: 'hget' | 'mget' = 'hget'): Promise<void> {
+    async function warm(browser: TestBrowser, command: 'hmget' | 'mget' = 'hmget'): Promise<void> {
       await expect
         .poll(
           async () => {
@@ -288,7 +364,7 @@ describe.runIf(hasRedis)('sessions and refresh coordination on Redis', () => {
       const onB = new TestBrowser(b.app);
       onB.cookies.set(SESSION, onA.cookies.get(SESSION)!);
       // The redis store reads a record with HGET; the cookie store's denylist check is one MGET.
-      await warm(onB, store === 'cookie' ? 'mget' : 'hget');
+      await warm(onB, store === 'cookie' ? 'mget' : 'hmget');
       return { onA, onB };
     }
 

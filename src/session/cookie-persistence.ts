@@ -34,6 +34,11 @@ export class CookiePersistence implements SessionPersistence {
     return this.sealer.seal(record, this.maxTtlSeconds, true);
   }
 
+  /** The cookie is the record: a slide seals it again. */
+  slide(record: SessionRecord, ttlSeconds: number, currentCookie: string): Promise<string> {
+    return this.write(record, ttlSeconds, currentCookie);
+  }
+
   async remove(record: SessionRecord): Promise<null> {
     await this.denylist.denySession(record.id);
     return null;

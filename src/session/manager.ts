@@ -52,7 +52,7 @@ export type SessionEndReason = 'user' | 'idle' | 'absolute' | 'invalid_grant' | 
  * expired or foreign is treated as no session and cleared.
  */
 export class SessionManager {
-  /** Sliding the idle timeout re-seals the cookie; do it at most this often. */
+  /** Sliding the idle timeout writes the session (the cookie store: a new seal); do it at most this often. */
   private readonly touchIntervalMs: number;
   /** Idle-timeout slides by the loaded record they started from (see touch). */
   private readonly slides = new WeakMap<SessionRecord, Slide>();
@@ -153,6 +153,12 @@ export class SessionManager {
     return this.options.persistence.write(record, this.remainingSeconds(record, now), previous?.cookieValue);
   }
 
+  /** `persist` for a slide: `record` is `loaded`'s record with only `lastSeenAt` moved. */
+  private persistSlide(record: SessionRecord, now: number, loaded: LoadedSession): Promise<string> {
+    if (sessionExpiry(loaded.record, now, this.options.timeouts)) return Promise.reject(new SessionEndedError(record.id));
+    return this.options.persistence.slide(record, this.remainingSeconds(record, now), loaded.cookieValue);
+  }
+
   private sendCookie(request: FastifyRequest, reply: FastifyReply, record: SessionRecord, cookieValue: string, now: number, previous?: LoadedSession): void {
     if (cookieValue !== previous?.cookieValue) {
       this.options.cookies.writeSession(request, reply, cookieValue, this.cookieMaxAgeSeconds(record, now));
@@ -175,7 +181,7 @@ export class SessionManager {
     let slide = this.slides.get(loaded.record);
     if (!slide || this.slideDue(slide.record, now)) {
       const record = { ...loaded.record, lastSeenAt: now };
-      const started: Slide = { record, cookieValue: this.persist(record, now, loaded) };
+      const started: Slide = { record, cookieValue: this.persistSlide(record, now, loaded) };
       started.cookieValue.then(
         (value) => {
           started.written = value;

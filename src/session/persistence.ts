@@ -28,6 +28,12 @@ export interface SessionPersistence {
    */
   write(record: SessionRecord, ttlSeconds: number, currentCookie?: string): Promise<string>;
   /**
+   * An idle-timeout slide of a live session read from `currentCookie`: `record` is that
+   * session with only `lastSeenAt` moved. A server-side store moves its last use and time to
+   * live without rewriting the record; the cookie store seals the record again (`write`).
+   */
+  slide(record: SessionRecord, ttlSeconds: number, currentCookie: string): Promise<string>;
+  /**
    * Ends the session for good: deletes the record (server-side stores) or denylists it
    * (cookie store), so a copy of the cookie never works again. The cookie itself is
    * cleared by the caller. Returns the record the store held last, when it holds one: a

@@ -34,6 +34,11 @@ export class ServerSidePersistence implements SessionPersistence {
     return currentCookie;
   }
 
+  async slide(record: SessionRecord, ttlSeconds: number, currentCookie: string): Promise<string> {
+    if ((await this.store.slide(record.id, record.lastSeenAt, ttlSeconds)) === 'ended') throw new SessionEndedError(record.id);
+    return currentCookie;
+  }
+
   remove(record: SessionRecord): Promise<SessionRecord | null> {
     return this.store.delete(record.id);
   }

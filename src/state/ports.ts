@@ -26,6 +26,12 @@ export interface SessionStore {
   create(record: SessionRecord, ttlSeconds: number): Promise<void>;
   /** Replaces a live session's record and restarts its `ttlSeconds` (sliding). */
   update(record: SessionRecord, ttlSeconds: number): Promise<UpdateOutcome>;
+  /**
+   * An idle-timeout slide: a live session's last use becomes `lastSeenAt` (never earlier
+   * than it was) and its `ttlSeconds` restart, the rest of the record left as stored — the
+   * Redis store then neither seals nor sends the record again. `ended` when it no longer exists.
+   */
+  slide(id: string, lastSeenAt: number, ttlSeconds: number): Promise<'written' | 'ended'>;
   /** Ends the session; returns the record it held last (it may be newer than the caller's). */
   delete(id: string): Promise<SessionRecord | null>;
   findBySid(sid: string): Promise<string[]>;

@@ -41,6 +41,14 @@ export class MemorySessionStore implements SessionStore {
     return 'written';
   }
 
+  async slide(id: string, lastSeenAt: number, ttlSeconds: number): Promise<'written' | 'ended'> {
+    const record = this.get(id);
+    if (record === null) return 'ended';
+    const slid = lastSeenAt > record.lastSeenAt ? { ...record, lastSeenAt } : record;
+    this.records.set(id, { record: slid, expiresAt: this.now() + ttlSeconds * 1000 });
+    return 'written';
+  }
+
   async delete(id: string): Promise<SessionRecord | null> {
     const last = this.get(id);
     this.records.delete(id);

@@ -19,7 +19,7 @@ export class KeyLayout {
     return this.clustered ? `{${value}}` : value;
   }
 
-  /** A session's record (a hash: version `v`, sealed record `d`, back-channel logout identity `i`). */
+  /** A session's record (a hash: version `v`, sealed record `d`, back-channel logout identity `i`, last slide `s`). */
   session(id: string): string {
     return `${this.prefix}session:${this.tag(id)}`;
   }

@@ -16,6 +16,7 @@ import { type SessionRecord, tokenVersion } from '../record.js';
  * stored record is newer (a request that loaded the session before a refresh must not
  * write spent tokens back). Atomic, and one key, so Redis Cluster is fine (and after a
  * failover that lost a newer write, an older record still never replaces a newer one).
+ * The sealed record's own `lastSeenAt` is that of this write (field `s` may hold a later slide).
  * Field `i` holds the record's back-channel logout identity (its sid and sub): most updates
  * are idle-timeout slides that leave it alone, and only a changed one makes the caller
  * rewrite the index sets (which may live in other Cluster slots).
@@ -30,6 +31,20 @@ redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'i', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if identity == ARGV[4] then return 1 end
 return 2
+`;
+
+/**
+ * An idle-timeout slide: field `s` (the last use, epoch ms) and the TTL move, the sealed
+ * record stays; a slide older than the one stored changes nothing. Answers 1, or -1 when
+ * the session ended. Reads take the later of `s` and the sealed record's `lastSeenAt`.
+ */
+const SLIDE_IF_LIVE = `
+if not redis.call('HGET', KEYS[1], 'v') then return -1 end
+local seen = redis.call('HGET', KEYS[1], 's')
+if seen and tonumber(seen) > tonumber(ARGV[1]) then return 1 end
+redis.call('HSET', KEYS[1], 's', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 `;
 
 /** Deletes a session and answers the record it held last, in one step. */
@@ -88,8 +103,15 @@ export class RedisSessionStore implements SessionStore {
   }
 
   private async fetch(key: string): Promise<SessionRecord | null> {
-    const sealed = await storeCall('get', () => this.options.redis.hget(key, 'd'));
-    if (sealed === null) return null;
+    const [sealed, seen] = await storeCall('get', () => this.options.redis.hmget(key, 'd', 's'));
+    if (!sealed) return null;
+    const record = this.opening(key, sealed);
+    const lastSeenAt = Number(seen);
+    return record && lastSeenAt > record.lastSeenAt ? { ...record, lastSeenAt } : record;
+  }
+
+  /** The record of a seal read from `key`: decrypted unless it is the one last read or written there. */
+  private opening(key: string, sealed: string): SessionRecord | null {
     const tail = ironTail(sealed);
     const known = this.opened?.get(key);
     if (known?.tail === tail) return known.record;
@@ -120,6 +142,12 @@ export class RedisSessionStore implements SessionStore {
       if (outcome === 'written') this.opened?.set(key, { tail: ironTail(sealed), record });
       return outcome;
     });
+  }
+
+  async slide(id: string, lastSeenAt: number, ttlSeconds: number): Promise<'written' | 'ended'> {
+    const key = this.options.keys.session(id);
+    const answer = await storeCall('slide', () => this.written(key, () => this.options.redis.eval(SLIDE_IF_LIVE, 1, key, lastSeenAt, ttlSeconds * 1000)));
+    return Number(answer) === 1 ? 'written' : 'ended';
   }
 
   async delete(id: string): Promise<SessionRecord | null> {
