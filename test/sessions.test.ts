@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { Redis } from 'ioredis';
 import { isTokenActive, startProvider, type TestProvider } from './support/provider.js';
 import { startIntrospectingUpstream, type Upstream } from './support/upstream.js';
 import { REDIRECT_URI, SECRET, startBff, TestBrowser, type TestBff } from './support/bff.js';
@@ -41,15 +42,15 @@ interface Replica {
   metricsBase: string;
 }
 
-async function replicas(store: 'redis' | 'cookie', count = 2): Promise<Replica[]> {
+async function replicas(store: 'redis' | 'cookie', count = 2, idp: { provider: TestProvider; upstream: Upstream } = { provider, upstream }): Promise<Replica[]> {
   const keyPrefix = uniquePrefix();
   const list: Replica[] = [];
   for (let i = 0; i < count; i++) {
     const bff = await startBff(
       {
-        oidc: { issuer: provider.issuer, clientId: provider.clients.basic.clientId, clientSecret: provider.clients.basic.clientSecret },
+        oidc: { issuer: idp.provider.issuer, clientId: idp.provider.clients.basic.clientId, clientSecret: idp.provider.clients.basic.clientSecret },
         session: { store, secrets: [SECRET], idleTimeoutSeconds: IDLE_TIMEOUT_SECONDS, redis: { url: redisServer.url, keyPrefix } },
-        routes: [{ prefix: '/api', upstream: upstream.url }],
+        routes: [{ prefix: '/api', upstream: idp.upstream.url }],
         metrics: { onMainListener: false, port: 0 },
         admin: { token: ADMIN_TOKEN },
       },
@@ -299,6 +300,41 @@ describe.runIf(hasRedis)('GET /auth/events on the other replica', () => {
     } finally {
       clock.offsetMs = 0;
       await stream.close();
+    }
+  });
+
+  it('does not warn a stream on one replica of an idle end that a call through another replica moved, and warns before the new one', async () => {
+    // Tokens outlive the test: no refresh (and its broadcast signal) tells replica b of the use; only the store does.
+    const longTokens = await startProvider({ redirectUris: [REDIRECT_URI], accessTokenTtlSeconds: 7200 });
+    const itsUpstream = await startIntrospectingUpstream(longTokens);
+    const redis = new Redis(redisServer.url);
+    const publishes = async () => Number(/cmdstat_publish:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    try {
+      const [a, b] = await replicas('redis', 2, { provider: longTokens, upstream: itsUpstream });
+      const browser = await signIn(a!.app, 'events-slid-elsewhere', FIREFOX);
+      const signedInAt = now();
+      const stream = await openEvents(b!.base, browser);
+      clock.offsetMs += (IDLE_TIMEOUT_SECONDS - 120) * 1000;
+      const before = await publishes();
+      expect((await on(a!.app, browser, '/api/used-on-a')).statusCode).toBe(200);
+      const usedAt = now();
+      // The slide is in the store, not broadcast.
+      expect(await publishes()).toBe(before);
+      // By b's own view the idle end is 30 s away: it asks the store, which knows better.
+      clock.offsetMs += 90_000;
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      expect(stream.events.map((e) => e.event)).not.toContain('session-expiring');
+      expect(stream.closed).toBe(false);
+      clock.offsetMs += (IDLE_TIMEOUT_SECONDS - 120) * 1000;
+      const expiring = await stream.next('session-expiring', 3000);
+      expect(Date.parse(String(expiring.data.idleExpiresAt))).toBeGreaterThanOrEqual(usedAt + IDLE_TIMEOUT_SECONDS * 1000 - 1000);
+      expect(Date.parse(String(expiring.data.idleExpiresAt))).toBeGreaterThan(signedInAt + IDLE_TIMEOUT_SECONDS * 1000);
+      await stream.close();
+    } finally {
+      clock.offsetMs = 0;
+      redis.disconnect();
+      await itsUpstream.close();
+      await longTokens.stop();
     }
   });
 

@@ -167,11 +167,12 @@ export function benchConfig(options: TokenHandlerOptions): Config {
       clientId: options.provider.clients.basic.clientId,
       clientSecret: options.provider.clients.basic.clientSecret,
     },
-    session,
     routes: [{ prefix: '/api', upstream: options.upstreamUrl }],
     // As in earlier runs: no second listener.
     metrics: { onMainListener: true },
     ...options.extra,
+    // Merged key by key: an extra `session` (say, a shorter idle timeout) keeps the store and secrets.
+    session: { ...session, ...(options.extra?.session as Record<string, unknown> | undefined) },
   };
   if (options.manyLogins) {
     try {

@@ -199,35 +199,54 @@ export class SessionChannels {
         this.entries.delete(hash);
         continue;
       }
-      if (!sessionExpiry(entry.record, at, this.options.timeouts)) {
-        this.warnIfNear(entry, at);
-        continue;
-      }
-      if (entry.rereading) continue;
-      // The registry's view may be behind a slide it was not told of: the store decides.
-      entry.rereading = true;
-      void Promise.resolve(this.options.sessions.reread(entry.cookieValue)).then(
-        (current) => {
-          entry.rereading = false;
-          if (current && !sessionExpiry(current, this.options.now(), this.options.timeouts)) this.slid(entry, current.lastSeenAt);
-          else this.endSession(hash, entry, 'session_ended', 'timeout');
-          this.stopTickerWhenIdle();
-        },
-        () => {
-          // Store unavailable: asked again at the next tick.
-          entry.rereading = false;
-        },
-      );
+      // Within a minute of the idle end, or past it, as far as the registry knows.
+      const expired = sessionExpiry(entry.record, at, this.options.timeouts);
+      if (expired || this.unwarnedNearEnd(entry, at).length > 0) this.askStore(hash, entry);
     }
+  }
+
+  /**
+   * The registry's view may be behind a slide it was not told of (another replica's; slides
+   * of server-side stores are not broadcast): the store decides, before a warning and before
+   * an end. A live session moves the view on, then warns if its end is still near.
+   */
+  private askStore(hash: string, entry: SessionEntry): void {
+    if (entry.rereading) return;
+    entry.rereading = true;
+    void Promise.resolve(this.options.sessions.reread(entry.cookieValue)).then(
+      (current) => {
+        entry.rereading = false;
+        const now = this.options.now();
+        if (current && !sessionExpiry(current, now, this.options.timeouts)) {
+          this.slid(entry, current.lastSeenAt);
+          this.warnIfNear(entry, now);
+        } else this.endSession(hash, entry, 'session_ended', 'timeout');
+        this.stopTickerWhenIdle();
+      },
+      () => {
+        // Store unavailable: asked again at the next tick.
+        entry.rereading = false;
+      },
+    );
+  }
+
+  /** When the session ends by the registry's view: the idle end, never past the absolute one. */
+  private idleEnd(entry: SessionEntry): number {
+    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = this.options.timeouts;
+    return Math.min(entry.record.lastSeenAt + idleTimeoutSeconds * 1000, entry.record.createdAt + absoluteTimeoutSeconds * 1000);
+  }
+
+  /** Channels that asked to be told, not yet told, of an end within a minute. */
+  private unwarnedNearEnd(entry: SessionEntry, at: number): Channel[] {
+    if (this.idleEnd(entry) - at > EXPIRING_NOTICE_MS) return [];
+    return [...entry.channels].filter((channel) => channel.notify && !entry.warned.has(channel));
   }
 
   /** Tells the channels that asked, once per slide, that the idle (or absolute) end is within a minute. */
   private warnIfNear(entry: SessionEntry, at: number): void {
-    const { idleTimeoutSeconds, absoluteTimeoutSeconds } = this.options.timeouts;
-    const idleEnd = Math.min(entry.record.lastSeenAt + idleTimeoutSeconds * 1000, entry.record.createdAt + absoluteTimeoutSeconds * 1000);
-    if (idleEnd - at > EXPIRING_NOTICE_MS) return;
-    const unwarned = [...entry.channels].filter((channel) => channel.notify && !entry.warned.has(channel));
+    const unwarned = this.unwarnedNearEnd(entry, at);
+    if (unwarned.length === 0) return;
     for (const channel of unwarned) entry.warned.add(channel);
-    this.notifyAll(unwarned, { type: 'expiring', idleExpiresAt: idleEnd });
+    this.notifyAll(unwarned, { type: 'expiring', idleExpiresAt: this.idleEnd(entry) });
   }
 }

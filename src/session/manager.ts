@@ -185,7 +185,11 @@ export class SessionManager {
       started.cookieValue.then(
         (value) => {
           started.written = value;
-          this.signal({ kind: 'touched', match: { sessionHash: sessionHash(record) }, lastSeenAt: now }, request.log);
+          const touched: SessionSignal = { kind: 'touched', match: { sessionHash: sessionHash(record) }, lastSeenAt: now };
+          // A server-side store holds the slide for every replica to read: no broadcast per slide.
+          // A cookie-store slide lives only in the new cookie, which other replicas never see.
+          if (this.options.persistence.kind === 'cookie') this.signal(touched, request.log);
+          else this.options.signals?.tellThisReplica(touched);
         },
         () => this.slides.delete(loaded.record),
       );

@@ -111,7 +111,13 @@ export type SessionSignal =
 
 /** Session signals across replicas (in this process, or through Redis pub/sub). */
 export interface SessionSignals {
+  /** Tells every replica (this one included). */
   publish(signal: SessionSignal): Promise<void>;
+  /**
+   * Tells this replica only: a server-side store's idle-timeout slide, which the other
+   * replicas find in the store when they ask (SessionChannels asks before warning or ending).
+   */
+  tellThisReplica(signal: SessionSignal): void;
   /** Calls `listener` for every signal from now on, on this replica; returns the unsubscribe. */
   subscribe(listener: (signal: SessionSignal) => void): () => void;
 }

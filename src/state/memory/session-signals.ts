@@ -8,6 +8,10 @@ export class MemorySessionSignals implements SessionSignals {
     deliver(this.listeners, signal);
   }
 
+  tellThisReplica(signal: SessionSignal): void {
+    deliver(this.listeners, signal);
+  }
+
   subscribe(listener: (signal: SessionSignal) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

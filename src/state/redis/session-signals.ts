@@ -24,6 +24,10 @@ export class RedisSessionSignals implements SessionSignals {
     await storeCall('session signal', () => this.redis.publish(this.channel, JSON.stringify(signal)));
   }
 
+  tellThisReplica(signal: SessionSignal): void {
+    deliver(this.listeners, signal);
+  }
+
   subscribe(listener: (signal: SessionSignal) => void): () => void {
     this.listeners.add(listener);
     this.subscriber ??= this.listen();
