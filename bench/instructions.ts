@@ -7,7 +7,7 @@
  *
  * Knobs: BENCH_INSTR_REQUESTS (2000 measured), BENCH_INSTR_WARMUP (8000, uninstrumented,
  * so V8's tiers settle first), BENCH_INSTR_STORES ("cookie,redis"; redis when it answers),
- * BENCH_INSTR_BARE=0 (skip the bare proxy).
+ * BENCH_INSTR_BARE=0 (skip the bare proxy), BENCH_INSTR_KEEP=1 (keep the callgrind dumps and V8's perf maps).
  *
  * Wall-clock figures on a shared 2-core machine move by ±20 % from one minute to the next;
  * an instruction count moves far less: the same build gives counts within about ±5 % from
@@ -87,7 +87,9 @@ try {
   }
   if (bare) for (const row of rows) if (row !== bare) printAdded(row.target, row.functions, bare.functions);
 } finally {
-  rmSync(workDir, { recursive: true, force: true });
+  // BENCH_INSTR_KEEP=1 keeps the callgrind dumps, e.g. for `callgrind_annotate --tree=caller`.
+  if (process.env.BENCH_INSTR_KEEP === '1') console.log(`callgrind dumps kept in ${workDir}`);
+  else rmSync(workDir, { recursive: true, force: true });
   await upstreamChild.call('stop').catch(() => undefined);
   await providerChild.call('stop').catch(() => undefined);
   await upstreamChild.stop();
@@ -140,7 +142,7 @@ async function measure(label: string, spec: Record<string, unknown>, cookie: str
     return { instructions: total, functions: functionCosts(mainDump, perfMap) };
   } finally {
     child.kill('SIGKILL');
-    rmSync(`/tmp/perf-${child.pid}.map`, { force: true });
+    if (process.env.BENCH_INSTR_KEEP !== '1') rmSync(`/tmp/perf-${child.pid}.map`, { force: true });
   }
 }
 
