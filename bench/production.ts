@@ -511,6 +511,8 @@ function verdicts(rows: Row[], stores: Store[], sessionCounts: number[]): string
     if (!one) continue;
     line(one.vsBareProxy !== undefined ? one.vsBareProxy >= 1.0 : undefined, `th-${store} ≥ 1.0 × bare proxy (no-work upstream, 50 conns): ${fmt(one.vsBareProxy, 3)} (per-round median ${fmt(one.vsBareProxyRoundMedian, 2)})`);
     line(apache ? one.rps / apache.rps >= 1.5 : undefined, `th-${store} ≥ 1.5 × mod_auth_openidc: ${apache ? fmt(one.rps / apache.rps, 3) : 'mod_auth_openidc not run'}`);
+    // Apache spreads over both cores, one Node process does not: the CPU each spends per request says more than req/s here.
+    if (apache?.cpuUsPerRequest && one.cpuUsPerRequest) lines.push(`INFO th-${store} CPU per request vs mod_auth_openidc's: ${fmt(one.cpuUsPerRequest / apache.cpuUsPerRequest, 2)} (${one.cpuUsPerRequest} / ${apache.cpuUsPerRequest} µs)`);
     line(one.addedP99MsOverBare !== undefined ? one.addedP99MsOverBare <= 1 : undefined, `th-${store} added p99 over the bare proxy ≤ 1 ms: ${fmt(one.addedP99MsOverBare, 2)} ms`);
     const many = rows.find((r) => r.kind === 'th' && r.store === store && r.sessions === maxSessions && maxSessions > 1);
     if (many) {
