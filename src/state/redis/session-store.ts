@@ -18,8 +18,8 @@ import { type SessionRecord, tokenVersion } from '../record.js';
  * failover that lost a newer write, an older record still never replaces a newer one).
  * The sealed record's own `lastSeenAt` is that of this write (field `s` may hold a later slide).
  * Field `i` holds the record's back-channel logout identity (its sid and sub): most updates
- * are idle-timeout slides that leave it alone, and only a changed one makes the caller
- * rewrite the index sets (which may live in other Cluster slots).
+ * (refreshes) leave it alone, and only a changed one makes the caller rewrite the index sets
+ * (which may live in other Cluster slots).
  * Answers 2 written and the identity changed, 1 written, 0 stale, -1 ended.
  */
 const UPDATE_IF_LIVE = `
