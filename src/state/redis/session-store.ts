@@ -151,7 +151,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async delete(id: string): Promise<SessionRecord | null> {
-    const { redis, sealer, absoluteTimeoutSeconds } = this.options;
+    const { redis, sealer } = this.options;
     const key = this.options.keys.session(id);
     this.opened?.delete(key);
     const sealed = await storeCall('delete', () => this.written(key, () => redis.eval(TAKE, 1, key) as Promise<string | null>));
