@@ -123,11 +123,39 @@ export function percentile(sorted: Float64Array | number[], q: number): number {
   return sorted[index]!;
 }
 
+/** The cookie set a rotating slice sends, which must hold at least its `sessions` cookies. */
+function cookieSetOf(rotate: NonNullable<SliceParams['rotate']>): string[] {
+  const cookies = cookieSets.get(rotate.set);
+  if (!cookies || cookies.length < rotate.sessions) throw new Error(`cookie set ${rotate.set} has ${cookies?.length ?? 0} cookies, ${rotate.sessions} wanted`);
+  return cookies;
+}
+
+/** A measured slice's figures, added to its target's pool (warm-ups are not recorded). */
+function record(params: SliceParams, slice: Pool['slices'][number], counts: { requests: number; seconds: number; non2xx: number; errors: number }, latencies: Iterable<number>): void {
+  if (params.warmup) return;
+  const p = pool(params.target);
+  for (const value of latencies) push(p, value);
+  p.requests += counts.requests;
+  p.seconds += counts.seconds;
+  p.non2xx += counts.non2xx;
+  p.errors += counts.errors;
+  p.slices.push(slice);
+}
+
+/** A slice's latencies as its quantiles stand for them: each of `quantiles` repeated for its share of `requests`. */
+function* weighted(quantiles: readonly number[], requests: number): Generator<number> {
+  const weight = requests / quantiles.length;
+  let carried = 0;
+  for (const value of quantiles) {
+    carried += weight;
+    for (; carried >= 1; carried--) yield value;
+  }
+}
+
 /** One request template whose Cookie header rotates over a cookie set (see SliceParams.rotate). */
 function rotatingRequests(params: SliceParams): autocannon.Request[] {
-  const { set, sessions, cookieName } = params.rotate!;
-  const cookies = cookieSets.get(set);
-  if (!cookies || cookies.length < sessions) throw new Error(`cookie set ${set} has ${cookies?.length ?? 0} cookies, ${sessions} wanted`);
+  const { sessions, cookieName } = params.rotate!;
+  const cookies = cookieSetOf(params.rotate!);
   const prefix = `${cookieName}=`;
   const path = new URL(params.url).pathname;
   let next = 0;
@@ -161,28 +189,14 @@ function rotatingRequests(params: SliceParams): autocannon.Request[] {
 
 /** One timed slice by wrk: its 1,000 latency quantiles stand for its requests in the pool. */
 async function runWrkSlice(params: SliceParams): Promise<Record<string, unknown>> {
-  const { set, sessions, cookieName } = params.rotate!;
-  const cookies = cookieSets.get(set);
-  if (!cookies || cookies.length < sessions) throw new Error(`cookie set ${set} has ${cookies?.length ?? 0} cookies, ${sessions} wanted`);
+  const { sessions, cookieName } = params.rotate!;
+  const cookies = cookieSetOf(params.rotate!);
   const result = await wrkSlice({ url: params.url, headers: params.headers, connections: params.connections, durationSeconds: params.durationSeconds, cookies, sessions, cookieName });
   for (const [index, pair] of result.taken) cookies[index] = pair;
   if (result.taken.size > 0) cookiesChanged(cookies);
   const q = result.quantilesMs;
   const slice = { rps: result.requests / result.seconds, p50: q[499]!, p99: q[989]! };
-  if (!params.warmup) {
-    const p = pool(params.target);
-    const weight = result.requests / q.length;
-    let carried = 0;
-    for (const value of q) {
-      carried += weight;
-      for (; carried >= 1; carried--) push(p, value);
-    }
-    p.requests += result.requests;
-    p.seconds += result.seconds;
-    p.non2xx += result.non2xx;
-    p.errors += result.errors;
-    p.slices.push(slice);
-  }
+  record(params, slice, result, weighted(q, result.requests));
   return { ...slice, requests: result.requests, seconds: result.seconds, non2xx: result.non2xx, errors: result.errors, cookiesTaken: result.taken.size };
 }
 
@@ -213,15 +227,7 @@ function runSlice(params: SliceParams): Promise<Record<string, unknown>> {
         const completed = result.requests.total;
         const sorted = Float64Array.from(local).sort();
         const slice = { rps: completed / seconds, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
-        if (!params.warmup) {
-          const p = pool(params.target);
-          for (const value of local) push(p, value);
-          p.requests += completed;
-          p.seconds += seconds;
-          p.non2xx += result.non2xx;
-          p.errors += result.errors;
-          p.slices.push(slice);
-        }
+        record(params, slice, { requests: completed, seconds, non2xx: result.non2xx, errors: result.errors }, local);
         resolve({ ...slice, requests: completed, seconds, non2xx: result.non2xx, errors: result.errors, non2xxSeen, ...(jar ? { cookie: jar.cookie } : {}) });
       },
     );
