@@ -328,6 +328,24 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     await expectSessionWorks(browser);
   });
 
+  it('leave one request line, marked cutOff, when the browser leaves before the upstream has answered', async () => {
+    const { instance, browser } = await signedIn();
+    const port = await listeningPort(instance);
+    // The upstream answers after 600 ms; the browser gives up after 100 ms.
+    await new Promise<void>((resolve) => {
+      const request = browserGet(port, browser, '/api/slow?ms=600', () => undefined);
+      request.on('error', () => undefined);
+      request.on('close', () => resolve());
+      setTimeout(() => request.destroy(), 100);
+    });
+    const line = () => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/slow?ms=600');
+    await expect.poll(() => line().length, { timeout: 3_000 }).toBe(1);
+    expect(line()[0]).toMatchObject({ cutOff: true });
+    expect(instance.logs.filter((l) => l.msg === 'response not sent: the browser went away')).toHaveLength(1);
+    expect(instance.logsAfterStart.some((l) => Number(l.level) >= 40)).toBe(false);
+    await expectSessionWorks(browser);
+  });
+
   it('read a response of exactly bufferResponseBytes whole, and stream one a byte longer', async () => {
     const { instance, browser } = await signedIn();
     // Content-Length 2048 (the route's limit): read whole, so its failure is a clean 502.

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
 import type { Span } from '@opentelemetry/api';
@@ -12,8 +13,9 @@ import type { SessionTokens } from '../tokens/session-tokens.js';
 import { browserResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import { andThen, settle } from '../awaitable.js';
 import { Cors } from './cors.js';
-import { bodyExceeded, bodyTooLarge, forwardOptions, isReplayable, readBody } from './request-body.js';
-import { dropUpstreamHeaders, fitsBuffer, passWhole, type UpstreamResponse } from './response-body.js';
+import { bodyExceeded, bodyTooLarge, isReplayable, readBody, upstreamBodyOf } from './request-body.js';
+import { dropUpstreamHeaders, fitsBuffer, passWhole } from './response-body.js';
+import { callUpstream, isTimeout, queryOf, upstreamPath, upstreamPool, type UpstreamError, type UpstreamResponse } from './upstream-exchange.js';
 import { tokenSourceFor, type Credential } from './token-source.js';
 import { UpstreamTracing } from './upstream-tracing.js';
 import { identityHeaderNames, RoutePolicy, type IdentityHeaders } from './route-policy.js';
@@ -67,8 +69,10 @@ interface ProxyState {
   retried: boolean;
   /** Set once the request has been replayed after an upstream's DPoP nonce challenge. */
   nonceReplayed: boolean;
+  /** The upstream path called (the route's destination, normalized), without the query. */
   dest: string;
-  fromOptions: Record<string, unknown>;
+  /** What is sent upstream as the body: kept (and sent again on a replay), streamed, or none. */
+  body: Buffer | Readable | null;
   /** The span of the upstream call in flight (tracing on only). */
   upstreamSpan?: Span | undefined;
 }
@@ -79,7 +83,7 @@ declare module 'fastify' {
   }
 }
 
-/** Serves every configured API route with @fastify/http-proxy. */
+/** Serves every configured API route: @fastify/http-proxy routes it (and its WebSockets), undici calls the upstream. */
 export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions): Promise<void> {
   app.decorateRequest('proxyState', null);
   // Identity header names are dropped from what browsers send on every route, not only where they are set.
@@ -95,15 +99,6 @@ export async function apiRoutes(app: FastifyInstance, options: ApiRoutesOptions)
 export function isDpopNonceChallenge(wwwAuthenticate: string | string[] | undefined): boolean {
   const values = Array.isArray(wwwAuthenticate) ? wwwAuthenticate : wwwAuthenticate === undefined ? [] : [wwwAuthenticate];
   return values.some((value) => /(^|,)\s*dpop\b/i.test(value) && /\berror\s*=\s*"?use_dpop_nonce"?/i.test(value));
-}
-
-/**
- * RFC 9449 §4.2 `htu`: the URL the upstream is called at, without query and fragment,
- * parsed as reply-from parses it (a destination starting with // stays a path).
- */
-function htuOf(origin: string, dest: string): string {
-  const url = new URL(dest.startsWith('//') ? `.${dest}` : dest, origin);
-  return `${url.origin}${url.pathname}`;
 }
 
 async function proxyRoute(
@@ -126,11 +121,20 @@ async function proxyRoute(
   const bodyPolicy = { limitBytes: options.bodyLimitBytes, replayLimitBytes: retryOn401 || dpop ? options.replayBodyLimitBytes : -1 };
   const forwarded = { proto: options.publicProto, host: options.publicHost };
   // An upstream base path (http://h/base) is part of what the prefix is rewritten to:
-  // reply-from resolves every destination against the upstream's origin.
+  // every destination is called at the upstream's origin.
   const upstreamUrl = new URL(route.upstream);
   const rewritePrefix = upstreamUrl.pathname.replace(/\/+$/, '') + route.rewritePrefix;
   const upstreamTracing = UpstreamTracing.forRoute(upstreamUrl, route.prefix);
   const tlsCa = route.tlsCaFile ? readFileSync(route.tlsCaFile) : undefined;
+  const pool = upstreamPool(upstreamUrl.origin, {
+    connections: route.connections,
+    keepAliveTimeoutMs: route.keepAliveTimeoutMs,
+    connectTimeoutMs: route.connectTimeoutMs,
+    rejectUnauthorized: route.tlsRejectUnauthorized,
+    ca: tlsCa,
+  });
+  // Destroyed rather than closed: a stream still open (server-sent events) would hold a close forever.
+  scope.addHook('onClose', async () => pool.destroy());
   /** What goes upstream from a browser's request headers: our cookies, CSRF header and its Authorization out; the route's token in. */
   const headersFor = (request: Pick<FastifyRequest, 'ip' | 'id' | 'method' | 'proxyState' | 'session'>, headers: FastifyRequest['headers']) => {
     const upstreamHeaders = upstreamRequestHeaders(
@@ -144,7 +148,7 @@ async function proxyRoute(
     upstreamHeaders['x-request-id'] = String(request.id);
     const credential = request.proxyState?.credential;
     if (credential?.proof && request.proxyState) {
-      upstreamHeaders.dpop = credential.proof(request.method, htuOf(upstreamUrl.origin, request.proxyState.dest), dpopNonces.get(upstreamUrl.origin));
+      upstreamHeaders.dpop = credential.proof(request.method, `${upstreamUrl.origin}${request.proxyState.dest}`, dpopNonces.get(upstreamUrl.origin));
     }
     return upstreamHeaders;
   };
@@ -180,7 +184,7 @@ async function proxyRoute(
    * A streamed response (server-sent events, a chunked stream) of a session ends when the
    * session does: registered with the session's channels, destroyed on its end.
    */
-  const endWithSession = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
+  const endWithSession = (request: FastifyRequest, reply: FastifyReply, body: Readable): void => {
     const record = request.session;
     if (!channels || !record) return;
     const loaded = (request.proxyState?.credential as { session?: LoadedSession } | undefined)?.session;
@@ -190,7 +194,7 @@ async function proxyRoute(
       end: (why) => {
         options.metrics?.streamEnded(why);
         reply.log.info({ route: route.prefix, reason: why }, 'stream ended with its session');
-        res.stream.destroy();
+        body.destroy();
         reply.raw.destroy();
       },
     });
@@ -237,7 +241,7 @@ async function proxyRoute(
    * compare). Callback style, settled synchronously when the session answers from memory:
    * the usual proxied request then costs no promise and no microtask hop here.
    */
-  const authorizeAndForward = (request: FastifyRequest, reply: FastifyReply, dest: string, fromOptions: object): void => {
+  const authorizeAndForward = (request: FastifyRequest, reply: FastifyReply, dest: string): void => {
     reply.header('x-request-id', request.id);
     request.apiRoute = route.prefix;
     if (cors.active) {
@@ -247,14 +251,15 @@ async function proxyRoute(
       }
       cors.grant(request, reply);
     }
-    const state: ProxyState = {
-      retried: false,
-      nonceReplayed: false,
-      // The route's root with a query (`/api?x=1`) comes as '' and reply-from would then
-      // send the browser's own path; the root is '/'.
-      dest: dest === '' ? '/' : dest,
-      fromOptions: forwardOptions(request, fromOptions),
-    };
+    let path: string;
+    try {
+      // The route's root with a query (`/api?x=1`) comes as ''; the root is '/'.
+      path = upstreamPath(dest === '' ? '/' : dest);
+    } catch (err) {
+      reply.send(err);
+      return;
+    }
+    const state: ProxyState = { retried: false, nonceReplayed: false, dest: path, body: upstreamBodyOf(request) };
     request.proxyState = state;
     if (upstreamTracing) upstreamTracing.endWithResponse(reply.raw, state);
     settle(
@@ -274,18 +279,34 @@ async function proxyRoute(
           reply.send(err);
           return;
         }
-        // reply.from throws on a destination it refuses (400); after a wait nobody else would catch it.
-        try {
-          reply.from(state.dest, state.fromOptions);
-        } catch (fromError) {
-          reply.send(fromError);
-        }
+        forward(request, reply, state);
+      },
+    );
+  };
+
+  /** Calls the upstream with the request as it stands (its credential, its body). */
+  const forward = (request: FastifyRequest, reply: FastifyReply, state: ProxyState): void => {
+    const headers = headersFor(request, request.headers);
+    headers.host = upstreamUrl.host;
+    // A kept body is sent from memory: its length is known, whatever the browser announced.
+    if (Buffer.isBuffer(state.body)) headers['content-length'] = String(state.body.length);
+    if (upstreamTracing) upstreamTracing.start(request, state, headers, state.dest);
+    callUpstream(
+      pool,
+      { method: request.method, path: state.dest + queryOf(request.url), headers, body: state.body, timeoutMs: route.responseTimeoutMs },
+      {
+        response: (res) => answered(request, reply, res),
+        failed: (error) => {
+          const timedOut = isTimeout(error);
+          if (upstreamTracing) upstreamTracing.failed(state, error, timedOut);
+          upstreamFailed(reply, error, timedOut);
+        },
       },
     );
   };
 
   /** The upstream could not be reached, timed out, or its response failed before anything was passed on. */
-  const upstreamFailed = (reply: FastifyReply, error: Error & { code?: string }, timedOut: boolean): void => {
+  const upstreamFailed = (reply: FastifyReply, error: UpstreamError, timedOut: boolean): void => {
     // Nobody to answer: the browser has gone, and its leaving is the story, not the upstream.
     if (reply.raw.destroyed) {
       options.browserLeft(reply.request, reply);
@@ -303,7 +324,7 @@ async function proxyRoute(
   /** The request again, to the same destination; token_rejected (`why`) when its body was too large to keep for a replay. */
   const replay = (request: FastifyRequest, reply: FastifyReply, state: ProxyState, why: string): void => {
     if (!isReplayable(request)) throw new BrowserError('token_rejected', `${why}, but this request body was too large to replay: send the request again.`);
-    reply.from(state.dest, state.fromOptions);
+    forward(request, reply, state);
   };
 
   /** After an upstream 401: the request again with the renewed credential. */
@@ -320,6 +341,77 @@ async function proxyRoute(
     replay(request, reply, state, 'The API asked for a new DPoP proof with its nonce');
   };
 
+  /**
+   * The upstream answered: a DPoP nonce challenge or a rejected token is replayed (its
+   * answer dropped), anything else is passed on, small bodies whole, the rest streamed.
+   */
+  const answered = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
+    const state = request.proxyState;
+    if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
+    // The browser left while the upstream worked: nothing to pass on.
+    if (reply.raw.destroyed) {
+      res.body.abort();
+      options.browserLeft(request, reply);
+      return;
+    }
+    let nonceChallenge = false;
+    if (dpop && state) {
+      // RFC 9449 §9: the upstream's nonce, on any answer, goes into the next proofs to it.
+      const nonce = res.headers['dpop-nonce'];
+      const fresh = typeof nonce === 'string' && nonce !== '';
+      if (fresh) dpopNonces.set(upstreamUrl.origin, nonce);
+      // A nonce challenge is answered with a new proof, never a new token: replayed once
+      // (a second one is passed on as the 401 it is).
+      nonceChallenge = res.statusCode === 401 && isDpopNonceChallenge(res.headers['www-authenticate']);
+      if (nonceChallenge && (!fresh || state.nonceReplayed)) options.metrics?.dpopNonceChallenge(route.prefix, 'passed_on');
+      if (nonceChallenge && fresh && !state.nonceReplayed) {
+        res.body.discard();
+        reply.log.debug({ route: route.prefix }, 'upstream asked for a DPoP nonce: replaying once with it');
+        try {
+          replayWithNonce(request, reply, state);
+        } catch (err) {
+          reply.send(err);
+        }
+        return;
+      }
+    }
+    const renewal = res.statusCode === 401 && !nonceChallenge && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
+    if (renewal) {
+      res.body.discard();
+      replayWith(request, reply, state!, renewal).catch((err: unknown) => reply.send(err));
+      return;
+    }
+    passOn(request, reply, res);
+  };
+
+  /** The upstream's answer goes to the browser: its status, the headers a browser may see, its body. */
+  const passOn = (request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse): void => {
+    try {
+      reply.code(res.statusCode);
+    } catch {
+      // A status Fastify cannot send (outside 100-599).
+      res.body.abort();
+      reply.send(new BrowserError('upstream_unavailable', `The API answered with status ${res.statusCode}, which cannot be passed on.`));
+      return;
+    }
+    const headers = browserResponseHeaders(res.headers, cookies);
+    for (const name in headers) reply.header(name, headers[name]);
+    // An HTTP/1 connection cannot take the next request before this one's body is read:
+    // the upstream answered before the browser had sent it all.
+    if (!request.raw.complete) reply.header('connection', 'close');
+    // Shared caches must never keep a response that sets our session cookie.
+    if (cookies.setsSessionCookie(reply)) reply.header('cache-control', 'private, no-store');
+    if (cors.active) cors.grant(request, reply);
+    if (fitsBuffer(request, res, route.bufferResponseBytes)) {
+      passWhole(request, reply, res, wholeBodyEvents);
+      return;
+    }
+    // A body that breaks off mid-stream is logged by RequestLines.streamError.
+    const body = res.body.stream();
+    endWithSession(request, reply, body);
+    reply.send(body);
+  };
+
   await scope.register(httpProxy, {
     upstream: upstreamUrl.origin,
     prefix: route.prefix,
@@ -327,84 +419,11 @@ async function proxyRoute(
     proxyPayloads: false,
     config: { apiRoute: route.prefix },
     disableRequestLogging: true,
-    undici: {
-      connections: route.connections,
-      pipelining: 1,
-      keepAliveTimeout: route.keepAliveTimeoutMs,
-      headersTimeout: route.responseTimeoutMs,
-      bodyTimeout: route.responseTimeoutMs,
-      connect: {
-        timeout: route.connectTimeoutMs,
-        rejectUnauthorized: route.tlsRejectUnauthorized,
-        ...(tlsCa ? { ca: tlsCa } : {}),
-      },
-    },
-    replyOptions: {
-      rewriteRequestHeaders: (request, headers) => {
-        const upstreamHeaders = headersFor(request, headers);
-        const state = request.proxyState;
-        if (upstreamTracing && state) upstreamTracing.start(request, state, upstreamHeaders, state.dest);
-        return upstreamHeaders;
-      },
-      rewriteHeaders: (headers) => browserResponseHeaders(headers, cookies),
-      // reply-from's errors carry the status it would answer with: 504 for a timeout.
-      onError: (reply, { error }) => {
-        const timedOut = (error as { statusCode?: number }).statusCode === 504;
-        if (upstreamTracing) upstreamTracing.failed((reply as FastifyReply).request.proxyState, error, timedOut);
-        upstreamFailed(reply as FastifyReply, error, timedOut);
-      },
-      onResponse: (rawRequest, rawReply, rawRes) => {
-        // reply-from's typings are wider than what it passes: the request and reply are ours,
-        // the response is undici's { statusCode, headers, stream }.
-        const request = rawRequest as FastifyRequest;
-        const reply = rawReply as FastifyReply;
-        const res = rawRes as unknown as UpstreamResponse;
-        const state = request.proxyState;
-        if (upstreamTracing) upstreamTracing.answered(state, res.statusCode);
-        let nonceChallenge = false;
-        if (dpop && state) {
-          // RFC 9449 §9: the upstream's nonce, on any answer, goes into the next proofs to it.
-          const nonce = res.headers['dpop-nonce'];
-          const fresh = typeof nonce === 'string' && nonce !== '';
-          if (fresh) dpopNonces.set(upstreamUrl.origin, nonce);
-          // A nonce challenge is answered with a new proof, never a new token: replayed once
-          // (a second one is passed on as the 401 it is).
-          nonceChallenge = res.statusCode === 401 && isDpopNonceChallenge(res.headers['www-authenticate'] as string | string[] | undefined);
-          if (nonceChallenge && (!fresh || state.nonceReplayed)) options.metrics?.dpopNonceChallenge(route.prefix, 'passed_on');
-          if (nonceChallenge && fresh && !state.nonceReplayed) {
-            res.stream.resume();
-            dropUpstreamHeaders(reply, res.headers);
-            reply.log.debug({ route: route.prefix }, 'upstream asked for a DPoP nonce: replaying once with it');
-            try {
-              replayWithNonce(request, reply, state);
-            } catch (err) {
-              reply.send(err);
-            }
-            return;
-          }
-        }
-        const renewal = res.statusCode === 401 && !nonceChallenge && retryOn401 && state?.credential && !state.retried ? source.renew(request, reply, state.credential) : null;
-        if (renewal) {
-          res.stream.resume();
-          dropUpstreamHeaders(reply, res.headers);
-          replayWith(request, reply, state!, renewal).catch((err: unknown) => reply.send(err));
-          return;
-        }
-        // Shared caches must never keep a response that sets our session cookie.
-        if (cookies.setsSessionCookie(reply)) reply.header('cache-control', 'private, no-store');
-        if (cors.active) cors.grant(request, reply);
-        if (fitsBuffer(request, res, route.bufferResponseBytes)) {
-          passWhole(request, reply, res, wholeBodyEvents);
-          return;
-        }
-        // A body that breaks off mid-stream is logged by RequestLines.streamError.
-        endWithSession(request, reply, res);
-        reply.send(res.stream);
-      },
-    },
-    // Nothing returned: reply.from answers with the reply, a thenable, and Fastify would
-    // then watch every response's end (an end-of-stream listener set) for nothing.
-    handler: (request, reply, dest, fromOptions) => authorizeAndForward(request, reply, dest, fromOptions),
+    // reply-from's own agent would stay unused: the routes' calls go through forward().
+    undici: pool,
+    // Nothing returned: a returned reply (a thenable) would have Fastify watch every
+    // response's end (an end-of-stream listener set) for nothing.
+    handler: (request, reply, dest) => authorizeAndForward(request, reply, dest),
     ...(webSockets ? webSockets.proxyOptions : {}),
   });
 }

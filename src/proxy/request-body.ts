@@ -1,4 +1,4 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { BrowserError } from '../errors.js';
 
@@ -35,7 +35,7 @@ export interface BodyPolicy {
 }
 
 /**
- * What the proxy hands reply-from as the request body: a kept copy when it is small
+ * What the proxy sends upstream as the request body: a kept copy when it is small
  * enough to replay, else the stream itself (counted against the limit when its length is
  * not announced). An announced length over the limit is refused before a byte is read.
  */
@@ -59,12 +59,11 @@ export function readBody(request: FastifyRequest, payload: Readable, policy: Bod
   payload.on('error', (err) => done(err, undefined));
 }
 
-/** reply-from's options for this request: a kept body is sent from memory (and can be sent again). */
-export function forwardOptions(request: FastifyRequest, fromOptions: object): Record<string, unknown> {
+/** The body sent upstream: a kept body from memory (it can be sent again), else the stream itself, or none. */
+export function upstreamBodyOf(request: FastifyRequest): Buffer | Readable | null {
   const body = request.body;
-  return body instanceof ReplayableBody
-    ? { ...fromOptions, body: body.bytes, contentType: request.headers['content-type'] ?? 'application/octet-stream' }
-    : (fromOptions as Record<string, unknown>);
+  if (body instanceof ReplayableBody) return body.bytes;
+  return body instanceof Readable ? body : null;
 }
 
 /** Whether the request can be sent again: it had no body, or the body was kept. */

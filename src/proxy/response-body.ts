@@ -1,19 +1,12 @@
 import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-
-/** undici's response as reply-from hands it over. */
-export interface UpstreamResponse {
-  statusCode: number;
-  headers: Record<string, unknown>;
-  stream: Readable;
-}
+import type { UpstreamBody, UpstreamError, UpstreamResponse } from './upstream-exchange.js';
 
 export interface WholeBodyEvents {
   /** The response was ready but the browser had gone. */
   browserLeft(request: FastifyRequest, reply: FastifyReply): void;
   /** The body failed before anything reached the browser (a reset, a body timeout). */
-  failed(reply: FastifyReply, error: Error & { code?: string }, timedOut: boolean): void;
+  failed(reply: FastifyReply, error: UpstreamError, timedOut: boolean): void;
 }
 
 /**
@@ -33,39 +26,31 @@ export function fitsBuffer(request: FastifyRequest, res: UpstreamResponse, limit
 }
 
 /**
- * Gathers a small upstream body, then sends it in one write (see fitsBuffer). The chunks
- * undici hands over are kept as they are: a body that came in one read is sent as that
- * very Buffer, without the copy into a new ArrayBuffer that reading it through
- * `body.bytes()` would make for every response.
+ * Gathers a small upstream body, then sends it in one write (see fitsBuffer): a body that
+ * came in one read is sent as that very Buffer.
  */
 export function passWhole(request: FastifyRequest, reply: FastifyReply, res: UpstreamResponse, events: WholeBodyEvents): void {
-  const body = res.stream;
-  const chunks: Buffer[] = [];
-  let length = 0;
   // A browser that leaves frees the upstream connection at once, as a piped stream would.
-  (reply.raw as BufferingResponse)[kBufferingBody] = body;
+  (reply.raw as BufferingResponse)[kBufferingBody] = res.body;
   reply.raw.on('close', abandonBufferingBody);
-  body.on('data', (chunk: Buffer) => {
-    chunks.push(chunk);
-    length += chunk.length;
-  });
-  body.on('end', () => {
+  res.body.readWhole((error, body) => {
+    if (error) {
+      // Also what a browser that left leads to: abandonBufferingBody stops the exchange.
+      try {
+        // Nothing has reached the browser yet: a clean error instead of half a body.
+        dropUpstreamHeaders(reply, res.headers);
+        events.failed(reply, error, error.code === 'UND_ERR_BODY_TIMEOUT');
+      } catch (sendError) {
+        reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
+        abandonBrowser(reply);
+      }
+      return;
+    }
     try {
       if (reply.raw.destroyed) events.browserLeft(request, reply);
-      else reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length));
+      else reply.send(body);
     } catch (err) {
       reply.log.error({ err }, 'passing on a buffered upstream response failed');
-      abandonBrowser(reply);
-    }
-  });
-  // Also what a browser that left leads to: abandonBufferingBody destroys the body.
-  body.on('error', (err: Error & { code?: string }) => {
-    try {
-      // Nothing has reached the browser yet: a clean error instead of half a body.
-      dropUpstreamHeaders(reply, res.headers);
-      events.failed(reply, err, err.code === 'UND_ERR_BODY_TIMEOUT');
-    } catch (sendError) {
-      reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
       abandonBrowser(reply);
     }
   });
@@ -77,14 +62,14 @@ export function dropUpstreamHeaders(reply: FastifyReply, headers: Record<string,
 }
 
 const kBufferingBody = Symbol('upstream body being read whole');
-type BufferingResponse = ServerResponse & { [kBufferingBody]?: Readable };
+type BufferingResponse = ServerResponse & { [kBufferingBody]?: UpstreamBody };
 
 /**
  * The browser's response closed: if before it was sent, stop reading the upstream's body.
  * One shared function rather than a closure per request, the body found on the response.
  */
 function abandonBufferingBody(this: BufferingResponse): void {
-  if (!this.writableFinished) this[kBufferingBody]?.destroy();
+  if (!this.writableFinished) this[kBufferingBody]?.abort();
 }
 
 /** Nothing could be sent: close the browser's connection rather than leave it waiting for a timeout. */

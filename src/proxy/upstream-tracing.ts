@@ -52,7 +52,7 @@ export class UpstreamTracing {
     call.upstreamSpan = span;
   }
 
-  /** Ends the call's span, should the browser's response close first (reply-from then reports nothing). */
+  /** Ends the call's span, should the browser's response close first (the call's answer is then dropped unreported). */
   endWithResponse(response: ServerResponse, call: UpstreamCall): void {
     response.once('close', () => this.end(call, (span) => markFailed(span, { type: 'browser_left' })));
   }

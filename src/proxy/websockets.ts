@@ -166,7 +166,7 @@ export function webSocketRoute(options: WebSocketRouteOptions) {
     if (hash !== undefined && channels.count(hash, 'socket') >= options.maxSocketsPerSession) {
       throw new BrowserError('too_many_requests', `This session has ${options.maxSocketsPerSession} WebSockets open already.`, 5);
     }
-    request.proxyState = { retried: false, nonceReplayed: false, dest: '', fromOptions: {}, ...(credential ? { credential } : {}) };
+    request.proxyState = { retried: false, nonceReplayed: false, dest: '', body: null, ...(credential ? { credential } : {}) };
     const net = request.raw.socket;
     const server = (reply as unknown as { wsProxy?: { wss?: WebSocketServerLike } }).wsProxy?.wss;
     const state: SocketState = { route: route.prefix, log: request.log, openedAt: Date.now(), hash, net, server, bytesIn: 0, bytesOut: 0, messagesIn: 0, messagesOut: 0, connected: false, done: false };
