@@ -114,6 +114,17 @@ describe('proxying an API call', () => {
     expect(teapot.statusCode).toBe(418);
   });
 
+  it("passes an API's 503 on to a GET at once, calling the API once (the app decides whether to retry)", async () => {
+    const { app } = await bffFor(rotating, upstream);
+    const browser = new TestBrowser(app);
+    await browser.login();
+    const before = upstream.requests.length;
+    const response = await browser.request('/api/status/503');
+    expect(response.statusCode).toBe(503);
+    expect(response.json<{ status: number }>().status).toBe(503);
+    expect(upstream.requests.length - before).toBe(1);
+  });
+
   it('answers 401 login_required without calling the upstream when there is no session', async () => {
     const { app } = await bffFor(rotating, upstream);
     const before = upstream.requests.length;
