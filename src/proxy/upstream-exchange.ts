@@ -84,9 +84,9 @@ export interface UpstreamEvents {
 /** undici's failure of a call, with its code (`UND_ERR_HEADERS_TIMEOUT`, `ECONNREFUSED`, …). */
 export type UpstreamError = Error & { code?: string };
 
-/** Whether a call's failure is the upstream being too slow (headers or body), rather than unreachable or broken. */
+/** Whether a call's failure is the upstream being too slow (to accept the connection, to answer, to send its body), rather than unreachable or broken. */
 export function isTimeout(error: UpstreamError): boolean {
-  return error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT';
+  return error.code === 'UND_ERR_CONNECT_TIMEOUT' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT';
 }
 
 /**

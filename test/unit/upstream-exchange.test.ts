@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Pool } from 'undici';
+import { errors, type Pool } from 'undici';
 import { BrowserError } from '../../src/errors.js';
 import {
   AbortedByProxy,
@@ -212,6 +212,14 @@ describe('a call to the upstream', () => {
     expect(outcome.failed?.code).toBe('ECONNREFUSED');
     expect(isTimeout(outcome.failed!)).toBe(false);
     await pool.destroy();
+  });
+
+  it("counts undici's connect, headers and body timeouts as timeouts (504), and nothing else", () => {
+    expect(isTimeout(new errors.ConnectTimeoutError())).toBe(true);
+    expect(isTimeout(new errors.HeadersTimeoutError())).toBe(true);
+    expect(isTimeout(new errors.BodyTimeoutError())).toBe(true);
+    expect(isTimeout(new errors.SocketError('other side closed'))).toBe(false);
+    expect(isTimeout(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe(false);
   });
 
   it('sends a kept body with its method, path, query and headers as given', async () => {
