@@ -297,16 +297,15 @@ async function proxyRoute(
       {
         response: (res) => answered(request, reply, res),
         failed: (error) => {
-          const timedOut = isTimeout(error);
-          if (upstreamTracing) upstreamTracing.failed(state, error, timedOut);
-          upstreamFailed(reply, error, timedOut);
+          if (upstreamTracing) upstreamTracing.failed(state, error);
+          upstreamFailed(reply, error);
         },
       },
     );
   };
 
   /** The upstream could not be reached, timed out, or its response failed before anything was passed on. */
-  const upstreamFailed = (reply: FastifyReply, error: UpstreamError, timedOut: boolean): void => {
+  const upstreamFailed = (reply: FastifyReply, error: UpstreamError): void => {
     // Nobody to answer: the browser has gone, and its leaving is the story, not the upstream.
     if (reply.raw.destroyed) {
       options.browserLeft(reply.request, reply);
@@ -317,7 +316,7 @@ async function proxyRoute(
       reply.send(bodyTooLarge(options.bodyLimitBytes));
       return;
     }
-    reply.send(timedOut ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
+    reply.send(isTimeout(error) ? new BrowserError('upstream_timeout', 'The API behind this route did not answer in time.') : upstreamUnavailable());
   };
   const wholeBodyEvents = { browserLeft: options.browserLeft, failed: upstreamFailed };
 

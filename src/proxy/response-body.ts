@@ -6,7 +6,7 @@ export interface WholeBodyEvents {
   /** The response was ready but the browser had gone. */
   browserLeft(request: FastifyRequest, reply: FastifyReply): void;
   /** The body failed before anything reached the browser (a reset, a body timeout). */
-  failed(reply: FastifyReply, error: UpstreamError, timedOut: boolean): void;
+  failed(reply: FastifyReply, error: UpstreamError): void;
 }
 
 /**
@@ -39,7 +39,7 @@ export function passWhole(request: FastifyRequest, reply: FastifyReply, res: Ups
       try {
         // Nothing has reached the browser yet: a clean error instead of half a body.
         dropUpstreamHeaders(reply, res.headers);
-        events.failed(reply, error, error.code === 'UND_ERR_BODY_TIMEOUT');
+        events.failed(reply, error);
       } catch (sendError) {
         reply.log.error({ err: sendError }, 'answering for a failed upstream response failed');
         abandonBrowser(reply);

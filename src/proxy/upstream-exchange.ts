@@ -95,8 +95,7 @@ export function isTimeout(error: UpstreamError): boolean {
  * straight from undici's chunks, without a body stream, its listeners and a pipe per
  * request (see bench/README: the cheapest forwarding measured here).
  */
-export function callUpstream(pool: Dispatcher, request: UpstreamRequest, events: UpstreamEvents): UpstreamBody {
-  const exchange = new UpstreamBody(events);
+export function callUpstream(pool: Dispatcher, request: UpstreamRequest, events: UpstreamEvents): void {
   pool.dispatch(
     {
       method: request.method as Dispatcher.HttpMethod,
@@ -106,9 +105,8 @@ export function callUpstream(pool: Dispatcher, request: UpstreamRequest, events:
       headersTimeout: request.timeoutMs,
       bodyTimeout: request.timeoutMs,
     },
-    exchange,
+    new UpstreamBody(events),
   );
-  return exchange;
 }
 
 type Reading =
@@ -187,11 +185,9 @@ export class UpstreamBody implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.reading.kind === 'ended') controller.abort(new AbortedByProxy());
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (this.reading.kind === 'ended') return;
     this.reading = { kind: 'kept', chunks: [] };
     this.events.response({ statusCode, headers, body: this });
   }

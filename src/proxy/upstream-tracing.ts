@@ -3,6 +3,7 @@ import { context, defaultTextMapSetter, SpanKind, SpanStatusCode, trace, type At
 import { ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_PATH } from '@opentelemetry/semantic-conventions';
 import type { FastifyRequest } from 'fastify';
 import { activeTracing, markFailed, pathOf, type ActiveTracing } from '../ops/tracing.js';
+import { isTimeout, type UpstreamError } from './upstream-exchange.js';
 
 /** Where the span of a request's upstream call in flight is kept (the proxy's per-request state). */
 export interface UpstreamCall {
@@ -66,8 +67,8 @@ export class UpstreamTracing {
   }
 
   /** The upstream could not be reached, or did not answer in time. */
-  failed(call: UpstreamCall | null, error: Error & { code?: string }, timedOut: boolean): void {
-    this.end(call, (span) => markFailed(span, { type: timedOut ? 'timeout' : (error.code ?? error.name) }));
+  failed(call: UpstreamCall | null, error: UpstreamError): void {
+    this.end(call, (span) => markFailed(span, { type: isTimeout(error) ? 'timeout' : (error.code ?? error.name) }));
   }
 
   private end(call: UpstreamCall | null, describe: (span: Span) => void): void {
