@@ -113,6 +113,16 @@ function browserGet(port: number, browser: TestBrowser, path: string, onResponse
   return get({ host: '127.0.0.1', port, path, agent: false, headers: { cookie: browser.cookieHeader(), 'x-csrf': '1' } }, onResponse);
 }
 
+/** The browser asks for `path`, then gives up after `ms` (closes its connection); resolves once it has. */
+function browserGivesUp(port: number, browser: TestBrowser, path: string, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const request = browserGet(port, browser, path, () => undefined);
+    request.on('error', () => undefined);
+    request.on('close', () => resolve());
+    setTimeout(() => request.destroy(), ms);
+  });
+}
+
 /**
  * GET over a real socket as the browser's session, reading the body chunk by chunk. The
  * response (headers and, when kept, body) is recorded in `browser` for the leak guard.
@@ -312,12 +322,7 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     const port = await listeningPort(instance);
     // The upstream sends 1 KB of 2 KB, then nothing for 3 s; the browser gives up after 200 ms.
     const startedAt = Date.now();
-    await new Promise<void>((resolve) => {
-      const request = browserGet(port, browser, '/api/stall?bytes=1024&ms=3000', () => undefined);
-      request.on('error', () => undefined);
-      request.on('close', () => resolve());
-      setTimeout(() => request.destroy(), 200);
-    });
+    await browserGivesUp(port, browser, '/api/stall?bytes=1024&ms=3000', 200);
     const line = () => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/stall?bytes=1024&ms=3000');
     await expect.poll(() => line().length, { timeout: 2_000 }).toBe(1);
     // Written when the browser left, not when the upstream would have finished (3 s).
@@ -332,12 +337,7 @@ describe('small upstream responses (Content-Length up to routes[].bufferResponse
     const { instance, browser } = await signedIn();
     const port = await listeningPort(instance);
     // The upstream answers after 600 ms; the browser gives up after 100 ms.
-    await new Promise<void>((resolve) => {
-      const request = browserGet(port, browser, '/api/slow?ms=600', () => undefined);
-      request.on('error', () => undefined);
-      request.on('close', () => resolve());
-      setTimeout(() => request.destroy(), 100);
-    });
+    await browserGivesUp(port, browser, '/api/slow?ms=600', 100);
     const line = () => instance.logs.filter((l) => l.msg === 'request' && l.url === '/api/slow?ms=600');
     await expect.poll(() => line().length, { timeout: 3_000 }).toBe(1);
     expect(line()[0]).toMatchObject({ cutOff: true });
